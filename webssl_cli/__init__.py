@@ -1,0 +1,1 @@
+"""webssl: batch feature extraction for Web-SSL models."""

@@ -1,0 +1,45 @@
+"""The `webssl` console script: a thin shell over the Python API.
+
+Each command lives in its own ``cmd_*.py`` module with a ``register(app)`` function; its
+docstring is its ``--help``. No logic here: commands parse options into the typed configs,
+call the API, print. Errors derived from WebsslError print one message and exit with its
+code (2 usage/input, 1 runtime); click usage errors exit 2.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from ..errors import WebsslError
+
+COMMAND_MODULES = ("cmd_models", "cmd_download", "cmd_extract", "cmd_status", "cmd_bench")
+
+app = typer.Typer(
+    name="webssl",
+    help="Batch feature extraction with Meta's Web-SSL (Web-DINO, Web-MAE) vision models.\n\n"
+         "An independent tool, not the official repository. Model weights are CC-BY-NC 4.0.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+for _name in COMMAND_MODULES:
+    try:
+        _mod = importlib.import_module(f"{__package__}.{_name}")
+    except ModuleNotFoundError as exc:   # a command module not written yet
+        if exc.name != f"{__package__}.{_name}":
+            raise
+        continue
+    _mod.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script and of ``python -m webssl_cli``."""
+    try:
+        app(args=argv, prog_name="webssl", standalone_mode=True)
+    except WebsslError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

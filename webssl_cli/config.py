@@ -1,0 +1,85 @@
+"""Typed configuration of an extraction run, one dataclass per stage.
+
+The CLI fills these; the Python API takes them directly. Nothing else passes kwargs dicts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PREPROCESS_MODES = ("resize-crop", "squash", "shortest-crop")
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    inputs: tuple[str, ...]
+    shard_size: int = 10_000            # samples per unit for folders / lists / parquet
+    image_key: str | None = None        # webdataset: which extension holds the image
+    image_column: str | None = None     # parquet: which column holds the image bytes
+    key_column: str | None = None       # parquet: optional column with sample keys
+    keep_json: bool = False             # webdataset: copy sidecar json fields
+    s3_endpoint_url: str | None = None  # also WEBSSL_S3_ENDPOINT_URL / AWS_ENDPOINT_URL
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    resolution: int                     # S: output side, a multiple of the patch size
+    mode: str = "resize-crop"           # resize-crop (README) | squash (demo) | shortest-crop (HF)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    max_image_pixels: int = 178_956_970  # decompression-bomb limit (PIL's default x2)
+
+    @property
+    def resize_short(self) -> int:
+        """Shorter side before the center crop."""
+        if self.mode == "resize-crop":
+            return round(self.resolution / 0.875)
+        return self.resolution
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    model: str | None = None            # registry name (short, full, HF or .pth style)
+    model_config: str | None = None     # path to a JSON architecture (instead of a name)
+    weights: str | None = None          # explicit checkpoint file or HF dir: never downloads
+    source: str | None = None           # hf | pth (download source)
+    cache_dir: str | None = None
+    offline: bool = False
+    device: str | None = None           # default: cuda if available else cpu
+    precision: str | None = None        # bf16 | fp16 | fp32 (default bf16 on cuda)
+    attention: str = "auto"             # auto | sdpa | flash | efficient | math | cudnn | xformers
+    compile: bool = False
+    resolution: int | None = None       # override the model's training resolution
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    out_dir: str
+    features: tuple[str, ...] = ("cls",)
+    format: str = "parquet"             # parquet | npy
+    out_dtype: str = "float16"          # float16 | float32
+    normalize: bool = False
+    overwrite: bool = False
+    manifest_name: str = "_webssl"
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    batch_size: int | str = 64          # int or "auto"
+    num_workers: int = 4
+    prefetch_factor: int = 4
+    progress_every: float = 30.0        # seconds between plain progress lines (no terminal)
+    lease_seconds: float = 300.0        # claim lease before another rank may take a unit over
+    heartbeat_seconds: float = 30.0
+    plan_wait_seconds: float = 600.0
+    decode: str = "cpu"                 # cpu | gpu
+    gpus: int = 0                       # --gpus N: spawn N local worker processes
+    limit_units: int | None = None      # stop after this many units (testing, sampling)
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    input: InputConfig
+    model: ModelConfig
+    output: OutputConfig
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    preprocess_mode: str = "resize-crop"

@@ -1,0 +1,42 @@
+"""Error types shared by every stage.
+
+Each error carries its exit code, so the CLI layer only has to print and exit:
+usage/input problems exit 2, runtime failures exit 1 (see ``webssl extract --help``).
+"""
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+EXIT_INCOMPLETE = 3   # some units could not be completed (failed units, see the manifest)
+EXIT_PREEMPTED = 4    # stopped by SIGTERM/SIGINT/SIGUSR1; rerun the same command to resume
+
+
+class WebsslError(Exception):
+    """A runtime failure with a message meant for the user (exit 1)."""
+
+    exit_code = EXIT_RUNTIME
+
+
+class UsageError(WebsslError):
+    """Bad arguments or bad input given by the user (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class ModelNotFoundError(UsageError):
+    """A model name that does not resolve to a registry record."""
+
+
+class CheckpointError(WebsslError):
+    """A checkpoint that cannot be loaded into the chosen architecture."""
+
+
+class WeightsMissingError(UsageError):
+    """Weights are not cached and may not be downloaded (offline)."""
+
+
+class Preempted(WebsslError):
+    """The run was asked to stop by a signal; finished units are kept."""
+
+    exit_code = EXIT_PREEMPTED
