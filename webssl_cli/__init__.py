@@ -1,1 +1,29 @@
-"""webssl: batch feature extraction for Web-SSL models."""
+"""webssl: batch feature extraction for Meta's Web-SSL vision models.
+
+Python API (the CLI is a thin shell over it). Heavy modules are imported lazily so that
+``webssl list-models`` never imports torch.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "create_model", "read_features", "extract", "list_models", "resolve"]
+
+
+def __getattr__(name: str):
+    if name == "create_model":
+        from .backbone.factory import create_model
+        return create_model
+    if name == "read_features":
+        from .store import read_features
+        return read_features
+    if name == "extract":
+        from .pipeline.api import extract
+        return extract
+    if name == "list_models":
+        from .registry import search
+        return search
+    if name == "resolve":
+        from .registry import resolve
+        return resolve
+    raise AttributeError(name)

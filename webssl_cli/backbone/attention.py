@@ -1,0 +1,73 @@
+"""Multi-head self-attention with a fused qkv projection, rows ordered [q | k | v].
+
+Attention goes through ``F.scaled_dot_product_attention`` (FlashAttention / cuDNN /
+memory-efficient / math, whichever torch picks or the backend forced with
+:func:`attention_backend`). ``xformers`` is an optional backend that fails loudly when it
+cannot be loaded.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UsageError
+
+BACKENDS = ("auto", "flash", "efficient", "cudnn", "math", "xformers")
+
+
+def _xformers_attention():
+    try:
+        from xformers.ops import memory_efficient_attention  # type: ignore
+    except Exception as exc:  # ImportError, or a binary built for another torch
+        raise UsageError(
+            f"--attention xformers: xformers cannot be loaded ({type(exc).__name__}: {exc}). "
+            "Install a build matching your torch (`pip install webssl-cli[xformers]`) or use "
+            "--attention auto, which uses torch's scaled_dot_product_attention "
+            "(FlashAttention/cuDNN on GPU).") from None
+    return memory_efficient_attention
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim, bias=True)
+        self.backend = "auto"
+        self._xops = None
+
+    def set_backend(self, backend: str) -> None:
+        if backend not in BACKENDS:
+            raise UsageError(f"--attention must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        self._xops = _xformers_attention() if backend == "xformers" else None
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
+        if self._xops is not None:   # xformers wants (B, N, H, hd)
+            q, k, v = qkv.unbind(2)
+            out = self._xops(q, k, v).reshape(b, n, c)
+        else:
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)   # (B, H, N, hd) each
+            with sdpa_backend(self.backend):
+                out = F.scaled_dot_product_attention(q, k, v)
+            out = out.transpose(1, 2).reshape(b, n, c)
+        return self.proj(out)
+
+
+@contextlib.contextmanager
+def sdpa_backend(name: str) -> Iterator[None]:
+    """Force one SDPA kernel ('flash', 'efficient', 'cudnn', 'math'); 'auto' lets torch pick."""
+    if name in ("auto", "xformers"):
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    kernel = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+              "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[name]
+    with sdpa_kernel(kernel):
+        yield

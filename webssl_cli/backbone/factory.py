@@ -1,0 +1,101 @@
+"""Build a model from a registry name or an architecture spec, with strict weight loading.
+
+``create_model`` builds on the meta device and assigns the loaded tensors, so loading never
+needs more host memory than about one copy of the weights in the target dtype.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..checkpoints.load import FP32_SUFFIXES, LoadReport, load_weights
+from ..errors import UsageError
+from ..registry import ArchSpec, ModelRecord, resolve
+from .vit import WebSSLViT
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    spec: ArchSpec
+    name: str                     # registry short name, or "custom:<file>"
+    record: ModelRecord | None
+
+
+def choose(name_or_spec: str | Path | ArchSpec | dict[str, Any]) -> ModelChoice:
+    """Registry name (any form), ArchSpec, spec dict, or path to a spec JSON file."""
+    if isinstance(name_or_spec, ArchSpec):
+        return ModelChoice(name_or_spec, "custom", None)
+    if isinstance(name_or_spec, dict):
+        return ModelChoice(ArchSpec.from_dict(name_or_spec), "custom", None)
+    text = str(name_or_spec)
+    if text.endswith(".json") or Path(text).is_file():
+        return ModelChoice(ArchSpec.from_json_file(text), f"custom:{Path(text).name}", None)
+    resolved = resolve(text)
+    if resolved.notice:
+        print(resolved.notice, file=sys.stderr)
+    return ModelChoice(resolved.record.arch, resolved.record.name, resolved.record)
+
+
+def init_random(model: WebSSLViT, seed: int = 0) -> None:
+    """Deterministic random init (benchmarks and tests): trunc-normal 0.02 weights."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("ls1.gamma", "ls2.gamma")):
+                p.fill_(1e-5 if p.dtype != torch.float32 else 1e-1)
+            elif name.endswith("bias"):
+                p.zero_()
+            elif ".norm" in name or name.startswith("norm"):
+                p.fill_(1.0)
+            else:
+                cpu = torch.empty(p.shape, dtype=torch.float32).normal_(0, 0.02, generator=g)
+                p.copy_(cpu.clamp_(-0.04, 0.04))
+
+
+def _materialize(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> None:
+    model.to_empty(device=device)
+    if dtype is not None:
+        for name, p in model.named_parameters():
+            if not name.endswith(FP32_SUFFIXES):
+                p.data = p.data.to(dtype)
+
+
+def create_model(name_or_spec: str | Path | ArchSpec | dict[str, Any], weights: str | Path | None = None,
+                 device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                 random_init: bool = False, attention: str = "auto", seed: int = 0,
+                 offline: bool = False, source: str | None = None,
+                 cache_dir: str | None = None) -> WebSSLViT:
+    """Return a Web-SSL ViT in eval mode.
+
+    ``weights``: a checkpoint file or HF folder (never touches the network). Without it, a
+    registry model's weights come from the cache (downloaded unless ``offline``); random
+    weights only when ``random_init=True`` is asked for explicitly. ``dtype`` (e.g.
+    ``torch.bfloat16``) holds matmul weights in that dtype and keeps norms, LayerScale and
+    embeddings in float32, so accuracy matches autocast.
+    """
+    choice = choose(name_or_spec)
+    device = torch.device(device)
+    with torch.device("meta"):
+        model = WebSSLViT(choice.spec)
+    model.model_name = choice.name
+    model.load_report = None
+    if weights is None and not random_init:
+        if choice.record is None:
+            raise UsageError("a custom architecture needs weights (--weights FILE) or an explicit "
+                             "random init (random_init=True)")
+        from ..weights import WeightsRequest, resolve_weights
+        weights = resolve_weights(WeightsRequest(model=choice.record, source=source,
+                                                 cache_dir=cache_dir, offline=offline))
+    if weights is not None:
+        report: LoadReport = load_weights(model, weights, choice.name, dtype=dtype, device=device)
+        model.load_report = report
+    else:
+        _materialize(model, device, dtype)
+        init_random(model, seed)
+    model.set_attention_backend(attention)
+    return model.eval().requires_grad_(False)

@@ -1,0 +1,6 @@
+"""Checkpoint reading and conversion (small pure functions with loud, specific errors)."""
+from .load import LoadReport, file_fingerprint, load_weights, match_state_dict, to_our_names
+from .read import read_checkpoint
+
+__all__ = ["LoadReport", "file_fingerprint", "load_weights", "match_state_dict",
+           "read_checkpoint", "to_our_names"]

@@ -1,0 +1,104 @@
+"""Read a checkpoint from disk into a flat ``{name: tensor}`` dict, safely and lazily.
+
+- ``.pth``/``.pt``: ``torch.load(weights_only=True, mmap=True)`` — never unpickles arbitrary
+  objects; a file that needs it is refused with an explanation.
+- ``.safetensors`` (single file) and HF directories (``config.json`` + ``model.safetensors``
+  or ``model.safetensors.index.json`` with shards): memory-mapped through safetensors.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError, UsageError
+
+
+@dataclass
+class RawCheckpoint:
+    path: Path
+    kind: str                     # "pth" | "safetensors" | "hf"
+    tensors: dict[str, Any]       # name -> tensor, or nested dicts for wrapped .pth files
+    hf_config: dict | None = None
+
+
+def read_checkpoint(path: str | Path) -> RawCheckpoint:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise UsageError(f"weights {p}: no such file or directory")
+    if p.is_dir():
+        return _read_hf_dir(p)
+    if p.suffix == ".safetensors":
+        return RawCheckpoint(p, "safetensors", _load_safetensors(p))
+    if p.name == "config.json":
+        return _read_hf_dir(p.parent)
+    return RawCheckpoint(p, "pth", _load_pth(p))
+
+
+def _load_pth(p: Path) -> dict[str, Any]:
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"{p}: the file is empty (0 bytes); download it again")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{p}: refusing to load: the file needs unsafe unpickling of arbitrary Python "
+            f"objects, which could run code ({str(exc).splitlines()[0][:200]}). Real Web-SSL "
+            "checkpoints hold only tensors; if you trust this file, re-save its state dict with "
+            "`torch.save(state_dict, path)` and use that.") from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{p}: cannot read the checkpoint, it looks truncated or corrupt "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Download it again "
+            "(`webssl download MODEL`) or check the copy.") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{p}: expected a state dict (a dict of tensors), got "
+                              f"{type(obj).__name__}")
+    return obj
+
+
+def _load_safetensors(p: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(str(p), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{p}: cannot read the safetensors file, it looks truncated or "
+                              f"corrupt ({exc}). Download it again.") from None
+
+
+def _read_hf_dir(d: Path) -> RawCheckpoint:
+    cfg_path = d / "config.json"
+    config = None
+    if cfg_path.exists():
+        try:
+            config = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from None
+    index = d / "model.safetensors.index.json"
+    single = d / "model.safetensors"
+    if single.exists():
+        return RawCheckpoint(d, "hf", _load_safetensors(single), config)
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise CheckpointError(f"{index}: not a valid safetensors index ({exc})") from None
+        tensors: dict[str, torch.Tensor] = {}
+        for shard in sorted(set(weight_map.values())):
+            sp = d / shard
+            if not sp.exists():
+                raise CheckpointError(f"{index} lists shard {shard}, which is missing from {d}; "
+                                      "download the repository again")
+            tensors.update(_load_safetensors(sp))
+        return RawCheckpoint(d, "hf", tensors, config)
+    pths = sorted(d.glob("*.pth"))
+    if len(pths) == 1:
+        return RawCheckpoint(pths[0], "pth", _load_pth(pths[0]))
+    raise UsageError(f"weights {d}: a directory without model.safetensors or "
+                     "model.safetensors.index.json (expected a Hugging Face model folder)")
