@@ -1,0 +1,84 @@
+"""`webssl extract`: parse options into an ExtractConfig and call the pipeline."""
+from __future__ import annotations
+
+import os
+from typing import List, Optional
+
+import typer
+
+from .errors import exit_on_error
+
+
+def extract(
+    inputs: List[str] = typer.Option(..., "--input", "-i", help="Image folder, path list (.txt), parquet file/folder, tar shard(s) (file, folder, glob, {000..099} braces), s3://bucket/prefix/, http(s):// URL or pipe:CMD. Repeatable."),
+    out: str = typer.Option(..., "--out", "-o", help="Output folder (features + _webssl/ manifest)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry model (see `webssl list-models`)."),
+    model_config: Optional[str] = typer.Option(None, "--model-config", help="JSON architecture instead of --model (needs --weights)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Checkpoint file or HF folder; never touches the network."),
+    features: str = typer.Option("cls", "--features", help="Comma list of cls, patch_mean, patches, patch_grid:N, layers:K."),
+    fmt: str = typer.Option("parquet", "--format", help="parquet or npy (embedding-reader parquet_npy layout)."),
+    out_dtype: str = typer.Option("float16", "--out-dtype", help="float16 or float32."),
+    normalize: bool = typer.Option(False, "--normalize", help="L2-normalize every feature vector."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Discard an earlier run in --out with different settings."),
+    manifest_name: str = typer.Option("_webssl", "--manifest-name", help="Name of the manifest folder inside --out."),
+    shard_size: int = typer.Option(10_000, "--shard-size", help="Images per unit for folders, lists and parquet."),
+    image_key: Optional[str] = typer.Option(None, "--image-key", help="WebDataset extension holding the image (default: first of jpg/jpeg/png/webp)."),
+    image_column: Optional[str] = typer.Option(None, "--image-column", help="Parquet column with image bytes."),
+    key_column: Optional[str] = typer.Option(None, "--key-column", help="Parquet column with sample keys."),
+    keep_json: bool = typer.Option(False, "--keep-json", help="Copy WebDataset .json sidecars into the output."),
+    s3_endpoint_url: Optional[str] = typer.Option(None, "--s3-endpoint-url", envvar="WEBSSL_S3_ENDPOINT_URL", help="S3-compatible endpoint."),
+    preprocess: str = typer.Option("resize-crop", "--preprocess", help="resize-crop (README), squash (demo) or shortest-crop (HF processor)."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Input side (multiple of the patch size); default: the model's."),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:N or cpu (default: cuda if available)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="bf16, fp16 or fp32 (default bf16 on CUDA)."),
+    batch_size: str = typer.Option("64", "--batch-size", help="Images per batch, or 'auto'."),
+    num_workers: int = typer.Option(4, "--num-workers", help="DataLoader worker processes for reading/decoding."),
+    decode: str = typer.Option("cpu", "--decode", help="cpu or gpu (batched nvJPEG on the GPU)."),
+    attention: str = typer.Option("auto", "--attention", help="auto, flash, efficient, cudnn, math or xformers."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (one compile per process)."),
+    gpus: int = typer.Option(0, "--gpus", help="Start N worker processes on this node, one per GPU."),
+    source: Optional[str] = typer.Option(None, "--source", help="Weights source to download from: hf or pth."),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Weights cache (default $WEBSSL_CACHE or ~/.cache/webssl)."),
+    offline: bool = typer.Option(False, "--offline", envvar="WEBSSL_OFFLINE", help="Never download weights."),
+    lease: float = typer.Option(300.0, "--lease", help="Seconds after which another rank may take over a silent unit."),
+    progress_every: float = typer.Option(30.0, "--progress-every", help="Seconds between progress lines when not on a terminal."),
+    limit_units: Optional[int] = typer.Option(None, "--limit-units", help="Stop after this many units (sampling, tests)."),
+) -> None:
+    """Extract Web-SSL features from images into sharded Parquet or NPY files.
+
+    Resumable: rerun the same command to continue; done units are skipped.
+    Multi-GPU: --gpus N on one node, or launch under torchrun / srun (see configs/).
+
+    Example: webssl extract --model dino300m-full2b-224 --input photos/ --out feats/
+
+    Exit codes: 0 all units done; 1 runtime failure; 2 usage or input error;
+    3 some units could not be completed (see `webssl status OUT`);
+    4 stopped by SIGTERM/SIGINT/SIGUSR1 (rerun to resume).
+    """
+    from ..config import ExtractConfig, InputConfig, ModelConfig, OutputConfig, RuntimeConfig
+    from ..errors import UsageError
+    from ..pipeline.api import extract as run
+
+    with exit_on_error():
+        if batch_size != "auto" and not batch_size.isdigit():
+            raise UsageError(f"--batch-size must be a positive number or 'auto', got {batch_size!r}")
+        cfg = ExtractConfig(
+            input=InputConfig(tuple(inputs), shard_size, image_key, image_column, key_column,
+                              keep_json, s3_endpoint_url),
+            model=ModelConfig(model, model_config, weights, source, cache_dir,
+                              offline or os.environ.get("HF_HUB_OFFLINE") == "1", device,
+                              precision, attention, compile, resolution),
+            output=OutputConfig(out, tuple(features.split(",")), fmt, out_dtype, normalize,
+                                overwrite, manifest_name),
+            runtime=RuntimeConfig(batch_size=batch_size if batch_size == "auto" else int(batch_size),
+                                  num_workers=num_workers, progress_every=progress_every,
+                                  lease_seconds=lease, heartbeat_seconds=min(30.0, lease / 4),
+                                  decode=decode, gpus=gpus, limit_units=limit_units),
+            preprocess_mode=preprocess,
+        )
+        result = run(cfg)
+    raise typer.Exit(result.exit_code)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("extract")(extract)

@@ -1,0 +1,69 @@
+"""`webssl list-models` and `webssl info`: the registry as a table or JSON (no torch import)."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import typer
+
+from .errors import exit_on_error
+
+
+def _cached(rec) -> dict[str, bool]:
+    from ..weights import cached_sources
+    return cached_sources(rec)
+
+
+def list_models(
+    filter: Optional[str] = typer.Argument(None, help="Only models whose name contains this."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List every released Web-SSL model with its size, cost and cache state.
+
+    Example: webssl list-models dino7b --json
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..registry import search
+    from ..registry.summary import human_bytes, summarize
+
+    rows = [summarize(m, _cached(m)) for m in search(filter)]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="Web-SSL models")
+    for col in ("name", "family", "params", "D/depth/heads", "patch", "res", "tokens", "GFLOPs",
+                "CLS fp16", "patches fp16", "bf16 weights", "data", "license", "cached"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        cached = ",".join(k for k, v in r["cached"].items() if v) or "-"
+        table.add_row(r["name"], r["family"], f"{r['params'] / 1e9:.2f}B",
+                      f"{r['width']}/{r['depth']}/{r['heads']}", str(r["patch"]),
+                      str(r["resolution"]), str(r["tokens"]), f"{r['gflops_per_image']:.0f}",
+                      human_bytes(r["fp16_bytes_cls"]), human_bytes(r["fp16_bytes_patches"]),
+                      human_bytes(r["bf16_weight_bytes"]), r["data"], r["license"], cached)
+    Console(width=max(Console().width, 160)).print(table)
+    if not rows:
+        print(f"no model matches {filter!r}", file=sys.stderr)
+
+
+def info(model: str = typer.Argument(..., help="Model name (short, full, HF id or .pth name).")) -> None:
+    """Show one model in full: architecture, cost, weight URLs, preprocessing.
+
+    Example: webssl info dino1b-full2b-224
+    """
+    from ..registry import resolve
+    from ..registry.summary import summarize
+
+    with exit_on_error():
+        resolved = resolve(model)
+    if resolved.notice:
+        print(resolved.notice, file=sys.stderr)
+    print(json.dumps(summarize(resolved.record, _cached(resolved.record), full=True), indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("list-models")(list_models)
+    app.command("info")(info)

@@ -1,0 +1,48 @@
+"""Preemption: SIGTERM / SIGINT / SIGUSR1 stop the run; a second signal exits at once.
+
+The first signal raises :class:`Preempted` in the main thread (breaking out of any wait on
+the data loader); the runner then abandons in-flight units without visible partial files,
+releases their claims and exits with EXIT_PREEMPTED (4) so `--requeue` jobs resume cleanly.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Iterator
+
+from ..errors import EXIT_PREEMPTED, Preempted
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+class StopFlag:
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.signal_name is not None
+
+
+@contextlib.contextmanager
+def preemption_handlers(flag: StopFlag, prefix: str = "") -> Iterator[StopFlag]:
+    def handler(signum, _frame):
+        name = signal.Signals(signum).name
+        if flag.signal_name is not None:
+            print(f"{prefix} second {name}: exiting now", file=sys.stderr, flush=True)
+            os._exit(EXIT_PREEMPTED)
+        flag.signal_name = name
+        print(f"{prefix} {name} received: stopping after cleanup (send again to exit at once)",
+              file=sys.stderr, flush=True)
+        raise Preempted(f"stopped by {name}; finished units are kept, rerun the same command "
+                        "to resume")
+
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    for s in STOP_SIGNALS:
+        signal.signal(s, handler)
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -1,0 +1,23 @@
+"""Entry of one `--gpus` worker process: ``python -m webssl_cli.distributed.worker CFG.json``."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..config_io import config_from_json
+from ..errors import WebsslError
+
+
+def main() -> None:
+    from ..pipeline.runner import run_extract
+    cfg = config_from_json(Path(sys.argv[1]).read_text())
+    try:
+        result = run_extract(cfg)
+    except WebsslError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    sys.exit(result.exit_code)
+
+
+if __name__ == "__main__":
+    main()

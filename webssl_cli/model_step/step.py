@@ -1,0 +1,80 @@
+"""The model step: a pure function from a uint8 image batch to a dict of feature tensors.
+
+It knows nothing of files. Normalization (mean/std) happens on the model's device; the
+forward runs under ``torch.inference_mode`` and autocast for half precisions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import UsageError
+from .features import Feature, compute, layers_needed
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+OUT_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device:
+        d = torch.device(device)
+        if d.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: CUDA is not available on this machine; "
+                             "use --device cpu")
+        return d
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_precision(precision: str | None, device: torch.device) -> str:
+    if precision is None:
+        if device.type == "cuda":
+            return "bf16"
+        return "bf16" if _cpu_bf16_ok() else "fp32"
+    if precision not in DTYPES:
+        raise UsageError(f"--precision must be one of bf16, fp16, fp32; got {precision!r}")
+    return precision
+
+
+def _cpu_bf16_ok() -> bool:
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.ones(2, 2) @ torch.ones(2, 2)
+        return True
+    except Exception:
+        return False
+
+
+@dataclass
+class ModelStep:
+    model: torch.nn.Module
+    features: tuple[Feature, ...]
+    device: torch.device
+    precision: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    normalize: bool = False
+    out_dtype: str = "float16"
+
+    def __post_init__(self) -> None:
+        self._mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1) * 255.0
+        self._std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1) * 255.0
+        self._k = layers_needed(self.features)
+        self._out = OUT_DTYPES[self.out_dtype]
+
+    def to_input(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B,3,H,W) on any device -> normalized float32 on the model's device."""
+        x = images.to(self.device, non_blocking=True).float()
+        return (x - self._mean) / self._std
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Features of one batch, on the model's device, in the output dtype."""
+        x = self.to_input(images)
+        grid = (x.shape[-2] // self.model.patch_size, x.shape[-1] // self.model.patch_size)
+        dtype = DTYPES[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            last = self.model.get_intermediate_layers(x, n=self._k, return_class_token=True,
+                                                      norm=True)
+            feats = compute(self.features, list(last), grid, self.normalize)
+        return {k: v.to(self._out) for k, v in feats.items()}

@@ -1,0 +1,175 @@
+"""Stage 1: read + decode + preprocess in DataLoader workers, fed by a queue of work items.
+
+The runner claims units and puts their parts on a work queue; persistent DataLoader workers
+take parts, read samples (``readers.iter_samples``), decode them to uint8 (3,S,S) tensors
+(``preprocess.load_sample``) and yield ready batches tagged with the unit and sample indices.
+Failed samples travel with the batches as :class:`Failure` records; the end of every part is
+announced with a marker (sample count, read time, or the error that broke the shard).
+Results come back in arrival order (``in_order=False``) so a worker waiting for work never
+blocks the others.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from ..config import InputConfig, PreprocessConfig
+from ..units import Failure, Unit
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    unit: Unit
+    part: int
+    n_parts: int
+
+
+@dataclass
+class Batch:
+    unit_index: int
+    part: int
+    images: torch.Tensor | None            # uint8 (b,3,S,S); None for an end-of-part marker
+    indices: list[int] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    metas: list[dict | None] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    decode_seconds: float = 0.0
+    end: bool = False
+    samples_seen: int = 0                  # set on the end marker: samples of this part
+    read_error: str | None = None          # set on the end marker when the shard broke
+
+
+def _worker_init(_: int) -> None:
+    # The parent handles signals and shuts the workers down; one thread per worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    torch.set_num_threads(1)
+
+
+def iter_part(item: WorkItem, icfg: InputConfig, pcfg: PreprocessConfig,
+              batch_size: int) -> Iterator[Batch]:
+    """Read, decode and batch one part of one unit (runs inside a worker)."""
+    from ..preprocess import DecodeError, load_sample
+    from ..readers import iter_samples
+
+    unit = item.unit
+    batch = Batch(unit.index, item.part, None)
+    imgs: list[torch.Tensor] = []
+    seen = 0
+    t0 = time.perf_counter()
+
+    def flush() -> Batch:
+        nonlocal batch, imgs, t0
+        out = batch
+        out.images = torch.stack(imgs) if imgs else None
+        out.decode_seconds = time.perf_counter() - t0
+        batch, imgs, t0 = Batch(unit.index, item.part, None), [], time.perf_counter()
+        return out
+
+    error = None
+    try:
+        for s in iter_samples(unit, icfg, item.part, item.n_parts):
+            seen += 1
+            if s.data is None:
+                batch.failures.append(Failure(s.key, s.source, "read", s.error_type or "ReadError",
+                                              s.error or "unreadable", s.index))
+                continue
+            try:
+                img = load_sample(s.data, pcfg)
+            except DecodeError as exc:
+                batch.failures.append(Failure(s.key, s.source, "decode", exc.error_type,
+                                              exc.message, s.index))
+                continue
+            except Exception as exc:   # never let one sample stop the run
+                batch.failures.append(Failure(s.key, s.source, "decode", type(exc).__name__,
+                                              str(exc)[:500], s.index))
+                continue
+            imgs.append(img)
+            batch.indices.append(s.index)
+            batch.keys.append(s.key)
+            batch.sources.append(s.source)
+            batch.metas.append(s.meta)
+            if len(imgs) == batch_size:
+                yield flush()
+    except Exception as exc:   # the shard itself broke (truncated tar, dropped connection)
+        error = f"{type(exc).__name__}: {exc}"
+    if imgs or batch.failures:
+        yield flush()
+    yield Batch(unit.index, item.part, None, end=True, samples_seen=seen, read_error=error)
+
+
+class WorkQueueDataset(IterableDataset):
+    def __init__(self, work: "mp.Queue[WorkItem | None]", icfg: InputConfig,
+                 pcfg: PreprocessConfig, batch_size: int) -> None:
+        self.work, self.icfg, self.pcfg, self.batch_size = work, icfg, pcfg, batch_size
+
+    def __iter__(self) -> Iterator[Batch]:
+        while True:
+            item = self.work.get()
+            if item is None:
+                return
+            yield from iter_part(item, self.icfg, self.pcfg, self.batch_size)
+
+
+class BatchSource:
+    """Owns the work queue and the DataLoader; ``submit`` parts, iterate ready batches."""
+
+    def __init__(self, icfg: InputConfig, pcfg: PreprocessConfig, batch_size: int,
+                 num_workers: int, pin_memory: bool, prefetch_factor: int = 4) -> None:
+        self.num_workers = num_workers
+        self.icfg, self.pcfg, self.batch_size = icfg, pcfg, batch_size
+        if num_workers > 0:
+            ctx = mp.get_context("fork")
+            self.work: queue.Queue | mp.Queue = ctx.Queue()
+            ds = WorkQueueDataset(self.work, icfg, pcfg, batch_size)
+            self.loader = DataLoader(ds, batch_size=None, num_workers=num_workers,
+                                     pin_memory=pin_memory, prefetch_factor=prefetch_factor,
+                                     worker_init_fn=_worker_init, multiprocessing_context=ctx,
+                                     in_order=False, persistent_workers=False)
+            self._it = iter(self.loader)
+        else:
+            self.work = queue.Queue()
+            self._it = None
+            self._local: Iterator[Batch] | None = None
+        self.outstanding = 0   # parts submitted whose end marker has not come back
+
+    def submit(self, unit: Unit) -> int:
+        n = self.num_workers if (unit.splittable and self.num_workers > 1) else 1
+        for part in range(n):
+            self.work.put(WorkItem(unit, part, n))
+        self.outstanding += n
+        return n
+
+    def next_batch(self) -> Batch:
+        if self.outstanding <= 0:
+            raise RuntimeError("next_batch with nothing submitted")
+        if self._it is not None:
+            b = next(self._it)
+        else:
+            while True:
+                if self._local is None:
+                    item = self.work.get_nowait()
+                    self._local = iter_part(item, self.icfg, self.pcfg, self.batch_size)
+                try:
+                    b = next(self._local)
+                    break
+                except StopIteration:
+                    self._local = None
+        if b.end:
+            self.outstanding -= 1
+        return b
+
+    def close(self) -> None:
+        if self._it is not None:
+            for _ in range(self.num_workers):
+                self.work.put(None)
+            self._it._shutdown_workers()   # terminates workers even if they are mid-part
+            self._it = None

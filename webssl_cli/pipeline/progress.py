@@ -1,0 +1,93 @@
+"""Progress reporting: a rich bar on a terminal, plain lines every N seconds otherwise.
+
+Totals come from the done-records on the shared filesystem, so rank 0 (or the `--gpus`
+parent) shows the whole job, not only its own share.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Counters:
+    images: int = 0
+    failures: int = 0
+    units_done: int = 0
+    units_failed: int = 0
+    read_seconds: float = 0.0        # summed over workers (decode+read time)
+    wait_seconds: float = 0.0        # main loop waiting for batches
+    model_seconds: float = 0.0
+    write_seconds: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+class Progress:
+    """``update()`` is cheap; it redraws or prints at most every ``every`` seconds."""
+
+    def __init__(self, units_total: int, units_done_before: int, prefix: str = "",
+                 every: float = 30.0, enabled: bool = True, done_counter=None) -> None:
+        self.total, self.before, self.prefix = units_total, units_done_before, prefix
+        self.every, self.enabled = every, enabled
+        self.done_counter = done_counter          # callable -> units done in the whole job
+        self.tty = enabled and sys.stderr.isatty()
+        self._last = 0.0
+        self._bar = None
+        if self.tty:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress,
+                                       TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(),
+                                     MofNCompleteColumn(), TextColumn("units"),
+                                     TextColumn("{task.fields[rate]:.1f} img/s"),
+                                     TextColumn("fail {task.fields[fail]}"),
+                                     TimeElapsedColumn(), TimeRemainingColumn(),
+                                     transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task(f"{prefix} extract".strip(), total=units_total,
+                                            completed=units_done_before, rate=0.0, fail=0)
+
+    def update(self, c: Counters, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not force and now - self._last < (0.5 if self.tty else self.every):
+            return
+        self._last = now
+        done = self.done_counter() if self.done_counter else self.before + c.units_done
+        rate = c.images / max(c.elapsed, 1e-9)
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, rate=rate, fail=c.failures)
+            return
+        left = self.total - done
+        eta = ""
+        if c.units_done and left > 0:
+            eta = f", eta {left * c.elapsed / c.units_done / 60:.1f} min"
+        print(f"{self.prefix} units {done}/{self.total}, images {c.images} ({rate:.1f}/s), "
+              f"failed samples {c.failures}, failed units {c.units_failed}{eta}".strip(),
+              file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def summary(c: Counters, workers: int) -> str:
+    wall = max(c.elapsed, 1e-9)
+    read_wall = c.read_seconds / max(workers, 1)
+    parts = {"reading/decoding": read_wall, "model": c.model_seconds, "writing": c.write_seconds}
+    if c.wait_seconds > 0.2 * wall and c.wait_seconds > c.model_seconds * 0.25:
+        hint = ("the input pipeline is the bottleneck (the model waited "
+                f"{c.wait_seconds:.1f}s for data): raise --num-workers or use --decode gpu")
+    elif c.write_seconds > c.model_seconds:
+        hint = "writing is the bottleneck: use a faster output filesystem or fewer features"
+    else:
+        hint = "the model is the bottleneck (as it should be)"
+    times = ", ".join(f"{k} {v:.1f}s" for k, v in parts.items())
+    return (f"{c.images} images in {wall:.1f}s ({c.images / wall:.1f} img/s), "
+            f"{c.units_done} units done, {c.units_failed} units failed, {c.failures} failed "
+            f"samples. Time: {times}, waiting for data {c.wait_seconds:.1f}s. Bottleneck: {hint}.")

@@ -1,0 +1,272 @@
+"""One rank of `webssl extract`: claim units, stream them through the model, commit them.
+
+Stages: ``loader`` (read + decode in DataLoader workers) -> ``model_step`` (pure) ->
+``store`` (write on a background thread, done-record last). Units are claimed dynamically
+(``store.ClaimStore``) so fast ranks take more; the done-record is the only authority on
+completion, so a rerun skips done units and redoes the rest.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..config import ExtractConfig
+from ..distributed import RankInfo, detect_rank
+from ..distributed.signals import StopFlag, preemption_handlers
+from ..errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, Preempted
+from ..model_step import ModelStep, pick_device, pick_precision
+from .loader import Batch, BatchSource
+from .progress import Counters, Progress, summary
+from .setup import Prepared, prepare
+from .unit_state import UnitState
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    units_total: int
+    units_done_here: int
+    units_failed: list[str] = field(default_factory=list)
+    images: int = 0
+    failures: int = 0
+    seconds: float = 0.0
+    summary: str = ""
+
+
+def log(rank: RankInfo, msg: str) -> None:
+    print(f"{rank.prefix} {msg}".strip(), file=sys.stderr, flush=True)
+
+
+def rank_device(requested: str | None, rank: RankInfo) -> torch.device:
+    dev = pick_device(requested)
+    if dev.type == "cuda" and dev.index is None and rank.world_size > 1:
+        dev = torch.device("cuda", rank.local_rank % max(torch.cuda.device_count(), 1))
+    return dev
+
+
+def build_step(prep: Prepared, device: torch.device, precision: str) -> ModelStep:
+    from ..backbone.factory import create_model
+    m = prep.cfg.model
+    hold = torch.bfloat16 if (device.type == "cuda" and precision == "bf16") else None
+    model = create_model(prep.choice.spec if prep.choice.record is None else prep.choice.record.name,
+                         weights=prep.weights, device=device, dtype=hold, attention=m.attention)
+    if m.compile:
+        model = torch.compile(model, dynamic=False)
+    return ModelStep(model, prep.features, device, precision, prep.pcfg.mean, prep.pcfg.std,
+                     normalize=prep.cfg.output.normalize, out_dtype=prep.cfg.output.out_dtype)
+
+
+class Heartbeat(threading.Thread):
+    def __init__(self, claims, every: float) -> None:
+        super().__init__(daemon=True, name="webssl-heartbeat")
+        self.claims, self.every = claims, every
+        self.units: set[str] = set()
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(self.every):
+            with self.lock:
+                ids = list(self.units)
+            for uid in ids:
+                try:
+                    self.claims.heartbeat(uid)
+                except Exception as exc:   # taken over: the commit protocol decides later
+                    print(f"warning: heartbeat for unit {uid}: {exc}", file=sys.stderr)
+
+
+def run_extract(cfg: ExtractConfig, rank: RankInfo | None = None) -> RunResult:
+    """Run this process's share of an extraction; returns a RunResult with the exit code."""
+    rank = rank or detect_rank()
+    device = rank_device(cfg.model.device, rank)
+    precision = pick_precision(cfg.model.precision, device)
+    prep = prepare(cfg, rank, precision)
+    return _Run(prep, rank, device, precision).run()
+
+
+class _Run:
+    def __init__(self, prep: Prepared, rank: RankInfo, device: torch.device, precision: str):
+        from ..store import ClaimStore, done_units
+        self.prep, self.rank, self.device, self.precision = prep, rank, device, precision
+        self.rt = prep.cfg.runtime
+        self.claims = ClaimStore(prep.layout, rank.owner, prep.cfg.runtime.lease_seconds)
+        self.done_units = done_units
+        self.counters = Counters()
+        self.inflight: dict[int, UnitState] = {}
+        self.failed: list[str] = []
+        self.skip: set[str] = set()      # units this rank failed or lost: not claimed again
+        self.writes: list[cf.Future] = []
+        self.pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="webssl-writer")
+        self.feature_names = [f.name for f in prep.features]
+        t = (prep.pcfg.resolution // prep.choice.spec.patch_size) ** 2
+        self.shapes = {f.name: f.shape(prep.choice.spec.embed_dim, t) for f in prep.features}
+        self.np_dtype = np.dtype(prep.cfg.output.out_dtype)
+        self.no_more = False
+        self.units_claimed = 0
+
+    # -- claiming ----------------------------------------------------------------------
+    def claim_more(self, source: BatchSource, flag: StopFlag) -> None:
+        target = max(2, source.num_workers + 1)
+        limit = self.rt.limit_units
+        while not self.no_more and not flag and source.outstanding < target:
+            if limit is not None and self.units_claimed >= limit:
+                self.no_more = True
+                break
+            done = set(self.done_units(self.prep.layout)) | self.skip
+            unit = self.claims.claim_next(self.prep.units, done)
+            if unit is None:
+                self.no_more = True
+                break
+            self.units_claimed += 1
+            with self.heartbeat.lock:
+                self.heartbeat.units.add(unit.id)
+            n = source.submit(unit)
+            self.inflight[unit.index] = UnitState(unit, parts_left=n)
+
+    # -- model -------------------------------------------------------------------------
+    def finalize(self, pending) -> None:
+        """Bring one batch's features to host memory and file them under their unit."""
+        if pending is None:
+            return
+        batch, feats = pending
+        t0 = time.perf_counter()
+        host = {k: v.cpu().numpy() for k, v in feats.items()}
+        self.counters.model_seconds += time.perf_counter() - t0
+        st = self.inflight[batch.unit_index]
+        st.add_rows(batch.indices, batch.keys, batch.sources, batch.metas, host)
+        self.counters.images += len(batch.indices)
+
+    def on_batch(self, b: Batch, pending):
+        st = self.inflight[b.unit_index]
+        self.counters.read_seconds += b.decode_seconds
+        if b.failures:
+            st.failures += b.failures
+            self.counters.failures += len(b.failures)
+        if b.images is not None and len(b.indices):
+            t0 = time.perf_counter()
+            feats = self.step(b.images)             # queued on the device, not synced
+            self.counters.model_seconds += time.perf_counter() - t0
+            self.finalize(pending)                  # previous batch: overlaps this one
+            return (b, feats)
+        self.finalize(pending)
+        if b.end:
+            st.samples_seen += b.samples_seen
+            if b.read_error:
+                st.read_errors.append(b.read_error)
+            st.parts_left -= 1
+            if st.parts_left == 0:
+                self.unit_complete(self.inflight.pop(b.unit_index))
+        return None
+
+    # -- writing -----------------------------------------------------------------------
+    def unit_complete(self, st: UnitState) -> None:
+        unit = st.unit
+        if st.read_errors:
+            self.fail_unit(st, "; ".join(st.read_errors))
+            return
+        if st.samples_seen != st.rows + len(st.failures):
+            self.fail_unit(st, f"accounting mismatch: {st.samples_seen} samples read, "
+                               f"{st.rows} rows + {len(st.failures)} failures")
+            return
+        self.writes.append(self.pool.submit(self.write_unit, st))
+
+    def write_unit(self, st: UnitState) -> None:
+        from ..store import DoneRecord, UnitRows, commit_unit, write_failures, write_unit
+        t0 = time.perf_counter()
+        unit = st.unit
+        keys, sources, metas, feats, failures = st.ordered(self.feature_names, self.shapes,
+                                                            self.np_dtype)
+        json_col = metas if self.prep.cfg.input.keep_json else None
+        rows = UnitRows(keys=keys, sources=sources, features=feats, json=json_col)
+        files = write_unit(self.prep.layout, self.prep.cfg.output.format, unit, rows,
+                           self.provenance())
+        ledger = write_failures(self.prep.layout, unit, failures)
+        rec = DoneRecord(unit_id=unit.id, unit_name=unit.name, source=unit.source,
+                         rows=len(keys), failed=len(failures), files=files, ledger=ledger,
+                         rank=self.rank.owner, seconds=time.perf_counter() - st.started,
+                         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        won = commit_unit(self.prep.layout, rec)
+        if not won:
+            log(self.rank, f"unit {unit.id} ({unit.name}) was committed by another rank; "
+                           "this copy was discarded")
+        self.release(unit.id)
+        self.counters.units_done += 1 if won else 0
+        self.counters.write_seconds += time.perf_counter() - t0
+
+    def provenance(self) -> dict:
+        return {"webssl": self.prep.fields, "fingerprint_fields": sorted(self.prep.fields)}
+
+    def fail_unit(self, st: UnitState, why: str) -> None:
+        unit = st.unit
+        self.failed.append(unit.id)
+        self.skip.add(unit.id)
+        self.counters.units_failed += 1
+        log(self.rank, f"unit {unit.id} ({unit.source}) could not be completed: {why}. "
+                       "It was not written; rerun the same command to retry it.")
+        self.release(unit.id)
+
+    def release(self, unit_id: str) -> None:
+        with self.heartbeat.lock:
+            self.heartbeat.units.discard(unit_id)
+        self.claims.release(unit_id)
+
+    # -- main loop ---------------------------------------------------------------------
+    def run(self) -> RunResult:
+        prep, rt = self.prep, self.rt
+        done_before = len(self.done_units(prep.layout))
+        self.step = build_step(prep, self.device, self.precision)
+        bs = rt.batch_size if isinstance(rt.batch_size, int) else 64
+        self.heartbeat = Heartbeat(self.claims, rt.heartbeat_seconds)
+        self.heartbeat.start()
+        source = BatchSource(prep.cfg.input, prep.pcfg, bs, rt.num_workers,
+                             pin_memory=self.device.type == "cuda",
+                             prefetch_factor=rt.prefetch_factor)
+        progress = Progress(len(prep.units), done_before, self.rank.prefix, rt.progress_every,
+                            done_counter=lambda: len(self.done_units(prep.layout)))
+        flag = StopFlag()
+        exit_code = EXIT_OK
+        pending = None
+        try:
+            with preemption_handlers(flag, self.rank.prefix):
+                self.claim_more(source, flag)
+                while source.outstanding > 0:
+                    t0 = time.perf_counter()
+                    b = source.next_batch()
+                    self.counters.wait_seconds += time.perf_counter() - t0
+                    pending = self.on_batch(b, pending)
+                    self.claim_more(source, flag)
+                    progress.update(self.counters)
+                self.finalize(pending)
+                pending = None
+                for f in self.writes:
+                    f.result()
+        except Preempted as exc:
+            exit_code = EXIT_PREEMPTED
+            log(self.rank, str(exc))
+        finally:
+            source.close()
+            self.abandon_inflight()
+            self.pool.shutdown(wait=True, cancel_futures=exit_code == EXIT_PREEMPTED)
+            self.heartbeat.stop.set()
+            progress.update(self.counters, force=True)
+            progress.close()
+        for f in self.writes:
+            if f.done() and not f.cancelled() and f.exception() is not None:
+                raise f.exception()
+        if exit_code == EXIT_OK and self.failed:
+            exit_code = EXIT_INCOMPLETE
+        text = summary(self.counters, max(rt.num_workers, 1))
+        log(self.rank, text)
+        return RunResult(exit_code, len(prep.units), self.counters.units_done, self.failed,
+                         self.counters.images, self.counters.failures, self.counters.elapsed, text)
+
+    def abandon_inflight(self) -> None:
+        for st in list(self.inflight.values()):
+            self.release(st.unit.id)
+        self.inflight.clear()

@@ -1,0 +1,121 @@
+"""Everything decided before the first image is read: model choice, resolution, features,
+input plan, weights, run fingerprint. Bad input fails here (exit 2), before a model loads."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..backbone.factory import ModelChoice, choose
+from ..config import PREPROCESS_MODES, ExtractConfig, PreprocessConfig
+from ..distributed import RankInfo
+from ..errors import UsageError
+from ..model_step.features import Feature, parse_features
+from ..units import Unit
+
+
+@dataclass
+class Prepared:
+    cfg: ExtractConfig
+    choice: ModelChoice
+    pcfg: PreprocessConfig
+    features: tuple[Feature, ...]
+    layout: Any
+    units: list[Unit]
+    weights: Path | None
+    fields: dict[str, Any]
+
+
+def choose_model(cfg: ExtractConfig) -> ModelChoice:
+    m = cfg.model
+    if m.model and m.model_config:
+        raise UsageError("give either --model or --model-config, not both")
+    if not (m.model or m.model_config):
+        raise UsageError("--model NAME (see `webssl list-models`) or --model-config FILE is required")
+    return choose(m.model_config or m.model)
+
+
+def preprocess_config(cfg: ExtractConfig, choice: ModelChoice) -> PreprocessConfig:
+    spec = choice.spec
+    res = cfg.model.resolution or spec.img_size
+    if res % spec.patch_size:
+        lo = res // spec.patch_size * spec.patch_size
+        raise UsageError(f"--resolution {res} is not a multiple of the patch size "
+                         f"{spec.patch_size} of {choice.name}; try {lo} or {lo + spec.patch_size}")
+    if cfg.preprocess_mode not in PREPROCESS_MODES:
+        raise UsageError(f"--preprocess must be one of {', '.join(PREPROCESS_MODES)}")
+    if choice.record is not None:
+        pre = choice.record.preprocess
+        return PreprocessConfig(res, cfg.preprocess_mode, pre.mean, pre.std)
+    return PreprocessConfig(res, cfg.preprocess_mode)
+
+
+def locate_weights(cfg: ExtractConfig, choice: ModelChoice) -> Path:
+    m = cfg.model
+    if m.weights:
+        p = Path(m.weights).expanduser()
+        if not p.exists():
+            raise UsageError(f"--weights {p}: no such file or directory")
+        return p
+    if choice.record is None:
+        raise UsageError("--model-config needs --weights FILE (a custom architecture has no "
+                         "registry weights to download)")
+    from ..weights import WeightsRequest, resolve_weights
+    return resolve_weights(WeightsRequest(model=choice.record, source=m.source,
+                                          cache_dir=m.cache_dir, offline=m.offline))
+
+
+def run_fields(cfg: ExtractConfig, choice: ModelChoice, pcfg: PreprocessConfig,
+               features: tuple[Feature, ...], weights: Path, precision: str) -> dict[str, Any]:
+    """What defines the output; a rerun that differs in any of these is refused."""
+    from ..checkpoints import file_fingerprint
+    from ..preprocess import describe
+    return {
+        "model": choice.name,
+        "architecture": choice.spec.to_dict(),
+        "weights_checksum": file_fingerprint(weights),
+        "preprocessing": describe(pcfg),
+        "resolution": pcfg.resolution,
+        "precision": precision,
+        "features": [f.name for f in features],
+        "normalize": cfg.output.normalize,
+        "format": cfg.output.format,
+        "out_dtype": cfg.output.out_dtype,
+        "inputs": list(cfg.input.inputs),
+        "shard_size": cfg.input.shard_size,
+        "image_key": cfg.input.image_key,
+        "image_column": cfg.input.image_column,
+        "tool_version": __version__,
+    }
+
+
+def prepare(cfg: ExtractConfig, rank: RankInfo, precision: str) -> Prepared:
+    from ..readers import plan_units
+    from ..store import OutputLayout, check_run_config, save_or_load_plan
+
+    if cfg.output.format not in ("parquet", "npy"):
+        raise UsageError(f"--format must be parquet or npy, got {cfg.output.format!r}")
+    if cfg.output.out_dtype not in ("float16", "float32"):
+        raise UsageError(f"--out-dtype must be float16 or float32, got {cfg.output.out_dtype!r}")
+    choice = choose_model(cfg)
+    pcfg = preprocess_config(cfg, choice)
+    grid = pcfg.resolution // choice.spec.patch_size
+    features = parse_features(cfg.output.features, choice.spec.depth, (grid, grid))
+    layout = OutputLayout(cfg.output.out_dir, cfg.output.manifest_name)
+    # Validate the inputs before anything heavy (exit 2 on an empty/unreadable input).
+    planned: list[Unit] | None = None
+    if rank.is_planner and not layout.plan_path.exists():
+        planned = plan_units(cfg.input)
+    weights = locate_weights(cfg, choice)
+    fields = run_fields(cfg, choice, pcfg, features, weights, precision)
+    if rank.is_planner:
+        check_run_config(layout, fields, overwrite=cfg.output.overwrite)
+        if planned is None and not layout.plan_path.exists():
+            planned = plan_units(cfg.input)
+    units = save_or_load_plan(layout, lambda: planned if planned is not None else plan_units(cfg.input),
+                              is_planner=rank.is_planner,
+                              wait_seconds=cfg.runtime.plan_wait_seconds)
+    if not rank.is_planner:
+        check_run_config(layout, fields, overwrite=False)
+    return Prepared(cfg, choice, pcfg, features, layout, units, weights, fields)
