@@ -1,0 +1,23 @@
+"""The output store of ``webssl extract``: layout, plan, run config, writers, commits,
+claims and read-back. See docs/output-format.md for the on-disk format and protocols."""
+from .atomic import atomic_output, atomic_write_bytes, exclusive_create, sha256_file
+from .claims import ClaimLostError, ClaimStore, list_claims
+from .commit import commit_unit, done_units, pending_commits, read_done_records, roll_forward
+from .layout import FORMATS, OutputLayout, feature_slug
+from .plan import load_plan, save_or_load_plan
+from .reader import fixed_size_list_to_numpy, read_features, read_provenance
+from .records import ClaimInfo, DoneRecord, FileInfo, RunConfig
+from .runconfig import check_run_config, diff_fields, fingerprint, load_run_config, wipe_outputs
+from .staging import discard_staged
+from .status import StatusReport, get_status
+from .writers import UnitRows, write_failures, write_unit
+
+__all__ = [
+    "FORMATS", "ClaimInfo", "ClaimLostError", "ClaimStore", "DoneRecord", "FileInfo",
+    "OutputLayout", "RunConfig", "StatusReport", "UnitRows", "atomic_output",
+    "atomic_write_bytes", "check_run_config", "commit_unit", "diff_fields", "discard_staged",
+    "done_units", "exclusive_create", "feature_slug", "fingerprint", "fixed_size_list_to_numpy",
+    "get_status", "list_claims", "load_plan", "load_run_config", "pending_commits",
+    "read_done_records", "read_features", "read_provenance", "roll_forward",
+    "save_or_load_plan", "sha256_file", "wipe_outputs", "write_failures", "write_unit",
+]

@@ -1,0 +1,183 @@
+"""Dynamic claiming of units by ranks on a shared filesystem, with heartbeats and leases.
+
+A claim on unit ``U`` is a file ``<manifest>/claims/U.<generation>.json``; the newest
+generation is the current claim. Claiming means creating the next generation with
+exclusive create: a free unit gets generation 0, a stale one (heartbeat older than the
+lease) ``newest + 1``. Two ranks racing for the same stale claim both try to create the
+same next generation, so exactly one wins, and a fresh claim can never be taken: its
+successor generation would have to be created first. A rank whose claim has a newer
+generation beside it has lost it (``heartbeat`` raises ClaimLostError). Claims only
+decide who works on a unit; the done-record alone decides that it is finished.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+from ..errors import WebsslError
+from ..units import Unit
+from .atomic import atomic_write_bytes, exclusive_create, remove_quietly
+from .commit import read_intent, roll_forward
+from .layout import OutputLayout
+from .records import ClaimInfo, dumps, utc_now
+
+_NAME = re.compile(r"^(?P<unit>[^.]+)\.(?P<gen>\d+)\.json$")
+
+
+class ClaimLostError(WebsslError):
+    """Another rank took over this rank's claim (its heartbeat was older than the lease)."""
+
+
+def _scan(layout: OutputLayout) -> dict[str, list[int]]:
+    """unit id -> claim generations present, ascending."""
+    out: dict[str, list[int]] = {}
+    try:
+        names = os.listdir(layout.claims_dir)
+    except FileNotFoundError:
+        return out
+    for name in names:
+        m = _NAME.match(name)
+        if m:
+            out.setdefault(m["unit"], []).append(int(m["gen"]))
+    for gens in out.values():
+        gens.sort()
+    return out
+
+
+def _claim_path(layout: OutputLayout, unit_id: str, gen: int) -> Path:
+    return layout.claims_dir / f"{unit_id}.{gen:06d}.json"
+
+
+def _age(path: Path, now: float) -> float | None:
+    try:
+        return max(0.0, now - path.stat().st_mtime)
+    except FileNotFoundError:
+        return None
+
+
+def _read_claim(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text() or "{}")
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def list_claims(layout: OutputLayout, default_lease: float = 300.0) -> list[ClaimInfo]:
+    """The current (newest) claim of every claimed unit, sorted by unit id."""
+    now = time.time()
+    infos = []
+    for unit_id, gens in sorted(_scan(layout).items()):
+        path = _claim_path(layout, unit_id, gens[-1])
+        age = _age(path, now)
+        if age is None:
+            continue
+        data = _read_claim(path)
+        lease = float(data.get("lease_seconds") or default_lease)
+        infos.append(ClaimInfo(unit_id=unit_id, owner=str(data.get("owner", "?")),
+                               age_seconds=round(age, 3), stale=age > lease,
+                               generation=gens[-1], lease_seconds=lease))
+    return infos
+
+
+class ClaimStore:
+    """The claims of one rank (``owner``, e.g. ``host:pid:rank3``)."""
+
+    def __init__(self, layout: OutputLayout, owner: str, lease_seconds: float) -> None:
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        self.layout = layout
+        self.owner = owner
+        self.lease_seconds = float(lease_seconds)
+        self._held: dict[str, tuple[int, Path, dict]] = {}
+        self._committed: set[str] = set()
+        layout.claims_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def held(self) -> list[str]:
+        return sorted(self._held)
+
+    def claim_next(self, units: list[Unit], done: set[str]) -> Unit | None:
+        """Claim the first undone unit that is unclaimed or whose claim is stale."""
+        scan = _scan(self.layout)
+        now = time.time()
+        for unit in units:
+            uid = unit.id
+            if uid in done or uid in self._committed or uid in self._held:
+                continue
+            gens = scan.get(uid)
+            nxt = 0
+            if gens:
+                age = _age(_claim_path(self.layout, uid, gens[-1]), now)
+                if age is not None and age <= self.lease_seconds:
+                    continue                     # live claim of another rank
+                nxt = gens[-1] + 1
+            if self._is_committed(uid):
+                continue
+            if self._try_claim(uid, nxt):
+                return unit
+        return None
+
+    def _try_claim(self, uid: str, gen: int) -> bool:
+        path = _claim_path(self.layout, uid, gen)
+        data = {"unit_id": uid, "owner": self.owner, "generation": gen, "claimed_at": utc_now(),
+                "heartbeat_at": utc_now(), "beats": 0, "lease_seconds": self.lease_seconds}
+        if not exclusive_create(path, dumps(data)):
+            return False
+        gens = _scan(self.layout).get(uid, [])
+        if (gens and gens[-1] > gen) or self._is_committed(uid):
+            remove_quietly(path)                 # claimed from an outdated view: back off
+            return False
+        for old in gens:
+            if old < gen:                        # dead owners' generations
+                remove_quietly(_claim_path(self.layout, uid, old))
+        self._held[uid] = (gen, path, data)
+        return True
+
+    def _is_committed(self, uid: str) -> bool:
+        """True if the unit has a commit intent; finishes it if its committer seems dead."""
+        intent_path = self.layout.commit_path(uid)
+        age = _age(intent_path, time.time())
+        if age is None:
+            return False
+        self._committed.add(uid)
+        if age > self.lease_seconds and not self.layout.done_path(uid).exists():
+            intent = read_intent(self.layout, uid)
+            if intent is not None:
+                roll_forward(self.layout, intent)
+        return True
+
+    def heartbeat(self, unit_id: str) -> None:
+        """Refresh this rank's claim (content and mtime); ClaimLostError if it was taken over."""
+        held = self._held.get(unit_id)
+        if held is None:
+            raise ClaimLostError(f"unit {unit_id} is not claimed by {self.owner}")
+        gen, path, data = held
+        gens = _scan(self.layout).get(unit_id, [])
+        if gen not in gens or gens[-1] > gen:
+            self._held.pop(unit_id, None)
+            newer = _read_claim(_claim_path(self.layout, unit_id, gens[-1])) if gens else {}
+            raise ClaimLostError(
+                f"the claim of {self.owner} on unit {unit_id} ({path}) was taken over by "
+                f"{newer.get('owner', 'another rank')} after its heartbeat was older than the "
+                f"{self.lease_seconds:g} s lease; this rank's result for the unit will be discarded "
+                "if the other rank commits first")
+        data = {**data, "heartbeat_at": utc_now(), "beats": int(data.get("beats", 0)) + 1}
+        atomic_write_bytes(path, dumps(data))
+        self._held[unit_id] = (gen, path, data)
+
+    def release(self, unit_id: str) -> None:
+        """Drop this rank's claim (after commit, or to give the unit back)."""
+        held = self._held.pop(unit_id, None)
+        if held is not None:
+            remove_quietly(held[1])
+
+    def release_all(self) -> None:
+        for uid in list(self._held):
+            self.release(uid)
+
+    def active_claims(self) -> list[ClaimInfo]:
+        """Every unit's current claim (any owner) with its heartbeat age and staleness."""
+        return list_claims(self.layout, self.lease_seconds)

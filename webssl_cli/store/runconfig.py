@@ -1,0 +1,110 @@
+"""The run config: the fingerprinted settings of an output folder, and --overwrite.
+
+The first run of a folder writes ``run.json`` (fields + sha256 fingerprint of their
+canonical JSON). Every later run must have the same fingerprint, or it is refused with
+the list of differing fields, unless ``--overwrite`` discards the previous outputs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from typing import Any
+
+from ..errors import UsageError, WebsslError
+from .atomic import exclusive_create, fsync_dir, prune_empty_dirs, remove_quietly
+from .commit import committed_files
+from .layout import OutputLayout
+from .records import RunConfig, dumps, utc_now
+
+STORE_VERSION = 1
+
+
+def canonical_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Fields as they read back from JSON (tuples -> lists); TypeError if not JSON-able."""
+    try:
+        return json.loads(json.dumps(fields, sort_keys=True))
+    except TypeError as exc:
+        raise TypeError(f"run config fields must be JSON values: {exc}") from None
+
+
+def fingerprint(fields: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON (sorted keys, no spaces) of the fields."""
+    text = json.dumps(canonical_fields(fields), sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def diff_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``name: old -> new`` for each differing field (sorted by name)."""
+    def show(d: dict[str, Any], k: str) -> str:
+        return json.dumps(d[k], sort_keys=True) if k in d else "(absent)"
+    return [f"{k}: {show(old, k)} -> {show(new, k)}"
+            for k in sorted(set(old) | set(new)) if old.get(k, ...) != new.get(k, ...)]
+
+
+def load_run_config(layout: OutputLayout) -> RunConfig | None:
+    path = layout.run_config_path
+    try:
+        return RunConfig.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError) as exc:
+        raise WebsslError(f"run config {path} is unreadable ({exc}); it is written once by the "
+                          "first run: delete the output folder or rerun with --overwrite") from None
+
+
+def _new_config(fields: dict[str, Any]) -> RunConfig:
+    return RunConfig(fingerprint=fingerprint(fields), fields=canonical_fields(fields),
+                     created=utc_now(), run_id=secrets.token_hex(8))
+
+
+def check_run_config(layout: OutputLayout, fields: dict[str, Any], *, overwrite: bool) -> RunConfig:
+    """Write the run config on the first run; afterwards require the same fingerprint.
+
+    A different fingerprint raises UsageError listing ``name: old -> new`` per field,
+    unless ``overwrite``: then every previous output file, done-record, ledger, claim and
+    the plan are removed and the folder starts over (see docs/output-format.md). With the
+    same fingerprint ``overwrite`` changes nothing: the run resumes. Call it with
+    ``overwrite=True`` from one process only (the planner), before other ranks start.
+    """
+    new = _new_config(fields)
+    old = load_run_config(layout)
+    if old is not None and old.fingerprint != new.fingerprint:
+        if not overwrite:
+            changes = "\n  ".join(diff_fields(old.fields, new.fields))
+            raise UsageError(
+                f"output folder {layout.out_dir} was written with different settings "
+                f"(see {layout.run_config_path}); these fields differ (previous -> now):\n  "
+                f"{changes}\nRerun with --overwrite to discard the previous outputs and start "
+                "over, or choose another --out.")
+        wipe_outputs(layout)
+        old = None
+    if old is None:
+        layout.ensure_dirs()
+        if exclusive_create(layout.run_config_path, dumps({**new.to_dict(),
+                                                           "store_version": STORE_VERSION})):
+            return new
+        return check_run_config(layout, fields, overwrite=False)   # another rank won the race
+    return old
+
+
+def wipe_outputs(layout: OutputLayout) -> None:
+    """Remove every output file that any commit of this folder made, then the manifest.
+
+    Data files first (the manifest still lists them, so an interrupted wipe can simply be
+    repeated), then the manifest folder is renamed to a hidden trash name and deleted.
+    """
+    for rel in committed_files(layout):
+        path = layout.abs(rel)
+        remove_quietly(path)
+        prune_empty_dirs(path.parent, layout.out_dir)
+    if layout.manifest_dir.exists():
+        trash = layout.out_dir / f".{layout.manifest_name}.trash-{secrets.token_hex(4)}"
+        os.replace(layout.manifest_dir, trash)
+        fsync_dir(layout.out_dir)
+        shutil.rmtree(trash, ignore_errors=True)
+    for stray in layout.out_dir.glob(f".{layout.manifest_name}.trash-*"):
+        shutil.rmtree(stray, ignore_errors=True)

@@ -1,0 +1,141 @@
+"""Writers of one unit's rows: Parquet (one part file) or NPY (embedding-reader layout).
+
+Both stage their files (see staging.py); ``commit_unit`` publishes them. Multi-dimensional
+features (patches (T,D), layers (K,D), patch_grid (N*N,D)) keep their shape: in Parquet
+as nested fixed-size lists (the Arrow type carries every dimension; the field metadata
+repeats it as ``webssl.shape``), in NPY as a 3-D array in the feature's own folder.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..units import Failure, Unit
+from .layout import OutputLayout, check_format, feature_slug
+from .records import FileInfo
+from .staging import new_attempt_dir, stage_file
+
+METADATA_KEY = b"webssl"      # schema metadata key holding the provenance JSON
+
+
+@dataclass
+class UnitRows:
+    """The rows of one unit, in output order. Feature arrays are (N, ...) in the out dtype."""
+
+    keys: list[str]
+    sources: list[str]
+    features: dict[str, np.ndarray]
+    json: list[dict[str, Any] | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def validate(self, unit: Unit) -> None:
+        n = len(self.keys)
+        sizes = {"sources": len(self.sources), **{f: len(a) for f, a in self.features.items()}}
+        if self.json is not None:
+            sizes["json"] = len(self.json)
+        bad = {k: v for k, v in sizes.items() if v != n}
+        if bad:
+            raise ValueError(f"unit {unit.id}: {n} keys but {bad} rows")
+        for f, a in self.features.items():
+            if a.ndim < 2:
+                raise ValueError(f"unit {unit.id}: feature {f} must be (rows, ...), got {a.shape}")
+
+
+def _fixed_size_list(arr: np.ndarray) -> pa.Array:
+    """(N, d1, ..., dk) -> nested fixed_size_list (outermost d1); zero-copy where possible."""
+    out: pa.Array = pa.array(np.ascontiguousarray(arr).reshape(-1))
+    for size in reversed(arr.shape[1:]):
+        out = pa.FixedSizeListArray.from_arrays(out, int(size))
+    return out
+
+
+def _meta_columns(rows: UnitRows) -> tuple[list[pa.Array], list[pa.Field]]:
+    arrays = [pa.array(rows.keys, pa.string()), pa.array(rows.sources, pa.string())]
+    fields = [pa.field("key", pa.string(), nullable=False), pa.field("source", pa.string())]
+    if rows.json is not None:
+        arrays.append(pa.array([None if j is None else json.dumps(j, ensure_ascii=False)
+                                for j in rows.json], pa.string()))
+        fields.append(pa.field("json", pa.string()))
+    return arrays, fields
+
+
+def _schema_metadata(unit: Unit, rows: UnitRows, provenance: dict[str, Any]) -> dict[bytes, bytes]:
+    info = {"provenance": provenance,
+            "unit": {"id": unit.id, "index": unit.index, "name": unit.name, "source": unit.source},
+            "features": {f: {"column": feature_slug(f), "shape": list(a.shape[1:]),
+                             "dtype": str(a.dtype)} for f, a in rows.features.items()}}
+    return {METADATA_KEY: json.dumps(info, sort_keys=True, default=str).encode()}
+
+
+def _write_parquet(table: pa.Table, path: Path, dictionary: list[str]) -> None:
+    pq.write_table(table, path, use_dictionary=dictionary, write_statistics=["key", "source"])
+
+
+def _parquet_table(unit: Unit, rows: UnitRows, provenance: dict[str, Any],
+                   with_features: bool) -> pa.Table:
+    arrays, fields = _meta_columns(rows)
+    if with_features:
+        for name, arr in rows.features.items():
+            col = _fixed_size_list(arr)
+            arrays.append(col)
+            fields.append(pa.field(feature_slug(name), col.type, metadata={
+                "webssl.feature": name, "webssl.shape": json.dumps(list(arr.shape[1:])),
+                "webssl.dtype": str(arr.dtype)}))
+    schema = pa.schema(fields, metadata=_schema_metadata(unit, rows, provenance))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def write_unit(layout: OutputLayout, fmt: str, unit: Unit, rows: UnitRows,
+               provenance: dict[str, Any]) -> list[FileInfo]:
+    """Stage the unit's data files; pass the result to ``commit_unit`` (in a DoneRecord).
+
+    parquet: ``part-<id>.parquet`` with key, source, [json], one column per feature.
+    npy: ``<feature>/<id>.npy`` per feature + ``metadata/<id>.parquet`` (key, source, [json]);
+    a unit with no rows writes no npy files (embedding-reader skips empty .npy files but
+    not their metadata, which would misalign every later unit).
+    """
+    check_format(fmt)
+    rows.validate(unit)
+    if fmt == "npy" and len(rows) == 0:
+        return []
+    attempt = new_attempt_dir(layout, unit.id)
+    try:
+        if fmt == "parquet":
+            table = _parquet_table(unit, rows, provenance, with_features=True)
+            return [stage_file(layout, attempt, layout.parquet_path(unit.id),
+                               lambda p: _write_parquet(table, p, ["source"]))]
+        infos = []
+        for name, arr in rows.features.items():
+            infos.append(stage_file(layout, attempt, layout.npy_path(unit.id, name),
+                                    lambda p, a=arr: np.save(p, a, allow_pickle=False)))
+        meta = _parquet_table(unit, rows, provenance, with_features=False)
+        infos.append(stage_file(layout, attempt, layout.npy_metadata_path(unit.id),
+                                lambda p: _write_parquet(meta, p, ["source"])))
+        return infos
+    except BaseException:
+        shutil.rmtree(attempt, ignore_errors=True)
+        raise
+
+
+def write_failures(layout: OutputLayout, unit: Unit, failures: list[Failure]) -> FileInfo | None:
+    """Stage the unit's failure ledger (JSON lines, one per failed sample); None if none."""
+    if not failures:
+        return None
+    lines = "".join(json.dumps({"unit": unit.id, **f.to_dict()}, ensure_ascii=False) + "\n"
+                    for f in failures).encode()
+    attempt = new_attempt_dir(layout, unit.id)
+    try:
+        return stage_file(layout, attempt, layout.failures_path(unit.id),
+                          lambda p: p.write_bytes(lines))
+    except BaseException:
+        shutil.rmtree(attempt, ignore_errors=True)
+        raise
