@@ -42,19 +42,19 @@ def choose(name_or_spec: str | Path | ArchSpec | dict[str, Any]) -> ModelChoice:
 
 
 def init_random(model: WebSSLViT, seed: int = 0) -> None:
-    """Deterministic random init (benchmarks and tests): trunc-normal 0.02 weights."""
-    g = torch.Generator(device="cpu").manual_seed(seed)
+    """Deterministic random init (benchmarks and tests), generated on the model's device."""
     with torch.no_grad():
+        gens: dict[torch.device, torch.Generator] = {}
         for name, p in model.named_parameters():
             if name.endswith(("ls1.gamma", "ls2.gamma")):
-                p.fill_(1e-5 if p.dtype != torch.float32 else 1e-1)
+                p.fill_(0.1)
             elif name.endswith("bias"):
                 p.zero_()
             elif ".norm" in name or name.startswith("norm"):
                 p.fill_(1.0)
             else:
-                cpu = torch.empty(p.shape, dtype=torch.float32).normal_(0, 0.02, generator=g)
-                p.copy_(cpu.clamp_(-0.04, 0.04))
+                g = gens.setdefault(p.device, torch.Generator(device=p.device).manual_seed(seed))
+                p.normal_(0, 0.02, generator=g).clamp_(-0.04, 0.04)
 
 
 def _materialize(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> None:

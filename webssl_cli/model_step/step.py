@@ -55,21 +55,25 @@ class ModelStep:
     std: tuple[float, float, float]
     normalize: bool = False
     out_dtype: str = "float16"
+    pad_to: int | None = None     # pad smaller batches to this size (no recompiles with --compile)
 
     def __post_init__(self) -> None:
-        self._mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1) * 255.0
-        self._std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1) * 255.0
+        from ..config import PreprocessConfig
+        self._norm_cfg = PreprocessConfig(resolution=0, mean=self.mean, std=self.std)
         self._k = layers_needed(self.features)
         self._out = OUT_DTYPES[self.out_dtype]
 
     def to_input(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B,3,H,W) on any device -> normalized float32 on the model's device."""
-        x = images.to(self.device, non_blocking=True).float()
-        return (x - self._mean) / self._std
+        from ..preprocess import normalize
+        return normalize(images.to(self.device, non_blocking=True), self._norm_cfg)
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Features of one batch, on the model's device, in the output dtype."""
+        n = images.shape[0]
+        if self.pad_to and n < self.pad_to:
+            images = torch.cat([images, images.new_zeros((self.pad_to - n, *images.shape[1:]))])
         x = self.to_input(images)
         grid = (x.shape[-2] // self.model.patch_size, x.shape[-1] // self.model.patch_size)
         dtype = DTYPES[self.precision]
@@ -77,4 +81,4 @@ class ModelStep:
             last = self.model.get_intermediate_layers(x, n=self._k, return_class_token=True,
                                                       norm=True)
             feats = compute(self.features, list(last), grid, self.normalize)
-        return {k: v.to(self._out) for k, v in feats.items()}
+        return {k: v[:n].to(self._out) for k, v in feats.items()}

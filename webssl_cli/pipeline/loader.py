@@ -36,6 +36,11 @@ class Batch:
     unit_index: int
     part: int
     images: torch.Tensor | None            # uint8 (b,3,S,S); None for an end-of-part marker
+    raw: list[torch.Tensor] = field(default_factory=list)   # --decode gpu: JPEG bytes
+    raw_indices: list[int] = field(default_factory=list)
+    raw_keys: list[str] = field(default_factory=list)
+    raw_sources: list[str] = field(default_factory=list)
+    raw_metas: list[dict | None] = field(default_factory=list)
     indices: list[int] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
@@ -55,10 +60,11 @@ def _worker_init(_: int) -> None:
 
 
 def iter_part(item: WorkItem, icfg: InputConfig, pcfg: PreprocessConfig,
-              batch_size: int) -> Iterator[Batch]:
+              batch_size: int, gpu_decode: bool = False) -> Iterator[Batch]:
     """Read, decode and batch one part of one unit (runs inside a worker)."""
     from ..preprocess import DecodeError, load_sample
     from ..readers import iter_samples
+    from .gpu_decode import route_to_gpu
 
     unit = item.unit
     batch = Batch(unit.index, item.part, None)
@@ -82,6 +88,15 @@ def iter_part(item: WorkItem, icfg: InputConfig, pcfg: PreprocessConfig,
                 batch.failures.append(Failure(s.key, s.source, "read", s.error_type or "ReadError",
                                               s.error or "unreadable", s.index))
                 continue
+            if gpu_decode and route_to_gpu(s.data, pcfg):
+                batch.raw.append(torch.frombuffer(bytearray(s.data), dtype=torch.uint8))
+                batch.raw_indices.append(s.index)
+                batch.raw_keys.append(s.key)
+                batch.raw_sources.append(s.source)
+                batch.raw_metas.append(s.meta)
+                if len(imgs) + len(batch.raw) >= batch_size:
+                    yield flush()
+                continue
             try:
                 img = load_sample(s.data, pcfg)
             except DecodeError as exc:
@@ -97,39 +112,42 @@ def iter_part(item: WorkItem, icfg: InputConfig, pcfg: PreprocessConfig,
             batch.keys.append(s.key)
             batch.sources.append(s.source)
             batch.metas.append(s.meta)
-            if len(imgs) == batch_size:
+            if len(imgs) + len(batch.raw) >= batch_size:
                 yield flush()
     except Exception as exc:   # the shard itself broke (truncated tar, dropped connection)
         error = f"{type(exc).__name__}: {exc}"
-    if imgs or batch.failures:
+    if imgs or batch.raw or batch.failures:
         yield flush()
     yield Batch(unit.index, item.part, None, end=True, samples_seen=seen, read_error=error)
 
 
 class WorkQueueDataset(IterableDataset):
     def __init__(self, work: "mp.Queue[WorkItem | None]", icfg: InputConfig,
-                 pcfg: PreprocessConfig, batch_size: int) -> None:
+                 pcfg: PreprocessConfig, batch_size: int, gpu_decode: bool) -> None:
         self.work, self.icfg, self.pcfg, self.batch_size = work, icfg, pcfg, batch_size
+        self.gpu_decode = gpu_decode
 
     def __iter__(self) -> Iterator[Batch]:
         while True:
             item = self.work.get()
             if item is None:
                 return
-            yield from iter_part(item, self.icfg, self.pcfg, self.batch_size)
+            yield from iter_part(item, self.icfg, self.pcfg, self.batch_size, self.gpu_decode)
 
 
 class BatchSource:
     """Owns the work queue and the DataLoader; ``submit`` parts, iterate ready batches."""
 
     def __init__(self, icfg: InputConfig, pcfg: PreprocessConfig, batch_size: int,
-                 num_workers: int, pin_memory: bool, prefetch_factor: int = 4) -> None:
+                 num_workers: int, pin_memory: bool, prefetch_factor: int = 4,
+                 gpu_decode: bool = False) -> None:
         self.num_workers = num_workers
+        self.gpu_decode = gpu_decode
         self.icfg, self.pcfg, self.batch_size = icfg, pcfg, batch_size
         if num_workers > 0:
             ctx = mp.get_context("fork")
             self.work: queue.Queue | mp.Queue = ctx.Queue()
-            ds = WorkQueueDataset(self.work, icfg, pcfg, batch_size)
+            ds = WorkQueueDataset(self.work, icfg, pcfg, batch_size, gpu_decode)
             self.loader = DataLoader(ds, batch_size=None, num_workers=num_workers,
                                      pin_memory=pin_memory, prefetch_factor=prefetch_factor,
                                      worker_init_fn=_worker_init, multiprocessing_context=ctx,
@@ -157,7 +175,8 @@ class BatchSource:
             while True:
                 if self._local is None:
                     item = self.work.get_nowait()
-                    self._local = iter_part(item, self.icfg, self.pcfg, self.batch_size)
+                    self._local = iter_part(item, self.icfg, self.pcfg, self.batch_size,
+                                            self.gpu_decode)
                 try:
                     b = next(self._local)
                     break

@@ -19,7 +19,7 @@ import torch
 from ..config import ExtractConfig
 from ..distributed import RankInfo, detect_rank
 from ..distributed.signals import StopFlag, preemption_handlers
-from ..errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, Preempted
+from ..errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, Preempted, UsageError
 from ..model_step import ModelStep, pick_device, pick_precision
 from .loader import Batch, BatchSource
 from .progress import Counters, Progress, summary
@@ -57,9 +57,18 @@ def build_step(prep: Prepared, device: torch.device, precision: str) -> ModelSte
     model = create_model(prep.choice.spec if prep.choice.record is None else prep.choice.record.name,
                          weights=prep.weights, device=device, dtype=hold, attention=m.attention)
     if m.compile:
-        model = torch.compile(model, dynamic=False)
+        compile_blocks(model)
+    bs = prep.cfg.runtime.batch_size
     return ModelStep(model, prep.features, device, precision, prep.pcfg.mean, prep.pcfg.std,
-                     normalize=prep.cfg.output.normalize, out_dtype=prep.cfg.output.out_dtype)
+                     normalize=prep.cfg.output.normalize, out_dtype=prep.cfg.output.out_dtype,
+                     pad_to=bs if (m.compile and isinstance(bs, int)) else None)
+
+
+def compile_blocks(model) -> None:
+    """Regional compilation: every block shares one compiled graph (compiles in seconds, not
+    minutes, for 32-block models); partial batches are padded so nothing recompiles."""
+    for blk in model.blocks:
+        blk.compile(dynamic=False)
 
 
 class Heartbeat(threading.Thread):
@@ -148,6 +157,8 @@ class _Run:
         if b.failures:
             st.failures += b.failures
             self.counters.failures += len(b.failures)
+        if b.raw:
+            self.decode_raw_on_gpu(b, st)
         if b.images is not None and len(b.indices):
             t0 = time.perf_counter()
             feats = self.step(b.images)             # queued on the device, not synced
@@ -163,6 +174,26 @@ class _Run:
             if st.parts_left == 0:
                 self.unit_complete(self.inflight.pop(b.unit_index))
         return None
+
+    def decode_raw_on_gpu(self, b: Batch, st: UnitState) -> None:
+        """--decode gpu: decode the batch's raw JPEGs on the device and merge them in."""
+        from ..units import Failure
+        from .gpu_decode import decode_on_gpu
+        t0 = time.perf_counter()
+        images, ok, bad = decode_on_gpu(b.raw, self.prep.pcfg, self.device)
+        for pos, (etype, msg) in bad.items():
+            st.failures.append(Failure(b.raw_keys[pos], b.raw_sources[pos], "decode", etype, msg,
+                                       b.raw_indices[pos]))
+            self.counters.failures += 1
+        if images is not None:
+            cpu = b.images.to(self.device, non_blocking=True) if b.images is not None else None
+            b.images = images if cpu is None else torch.cat([cpu, images])
+            b.indices = b.indices + [b.raw_indices[i] for i in ok]
+            b.keys = b.keys + [b.raw_keys[i] for i in ok]
+            b.sources = b.sources + [b.raw_sources[i] for i in ok]
+            b.metas = b.metas + [b.raw_metas[i] for i in ok]
+        b.raw = []
+        self.counters.read_seconds += time.perf_counter() - t0
 
     # -- writing -----------------------------------------------------------------------
     def unit_complete(self, st: UnitState) -> None:
@@ -224,9 +255,13 @@ class _Run:
         bs = rt.batch_size if isinstance(rt.batch_size, int) else 64
         self.heartbeat = Heartbeat(self.claims, rt.heartbeat_seconds)
         self.heartbeat.start()
+        if rt.decode not in ("cpu", "gpu"):
+            raise UsageError(f"--decode must be cpu or gpu, got {rt.decode!r}")
+        if rt.decode == "gpu" and self.device.type != "cuda":
+            raise UsageError("--decode gpu needs a CUDA device (--device cuda); use --decode cpu")
         source = BatchSource(prep.cfg.input, prep.pcfg, bs, rt.num_workers,
                              pin_memory=self.device.type == "cuda",
-                             prefetch_factor=rt.prefetch_factor)
+                             prefetch_factor=rt.prefetch_factor, gpu_decode=rt.decode == "gpu")
         progress = Progress(len(prep.units), done_before, self.rank.prefix, rt.progress_every,
                             done_counter=lambda: len(self.done_units(prep.layout)))
         flag = StopFlag()

@@ -1,0 +1,68 @@
+"""`--decode gpu`: batched JPEG decoding (nvJPEG via torchvision) and resize/crop on the GPU.
+
+Workers only read bytes and route each sample: a plain JPEG (size within the bomb limit, no
+EXIF rotation) travels as raw bytes; anything else is decoded on the CPU in the worker as
+usual. On the GPU a batch is decoded in one call; if that call fails, each image is retried
+alone on the GPU and then on the CPU, so an image the GPU cannot decode is still decoded or
+recorded as a failure, never dropped.
+"""
+from __future__ import annotations
+
+import io
+
+import torch
+
+from ..config import PreprocessConfig
+
+
+def route_to_gpu(data: bytes, pcfg: PreprocessConfig) -> bool:
+    """True for JPEGs the GPU path can take as they are."""
+    from PIL import Image
+
+    from ..preprocess.sniff import jpeg_size, sniff_format
+    if sniff_format(data) != "jpeg":
+        return False
+    size = jpeg_size(data)
+    if size is None or size[0] * size[1] > pcfg.max_image_pixels:
+        return False          # let the CPU path produce the precise error
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.mode != "RGB" and im.mode != "L":   # CMYK / YCCK: CPU
+                return False
+            return im.getexif().get(0x0112, 1) == 1
+    except Exception:
+        return False
+
+
+def decode_on_gpu(raws: list[torch.Tensor], pcfg: PreprocessConfig, device: torch.device):
+    """Decode + preprocess raw JPEG byte tensors. Returns (images (n,3,S,S) uint8 on device,
+    ok positions, {position: (error_type, message)})."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    from ..preprocess import DecodeError, load_sample, preprocess
+
+    out: list[torch.Tensor] = []
+    ok: list[int] = []
+    bad: dict[int, tuple[str, str]] = {}
+    try:
+        decoded = decode_jpeg(raws, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        decoded = [None] * len(raws)
+    for i, img in enumerate(decoded):
+        try:
+            if img is None:
+                try:
+                    img = decode_jpeg(raws[i], mode=ImageReadMode.RGB, device=device)
+                except RuntimeError:
+                    img = load_sample(raws[i].numpy().tobytes(), pcfg).to(device)
+                    out.append(img)
+                    ok.append(i)
+                    continue
+            out.append(preprocess(img, pcfg))
+            ok.append(i)
+        except DecodeError as exc:
+            bad[i] = (exc.error_type, exc.message)
+        except Exception as exc:
+            bad[i] = (type(exc).__name__, str(exc)[:500])
+    images = torch.stack(out) if out else None
+    return images, ok, bad
