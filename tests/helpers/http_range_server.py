@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from requests.structures import CaseInsensitiveDict
+
 CHUNK = 64 << 10
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
@@ -32,7 +34,7 @@ _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 class Request:
     method: str
     path: str
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: CaseInsensitiveDict = field(default_factory=CaseInsensitiveDict)  # as received
 
 
 class BackgroundServer:
@@ -47,7 +49,8 @@ class BackgroundServer:
 
     def record(self, handler: BaseHTTPRequestHandler) -> None:
         with self._lock:
-            self.log.append(Request(handler.command, handler.path, dict(handler.headers.items())))
+            self.log.append(Request(handler.command, handler.path,
+                                    CaseInsensitiveDict(handler.headers.items())))
 
     def requests(self, method: str | None = None, contains: str = "") -> list[Request]:
         with self._lock:
@@ -67,7 +70,8 @@ class BackgroundServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
         return self
 
     def stop(self) -> None:

@@ -41,6 +41,20 @@ MAX_RESTARTS = 3
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
+def _short(exc: BaseException) -> str:
+    """One readable line for a requests/urllib3 network error (they nest their causes)."""
+    text = str(exc)
+    for needle, short in (("Name or service not known", "cannot resolve the host name"),
+                          ("Temporary failure in name resolution", "cannot resolve the host name"),
+                          ("Connection refused", "connection refused"),
+                          ("IncompleteRead", "the server closed the connection early"),
+                          ("Connection reset", "connection reset by the server"),
+                          ("timed out", "timed out")):
+        if needle in text:
+            return short
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
 class _Transient(Exception):
     """A failure worth retrying (dropped connection, short body, 5xx)."""
 
@@ -172,7 +186,7 @@ def _attempt(session: Any, url: str, dest: Path, state: _PartState | None, hashe
     try:
         resp = session.get(url, headers=headers, stream=True, timeout=timeout)
     except (requests.ConnectionError, requests.Timeout) as exc:
-        raise _Transient(f"cannot connect: {exc}") from None
+        raise _Transient(f"cannot connect: {_short(exc)}") from None
     with resp:
         code = resp.status_code
         if code == 416:
@@ -218,7 +232,7 @@ def _attempt(session: Any, url: str, dest: Path, state: _PartState | None, hashe
                         bar.advance(len(block))
             except (requests.ConnectionError, requests.Timeout,
                     requests.exceptions.ChunkedEncodingError) as exc:
-                raise _Transient(f"connection dropped: {exc}") from None
+                raise _Transient(f"connection dropped: {_short(exc)}") from None
             finally:
                 f.flush()
                 os.fsync(f.fileno())
@@ -269,10 +283,11 @@ def _fetch(url: str, dest: Path, expected_sha256: str | None, progress: bool, ch
                     after = part.stat().st_size if part.exists() else 0
                     failures = 1 if after > before else failures + 1
                     if failures > retries:
-                        raise WebsslError(
-                            f"downloading {url} failed {failures} times in a row ({exc}). The "
-                            f"{after} bytes received so far are kept in {part}; run the same "
-                            f"command again to resume.") from None
+                        kept = (f"The {after} bytes received so far are kept in {part}; run the "
+                                f"same command again to resume." if after else
+                                "Check the network (or WEBSSL_PTH_BASE_URL) and run it again.")
+                        raise WebsslError(f"downloading {url} failed {failures} time(s) in a row "
+                                          f"({exc}). {kept}") from None
                     wait = min(backoff_s * 2 ** (failures - 1), 60.0)
                     print(f"warning: {dest.name}: {exc}; retrying in {wait:.1f}s",
                           file=sys.stderr, flush=True)
@@ -313,7 +328,7 @@ def remove_cached(dest: Path) -> None:
 
 
 def download_file(url: str, dest: Path, *, expected_sha256: str | None = None,
-                  progress: bool = True, chunk_size: int = 1 << 20, retries: int = 5,
+                  progress: bool = True, chunk_size: int = 1 << 18, retries: int = 5,
                   backoff_s: float = 1.0, timeout: tuple[float, float] = (30.0, 120.0)) -> Path:
     """Download ``url`` to ``dest`` (see the module docstring); return ``dest``.
 

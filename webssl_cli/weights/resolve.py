@@ -121,6 +121,9 @@ def _resolve_pth(req: WeightsRequest, offline: bool) -> Path:
         seen = dest.stat()
         try:
             verify_file(dest, force=req.verify)
+            if req.verify:
+                print(f"verified {dest}: sha256 matches {sidecar_path(dest).name}",
+                      file=sys.stderr)
             return dest
         except CheckpointError as exc:
             if offline:
