@@ -99,3 +99,12 @@ def create_model(name_or_spec: str | Path | ArchSpec | dict[str, Any], weights: 
         init_random(model, seed)
     model.set_attention_backend(attention)
     return model.eval().requires_grad_(False)
+
+
+def compile_blocks(model: WebSSLViT) -> None:
+    """Regional compilation: every block shares one compiled graph, so a 32-block model
+    compiles in about the time of one block; use fixed batch sizes to avoid recompiles."""
+    for blk in model.blocks:
+        blk.compile(dynamic=False)
+
+

@@ -51,7 +51,7 @@ def rank_device(requested: str | None, rank: RankInfo) -> torch.device:
 
 
 def build_step(prep: Prepared, device: torch.device, precision: str) -> ModelStep:
-    from ..backbone.factory import create_model
+    from ..backbone.factory import compile_blocks, create_model
     m = prep.cfg.model
     hold = torch.bfloat16 if (device.type == "cuda" and precision == "bf16") else None
     model = create_model(prep.choice.spec if prep.choice.record is None else prep.choice.record.name,
@@ -63,12 +63,6 @@ def build_step(prep: Prepared, device: torch.device, precision: str) -> ModelSte
                      normalize=prep.cfg.output.normalize, out_dtype=prep.cfg.output.out_dtype,
                      pad_to=bs if (m.compile and isinstance(bs, int)) else None)
 
-
-def compile_blocks(model) -> None:
-    """Regional compilation: every block shares one compiled graph (compiles in seconds, not
-    minutes, for 32-block models); partial batches are padded so nothing recompiles."""
-    for blk in model.blocks:
-        blk.compile(dynamic=False)
 
 
 class Heartbeat(threading.Thread):

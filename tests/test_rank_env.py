@@ -1,0 +1,51 @@
+"""Rank detection from launcher environments; half-set environments are errors."""
+from __future__ import annotations
+
+import pytest
+
+from webssl_cli.distributed import detect_rank
+from webssl_cli.errors import UsageError
+
+
+def test_single_process() -> None:
+    r = detect_rank({})
+    assert (r.rank, r.world_size, r.local_rank, r.launcher) == (0, 1, 0, "single")
+    assert r.is_planner
+
+
+def test_torchrun() -> None:
+    r = detect_rank({"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1"})
+    assert (r.rank, r.world_size, r.local_rank, r.launcher) == (5, 8, 1, "torchrun")
+    assert not r.is_planner
+
+
+def test_torchrun_wins_over_slurm() -> None:
+    r = detect_rank({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1",
+                     "SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_LOCALID": "0"})
+    assert r.launcher == "torchrun" and r.rank == 1
+
+
+def test_slurm_tasks() -> None:
+    r = detect_rank({"SLURM_PROCID": "9", "SLURM_NTASKS": "16", "SLURM_LOCALID": "1"})
+    assert (r.rank, r.world_size, r.local_rank, r.launcher) == (9, 16, 1, "slurm")
+
+
+def test_slurm_array_with_several_tasks_per_element() -> None:
+    env = {"SLURM_ARRAY_TASK_ID": "12", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "10",
+           "SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_LOCALID": "1"}
+    r = detect_rank(env)
+    assert (r.rank, r.world_size, r.launcher) == (5, 8, "slurm-array")
+    assert r.is_planner      # any array task may write the plan (first exclusive create wins)
+
+
+@pytest.mark.parametrize("env", [{"RANK": "0"}, {"RANK": "0", "WORLD_SIZE": "2"},
+                                 {"SLURM_PROCID": "0", "SLURM_NTASKS": "2"},
+                                 {"SLURM_ARRAY_TASK_ID": "3"}])
+def test_half_set_environment_is_an_error(env: dict) -> None:
+    with pytest.raises(UsageError, match="half set"):
+        detect_rank(env)
+
+
+def test_inconsistent_rank_is_an_error() -> None:
+    with pytest.raises(UsageError, match="inconsistent"):
+        detect_rank({"RANK": "4", "WORLD_SIZE": "4", "LOCAL_RANK": "0"})
