@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -104,27 +105,53 @@ def _check_already_moved(layout: OutputLayout, unit_id: str, staged: Path, final
             "and rerun to redo the unit.")
 
 
+# done-records never change once written: parse each file once per process
+_DONE_CACHE: dict[str, dict[str, DoneRecord]] = {}
+_LAST_SWEEP: dict[str, float] = {}
+SWEEP_EVERY_SECONDS = 600.0
+
+
 def read_done_records(layout: OutputLayout) -> dict[str, DoneRecord]:
-    """All done-records, read-only (no recovery)."""
-    out: dict[str, DoneRecord] = {}
+    """All done-records (unit id -> record), read-only (no recovery).
+
+    Cheap to call often: one directory listing; records already seen are not re-read.
+    """
+    key = os.path.abspath(layout.done_dir)
     try:
         names = os.listdir(layout.done_dir)
     except FileNotFoundError:
-        return out
+        _DONE_CACHE.pop(key, None)
+        return {}
+    cache = _DONE_CACHE.get(key, {})
+    out: dict[str, DoneRecord] = {}
     for name in names:
         if not name.endswith(".json") or name.startswith("."):
             continue
-        path = layout.done_dir / name
+        unit_id = name[:-5]
+        rec = cache.get(unit_id) or _parse_done(layout, layout.done_dir / name)
+        if rec is not None:
+            out[unit_id] = rec
+    _DONE_CACHE[key] = out
+    return dict(out)
+
+
+def forget_cached_records() -> None:
+    """Drop the per-process done-record cache (after a wipe)."""
+    _DONE_CACHE.clear()
+
+
+def _parse_done(layout: OutputLayout, path: Path) -> DoneRecord | None:
+    try:
         text = path.read_text()
-        if not text.strip():
-            continue              # being created on a filesystem without link()
-        try:
-            rec = DoneRecord.from_dict(json.loads(text))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise WebsslError(f"done-record {path} is unreadable ({exc}); delete it (and "
-                              f"{layout.commit_path(name[:-5])}) to redo that unit") from None
-        out[rec.unit_id] = rec
-    return out
+    except FileNotFoundError:
+        return None
+    if not text.strip():
+        return None               # being created on a filesystem without link()
+    try:
+        return DoneRecord.from_dict(json.loads(text))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise WebsslError(f"done-record {path} is unreadable ({exc}); delete it (and "
+                          f"{layout.commit_path(path.stem)}) to redo that unit") from None
 
 
 def intent_ids(layout: OutputLayout) -> set[str]:
@@ -143,7 +170,8 @@ def pending_commits(layout: OutputLayout, done: dict[str, DoneRecord] | None = N
 
 def done_units(layout: OutputLayout, *, recover: bool = True) -> dict[str, DoneRecord]:
     """unit id -> done-record. With ``recover`` (default), first finish interrupted
-    commits and sweep staging folders left by killed processes."""
+    commits, and (at most every 10 minutes per process) sweep staging folders that
+    killed processes left behind."""
     done = read_done_records(layout)
     if not recover:
         return done
@@ -151,11 +179,15 @@ def done_units(layout: OutputLayout, *, recover: bool = True) -> dict[str, DoneR
         intent = read_intent(layout, unit_id)
         if intent is not None:
             done[unit_id] = roll_forward(layout, intent)
-    keep = set()
-    for unit_id in pending_commits(layout, done):      # created since: keep their staging
-        intent = read_intent(layout, unit_id) or {"moves": []}
-        keep |= {attempt_dir_of(layout, m["staged"]) for m in intent["moves"]}
-    sweep_staging(layout, keep)
+    now = time.monotonic()
+    key = os.path.abspath(layout.staging_dir)
+    if now - _LAST_SWEEP.get(key, -SWEEP_EVERY_SECONDS) >= SWEEP_EVERY_SECONDS:
+        _LAST_SWEEP[key] = now
+        keep = set()
+        for unit_id in pending_commits(layout, done):      # in flight: keep their staging
+            intent = read_intent(layout, unit_id) or {"moves": []}
+            keep |= {attempt_dir_of(layout, m["staged"]) for m in intent["moves"]}
+        sweep_staging(layout, keep)
     return done
 
 

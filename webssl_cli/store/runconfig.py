@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import UsageError, WebsslError
 from .atomic import exclusive_create, fsync_dir, prune_empty_dirs, remove_quietly
-from .commit import committed_files
+from .commit import committed_files, forget_cached_records
 from .layout import OutputLayout
 from .records import RunConfig, dumps, utc_now
 
@@ -108,3 +108,4 @@ def wipe_outputs(layout: OutputLayout) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     for stray in layout.out_dir.glob(f".{layout.manifest_name}.trash-*"):
         shutil.rmtree(stray, ignore_errors=True)
+    forget_cached_records()
