@@ -153,3 +153,15 @@ def test_hf_download_through_hf_endpoint_two_at_once(tmp_path):
         assert len(hub.requests("GET", "/resolve/")) == 2      # each file fetched once
         r = webssl("download", "dino300m-full2b-224", env={**env, "HF_HUB_OFFLINE": "1"})
         assert r.returncode == 0 and r.stdout.strip() == str(snap)
+
+
+def test_terminal_gets_a_rich_progress_bar(pth_server, tmp_path):
+    env = env_for(tmp_path, pth_base=pth_server.base_url, TTY_COMPATIBLE="1", COLUMNS="120")
+    r = webssl("download", "dino300m-full2b-224", "--source", "pth", "--cache-dir",
+               str(tmp_path / "tty"), env=env)
+    assert r.returncode == 0, r.stderr
+    assert "2.0/2.0 MB" in r.stderr and "━" in r.stderr          # rich bar, not plain lines
+    assert "downloaded " not in r.stderr
+    r = webssl("download", "dino300m-full2b-224", "--source", "pth", "-q", "--cache-dir",
+               str(tmp_path / "quiet"), env=env)
+    assert r.returncode == 0 and r.stderr == ""
