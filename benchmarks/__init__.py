@@ -1,0 +1,1 @@
+"""Benchmarks of webssl (not part of the test suite)."""

@@ -1,0 +1,104 @@
+"""Decode + preprocess throughput on one core: our path vs the seed's PIL + HF processor.
+
+Makes real-size JPEGs (500x375 .. 1024x768, from ``examples/images`` resized, plus noise, quality
+90) and times, with ``torch.set_num_threads(1)``:
+
+* ours: ``webssl_cli.preprocess.load_sample`` (torchvision decode_jpeg + uint8 bicubic resize +
+  center crop -> uint8; normalization runs later on the model device), and the same plus a CPU
+  ``normalize`` for a like-for-like float output;
+* seed: ``PIL.Image.open(...).convert("RGB")`` + transformers' ``BitImageProcessorPil``
+  (numpy/PIL backend, the transformers 4.x default) with the README sizes (shortest edge 256,
+  crop 224, bicubic, ImageNet mean/std), and the same with ``BitImageProcessor`` (the
+  torchvision backend, transformers 5's default). Both built locally, no download.
+
+Run: ``python -m benchmarks.decode_bench [n_images]``. Nothing is asserted.
+"""
+from __future__ import annotations
+
+import io
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from webssl_cli.config import PreprocessConfig
+from webssl_cli.preprocess import load_sample, normalize
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
+SIZES = ((500, 375), (640, 480), (800, 600), (1024, 768), (768, 1024), (375, 500))
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def make_jpegs(n_images: int, seed: int = 0) -> list[bytes]:
+    """``n_images`` JPEG byte strings of real-photo sizes (examples resized + Gaussian noise)."""
+    rng = np.random.default_rng(seed)
+    photos = [Image.open(p).convert("RGB") for p in sorted(EXAMPLES.glob("*.jpg"))]
+    out = []
+    for i in range(n_images):
+        w, h = SIZES[i % len(SIZES)]
+        base = np.asarray(photos[i % len(photos)].resize((w, h), Image.BICUBIC), dtype=np.int16)
+        noisy = np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(noisy).save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def _time(fn: Callable[[bytes], object], images: list[bytes], repeats: int) -> float:
+    """Best-of-``repeats`` images/s of ``fn`` over ``images`` (after one warm-up image)."""
+    fn(images[0])
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for data in images:
+            fn(data)
+        best = min(best, time.perf_counter() - t0)
+    return len(images) / best
+
+
+def run(n_images: int = 60, repeats: int = 3, out: Callable[[str], None] = print) -> dict:
+    """Measure and print images/s per core of each path; return the numbers and ratios."""
+    from transformers import BitImageProcessor, BitImageProcessorPil
+
+    torch.set_num_threads(1)
+    images = make_jpegs(n_images)
+    cfg = PreprocessConfig(resolution=224)
+    kw = dict(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}, resample=3,
+              image_mean=MEAN, image_std=STD)
+    hf_pil, hf_tv = BitImageProcessorPil(**kw), BitImageProcessor(**kw)
+
+    def ours(data: bytes) -> torch.Tensor:
+        return load_sample(data, cfg)
+
+    def ours_normalized(data: bytes) -> torch.Tensor:
+        return normalize(load_sample(data, cfg)[None], cfg)
+
+    def seed_pil(data: bytes) -> object:
+        return hf_pil(images=Image.open(io.BytesIO(data)).convert("RGB"), return_tensors="pt")
+
+    def seed_tv(data: bytes) -> object:
+        return hf_tv(images=Image.open(io.BytesIO(data)).convert("RGB"), return_tensors="pt")
+
+    rates = {name: _time(fn, images, repeats) for name, fn in
+             (("ours", ours), ("ours+normalize", ours_normalized),
+              ("seed PIL+BitImageProcessorPil", seed_pil),
+              ("seed PIL+BitImageProcessor(torchvision)", seed_tv))}
+    out(f"{n_images} JPEGs 500x375..1024x768, q90, 1 thread, resize-crop 256 -> 224")
+    for name, rate in rates.items():
+        out(f"  {name:42s} {rate:8.1f} images/s")
+    ratios = {"vs_pil_processor": rates["ours"] / rates["seed PIL+BitImageProcessorPil"],
+              "vs_torchvision_processor":
+                  rates["ours"] / rates["seed PIL+BitImageProcessor(torchvision)"],
+              "normalized_vs_pil_processor":
+                  rates["ours+normalize"] / rates["seed PIL+BitImageProcessorPil"]}
+    for name, ratio in ratios.items():
+        out(f"  ratio {name:38s} {ratio:6.2f}x")
+    return {"images_per_s": rates, "ratios": ratios, "n_images": n_images}
+
+
+if __name__ == "__main__":
+    run(n_images=int(sys.argv[1]) if len(sys.argv) > 1 else 60)

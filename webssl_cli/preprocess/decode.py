@@ -1,0 +1,131 @@
+"""Encoded bytes -> uint8 RGB tensor (3, H, W), in DataLoader workers.
+
+* JPEG goes through ``torchvision.io.decode_jpeg`` (libjpeg-turbo, EXIF orientation applied);
+  if it refuses a file (odd JPEG flavours), PIL gets a second try.
+* Everything else (PNG, WebP, GIF, BMP, TIFF, ...) goes through PIL with
+  ``ImageOps.exif_transpose``; PIL reads the first frame of animations.
+* Modes: gray / 1-bit / palette / CMYK / YCbCr / LAB -> RGB via PIL ``convert("RGB")``;
+  16-bit gray (``I;16*``, ``I``) is scaled to 8 bits (x * 255 / 65535, rounded; 16-bit RGB
+  PNGs are already reduced to 8 bits by PIL); float (``F``) is read as [0, 1] when its max is
+  <= 1, else as [0, 255].
+* Alpha (RGBA, LA, PA, palette transparency) is **dropped**, not composited: the same pixels
+  as ``Image.convert("RGB")`` in the official demo and the HF image processors, so features
+  match theirs.
+* Decompression bombs: the declared size (JPEG SOF header, or PIL's lazy ``Image.open``) is
+  checked against ``PreprocessConfig.max_image_pixels`` before any pixel is decoded. PIL's own
+  global limit is switched off while we decode (our check replaces it, with the configured
+  limit).
+
+Every failure is a :class:`DecodeError` with a stable ``error_type``: EmptyImage,
+UnknownFormat, DecompressionBomb, TruncatedImage, CorruptImage.
+"""
+from __future__ import annotations
+
+import io
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from ..config import PreprocessConfig
+from .errors import DecodeError
+from .sniff import jpeg_size, sniff_format
+
+
+def decode_image(data: bytes, cfg: PreprocessConfig) -> torch.Tensor:
+    """Decode ``data`` to a contiguous uint8 tensor (3, H, W) in RGB, EXIF orientation applied."""
+    if not data:
+        raise DecodeError("EmptyImage", "the sample has 0 bytes")
+    if sniff_format(data) == "jpeg":
+        size = jpeg_size(data)
+        if size is not None:
+            _check_pixels(size, cfg)
+            try:
+                return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                                   mode=ImageReadMode.RGB, apply_exif_orientation=True)
+            except RuntimeError:
+                pass   # let PIL try (and word the error if it fails too)
+    return _decode_with_pil(data, cfg)
+
+
+def _check_pixels(size: tuple[int, int], cfg: PreprocessConfig) -> None:
+    w, h = size
+    if w * h > cfg.max_image_pixels:
+        raise DecodeError("DecompressionBomb",
+                          f"declared size {w}x{h} = {w * h:,} pixels exceeds the limit of "
+                          f"{cfg.max_image_pixels:,} (raise it with --max-image-pixels)")
+
+
+def _decode_with_pil(data: bytes, cfg: PreprocessConfig) -> torch.Tensor:
+    with _pil_limit_off():
+        try:
+            im = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise DecodeError("UnknownFormat",
+                              f"not an image format PIL knows ({len(data)} bytes, "
+                              f"starting {data[:8]!r})") from None
+        except Exception as exc:   # noqa: BLE001 - any parser failure is a bad sample
+            raise DecodeError("CorruptImage", f"{type(exc).__name__}: {exc}") from None
+        _check_pixels(im.size, cfg)
+        try:
+            im.load()
+            im = _exif_transpose(im)
+            arr = _to_rgb_array(im)
+        except OSError as exc:
+            kind = "TruncatedImage" if "truncated" in str(exc) else "CorruptImage"
+            raise DecodeError(kind, f"{im.format or 'image'}: {exc}") from None
+        except Exception as exc:   # noqa: BLE001 - SyntaxError, ValueError, EOFError, ...
+            raise DecodeError("CorruptImage",
+                              f"{im.format or 'image'}: {type(exc).__name__}: {exc}") from None
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def _exif_transpose(im: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:   # noqa: BLE001 - an unreadable EXIF block leaves the pixels as stored
+        return im
+
+
+def _to_rgb_array(im: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 array from any PIL mode (see the module docstring for the rules)."""
+    mode = im.mode
+    if mode == "RGB":
+        return np.array(im)
+    if mode.startswith("I;16") or mode == "I":
+        wide = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
+        gray = ((wide * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "F":
+        f = np.nan_to_num(np.asarray(im, dtype=np.float32))
+        scale = 255.0 if f.size and float(f.max()) <= 1.0 else 1.0
+        gray = np.clip(np.rint(f * scale), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    return np.array(im.convert("RGB"))
+
+
+_limit_lock = threading.Lock()
+_limit_depth = 0
+_limit_saved: int | None = None
+
+
+@contextmanager
+def _pil_limit_off() -> Iterator[None]:
+    """Switch PIL's global bomb check off (ours, with the configured limit, replaces it)."""
+    global _limit_depth, _limit_saved
+    with _limit_lock:
+        if _limit_depth == 0:
+            _limit_saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _limit_depth += 1
+    try:
+        yield
+    finally:
+        with _limit_lock:
+            _limit_depth -= 1
+            if _limit_depth == 0:
+                Image.MAX_IMAGE_PIXELS = _limit_saved

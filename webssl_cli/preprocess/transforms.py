@@ -1,0 +1,108 @@
+"""Geometric preprocessing of a decoded uint8 image to the model's S x S input.
+
+Three recipes (``PreprocessConfig.mode``), all bicubic with antialias on the uint8 tensor
+(torchvision ``v2.functional.resize``: two separable passes, each rounded and clamped to
+0..255 like PIL's own uint8 resize, which the official recipe runs on):
+
+* ``resize-crop`` (default, official Web-SSL README): shorter side to round(S / 0.875),
+  longer side ``int(short * long / short_in)`` (torchvision's rule, also HF's), then center crop S.
+* ``squash`` (official demo): resize to S x S, aspect ratio not kept.
+* ``shortest-crop`` (Hugging Face image processor): shorter side to S, center crop S.
+
+Center crop uses torchvision's offset ``int(round((side - S) / 2))``; HF processors use
+``(side - S) // 2``. When ``side - S`` is odd the two differ by one pixel (we follow torchvision,
+as the official recipe does).
+
+Normalization is not done here: workers ship uint8, :func:`normalize` runs on the model device.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import PIL
+import torch
+import torchvision
+import torchvision.transforms.v2.functional as F
+from torchvision.transforms import InterpolationMode
+
+from ..config import PREPROCESS_MODES, PreprocessConfig
+from ..errors import UsageError
+from .errors import DecodeError
+
+_FOLLOWS = {
+    "resize-crop": "official Web-SSL README: Resize(round(S/0.875), bicubic) + CenterCrop(S)",
+    "squash": "official Web-SSL demo: Resize((S, S), bicubic)",
+    "shortest-crop": "Hugging Face image processor: shortest_edge=S (bicubic) + center crop S",
+}
+
+
+def preprocess(img: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
+    """uint8 (3, H, W) -> uint8 (3, S, S) following ``cfg.mode`` (see the module docstring)."""
+    _check_mode(cfg)
+    size = cfg.resolution
+    if cfg.mode == "squash":
+        return _resize(img, size, size)
+    h, w = int(img.shape[-2]), int(img.shape[-1])
+    new_h, new_w = short_side_size(h, w, cfg.resize_short)
+    if new_h * new_w > cfg.max_image_pixels:
+        raise DecodeError("ExtremeAspectRatio",
+                          f"a {w}x{h} image resized to shorter side {cfg.resize_short} would be "
+                          f"{new_w}x{new_h}, over the {cfg.max_image_pixels:,}-pixel limit")
+    return F.center_crop(_resize(img, new_h, new_w), [size, size]).contiguous()
+
+
+def short_side_size(h: int, w: int, short: int) -> tuple[int, int]:
+    """(new_h, new_w) with the shorter side at ``short`` (torchvision's and HF's truncation)."""
+    if h <= w:
+        return short, int(short * w / h)
+    return int(short * h / w), short
+
+
+def normalize(batch: torch.Tensor, cfg: PreprocessConfig,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 (B, 3, H, W) on any device -> (x / 255 - mean) / std, computed in float32."""
+    mean = torch.tensor(cfg.mean, device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
+    out = batch.to(torch.float32).div_(255.0).sub_(mean).div_(std)
+    return out if dtype == torch.float32 else out.to(dtype)
+
+
+def describe(cfg: PreprocessConfig) -> dict[str, Any]:
+    """What the output provenance records about decoding and preprocessing (JSON-able)."""
+    _check_mode(cfg)
+    size = cfg.resolution
+    squash = cfg.mode == "squash"
+    return {
+        "mode": cfg.mode,
+        "follows": _FOLLOWS[cfg.mode],
+        "resolution": size,
+        "resize_short": None if squash else cfg.resize_short,
+        "resize": (f"to {size}x{size} (aspect ratio not kept)" if squash else
+                   f"shorter side to {cfg.resize_short}, longer side int({cfg.resize_short} * long / short)"),
+        "crop": None if squash else (
+            f"center {size}x{size}, offset int(round((side - {size}) / 2)) as torchvision "
+            "CenterCrop; HF processors use floor((side - S) / 2), 1 pixel apart when side - S is odd"),
+        "interpolation": "bicubic",
+        "antialias": True,
+        "resize_dtype": "uint8 (each separable pass rounded and clamped, like PIL)",
+        "decoder": {"jpeg": "torchvision.io.decode_jpeg (PIL if it refuses the file)",
+                    "other": "PIL (first frame)"},
+        "exif_orientation": "applied",
+        "alpha": "dropped, as PIL convert('RGB') (not composited)",
+        "sixteen_bit": "scaled to 8 bits: round(x * 255 / 65535)",
+        "max_image_pixels": cfg.max_image_pixels,
+        "normalize": {"mean": list(cfg.mean), "std": list(cfg.std),
+                      "formula": "(x / 255 - mean) / std, in float32 on the model device"},
+        "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
+                     "pillow": PIL.__version__},
+    }
+
+
+def _resize(img: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    return F.resize(img, [h, w], interpolation=InterpolationMode.BICUBIC, antialias=True)
+
+
+def _check_mode(cfg: PreprocessConfig) -> None:
+    if cfg.mode not in PREPROCESS_MODES:
+        raise UsageError(f"unknown preprocessing mode {cfg.mode!r}: choose one of "
+                         f"{', '.join(PREPROCESS_MODES)} (--preprocess)")

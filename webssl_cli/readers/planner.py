@@ -1,0 +1,105 @@
+"""``plan_units``: every ``--input`` -> the run's list of :class:`Unit` (deterministic).
+
+Pieces come from :mod:`.sources` in input order. Then:
+
+* tar shards: one unit each; name = the shard's file stem;
+* image file sets: items de-duplicated over the whole run (a file reached twice, e.g. by
+  overlapping inputs, is read once; a warning says how many), sorted, cut every
+  ``shard_size`` into units named ``<base>-000000``, ``<base>-000001``... Their ``source`` is
+  the key root, ending in ``/``: the input's folder (or the list file's folder) when there is one
+  file input, else the common parent of all of them, so that keys (paths relative to it) are
+  unique over the run (with no common parent, e.g. local + S3, the source is the input's own
+  folder without the final ``/`` and keys are full paths/URLs);
+* parquet files: rows cut every ``shard_size``, units named ``<file stem>-000000``...
+
+A name used twice (two folders both called ``images``, shards with the same stem) gets
+``_2``, ``_3``... Indices run 0..n-1 over all units.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from ..config import InputConfig
+from ..errors import UsageError
+from ..units import Unit
+from .sources import FileSet, ParquetSource, Piece, TarShard, expand_input
+
+log = logging.getLogger("webssl.readers")
+
+
+def plan_units(cfg: InputConfig) -> list[Unit]:
+    if not cfg.inputs:
+        raise UsageError("no --input given: pass a folder, list file, parquet or tar shards")
+    if cfg.shard_size < 1:
+        raise UsageError(f"--shard-size must be at least 1 (got {cfg.shard_size})")
+    pieces: list[Piece] = []
+    for spec in cfg.inputs:
+        got = expand_input(spec, cfg)
+        if not got or all(isinstance(p, ParquetSource) and p.num_rows == 0 for p in got):
+            raise UsageError(f"--input {spec}: no samples in it")
+        pieces.extend(got)
+    _dedupe_files(pieces)
+    root = _key_root([p for p in pieces if isinstance(p, FileSet)])
+    namer = _Namer()
+    units: list[Unit] = []
+    for piece in pieces:
+        if isinstance(piece, TarShard):
+            units.append(Unit(len(units), "tar", piece.source, namer(piece.name)))
+        elif isinstance(piece, FileSet):
+            source = piece.root if root is None else (root or piece.root.rstrip("/"))
+            for k, start in enumerate(range(0, len(piece.items), cfg.shard_size)):
+                units.append(Unit(len(units), "files", source, namer(f"{piece.base}-{k:06d}"),
+                                  items=tuple(piece.items[start:start + cfg.shard_size])))
+        else:
+            if piece.num_rows == 0:
+                log.warning("%s: 0 rows, no unit", piece.source)
+            for k, start in enumerate(range(0, piece.num_rows, cfg.shard_size)):
+                end = min(start + cfg.shard_size, piece.num_rows)
+                units.append(Unit(len(units), "parquet", piece.source,
+                                  namer(f"{piece.base}-{k:06d}"), row_range=(start, end)))
+    return units
+
+
+def _dedupe_files(pieces: list[Piece]) -> None:
+    seen: set[str] = set()
+    for piece in pieces:
+        if not isinstance(piece, FileSet):
+            continue
+        kept = []
+        for item in piece.items:
+            if item not in seen:
+                seen.add(item)
+                kept.append(item)
+        if len(kept) != len(piece.items):
+            log.warning("%s: %d entries repeat a file already in the run and are read once",
+                        piece.root, len(piece.items) - len(kept))
+        piece.items = kept
+    pieces[:] = [p for p in pieces if not (isinstance(p, FileSet) and not p.items)]
+
+
+def _key_root(sets: list[FileSet]) -> str | None:
+    """The common key root of several file sets: None when each keeps its own (one root),
+    "" when there is none (local + S3, two buckets): then keys are the full paths/URLs."""
+    roots = sorted({s.root for s in sets})
+    if len(roots) <= 1:
+        return None
+    prefix = os.path.commonprefix(roots)
+    common = prefix[: prefix.rfind("/") + 1]
+    if not common or common.endswith("//"):   # e.g. local + s3: keys are the full paths
+        return ""
+    return common
+
+
+class _Namer:
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def __call__(self, name: str) -> str:
+        name = "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "unit"
+        candidate, n = name, 1
+        while candidate in self.used:
+            n += 1
+            candidate = f"{name}_{n}"
+        self.used.add(candidate)
+        return candidate

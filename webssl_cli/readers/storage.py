@@ -1,0 +1,153 @@
+"""Where input bytes come from: local paths, ``s3://`` (fsspec/s3fs), ``http(s)://`` (requests)
+and ``pipe:`` commands.
+
+S3 uses the standard AWS credential chain (environment, ``~/.aws/credentials``/``config``,
+instance roles). The endpoint is, first found: ``InputConfig.s3_endpoint_url``
+(``--s3-endpoint-url``), ``$WEBSSL_S3_ENDPOINT_URL``, then botocore's own
+``$AWS_ENDPOINT_URL_S3`` / ``$AWS_ENDPOINT_URL`` / config-file ``endpoint_url``.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from typing import Any, BinaryIO, Iterator
+
+from ..config import InputConfig
+
+HTTP_TIMEOUT = (10.0, 120.0)      # (connect, read) seconds
+_STREAM_BLOCK = 8 << 20
+
+
+class StreamError(Exception):
+    """A source that cannot be opened or that ended badly (message says why)."""
+
+
+def is_url(location: str) -> bool:
+    return location.startswith(("s3://", "http://", "https://"))
+
+
+def is_http(location: str) -> bool:
+    return location.startswith(("http://", "https://"))
+
+
+def local_path(location: str) -> str:
+    """``file://`` URLs and ``~`` to a plain local path."""
+    if location.startswith("file://"):
+        location = location[len("file://"):]
+    return os.path.expanduser(location)
+
+
+def s3_endpoint(cfg: InputConfig) -> str | None:
+    return cfg.s3_endpoint_url or os.environ.get("WEBSSL_S3_ENDPOINT_URL") or None
+
+
+def s3_filesystem(cfg: InputConfig) -> Any:
+    """An s3fs filesystem for ``cfg`` (fsspec caches it per process and per arguments)."""
+    import s3fs
+
+    endpoint = s3_endpoint(cfg)
+    client_kwargs = {"endpoint_url": endpoint} if endpoint else {}
+    return s3fs.S3FileSystem(client_kwargs=client_kwargs,
+                             config_kwargs={"connect_timeout": 10, "read_timeout": 120,
+                                            "retries": {"max_attempts": 3}})
+
+
+def http_session() -> Any:
+    import requests
+
+    session = requests.Session()
+    session.headers["User-Agent"] = "webssl-cli"
+    return session
+
+
+def read_bytes(location: str, cfg: InputConfig, session: Any | None = None) -> bytes:
+    """All bytes of one file: a local path, ``s3://`` object or ``http(s)://`` URL (raises)."""
+    if location.startswith("s3://"):
+        return s3_filesystem(cfg).cat_file(location)
+    if is_http(location):
+        session = session or http_session()
+        with session.get(location, timeout=HTTP_TIMEOUT) as resp:
+            resp.raise_for_status()
+            return resp.content
+    with open(local_path(location), "rb") as fh:
+        return fh.read()
+
+
+@contextmanager
+def open_stream(source: str, cfg: InputConfig) -> Iterator[BinaryIO]:
+    """A sequential binary stream over a shard; gunzipped when it ends in .gz / .tgz.
+
+    Raises :class:`StreamError` when the source cannot be opened, or (``pipe:``) when the
+    command exits non-zero after its output was read.
+    """
+    opener = _open_pipe if source.startswith("pipe:") else (
+        _open_http if is_http(source) else _open_s3 if source.startswith("s3://") else _open_local)
+    with opener(source, cfg) as raw:
+        if source.split("?", 1)[0].endswith((".gz", ".tgz")):
+            with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+                yield unzipped   # type: ignore[misc]
+        else:
+            yield raw
+
+
+@contextmanager
+def _open_local(source: str, cfg: InputConfig) -> Iterator[BinaryIO]:
+    try:
+        fh = open(local_path(source), "rb", buffering=1 << 20)
+    except OSError as exc:
+        raise StreamError(f"cannot open: {exc.strerror or exc}") from None
+    with fh:
+        yield fh
+
+
+@contextmanager
+def _open_s3(source: str, cfg: InputConfig) -> Iterator[BinaryIO]:
+    try:
+        fh = s3_filesystem(cfg).open(source, "rb", block_size=_STREAM_BLOCK,
+                                     cache_type="readahead")
+    except Exception as exc:   # noqa: BLE001 - botocore/s3fs raise many types
+        raise StreamError(f"cannot open: {type(exc).__name__}: {exc}") from None
+    with fh:
+        yield fh
+
+
+@contextmanager
+def _open_http(source: str, cfg: InputConfig) -> Iterator[BinaryIO]:
+    session = http_session()
+    try:
+        resp = session.get(source, stream=True, timeout=HTTP_TIMEOUT)
+    except Exception as exc:   # noqa: BLE001
+        raise StreamError(f"cannot connect: {type(exc).__name__}: {exc}") from None
+    with session, resp:
+        if resp.status_code >= 400:
+            raise StreamError(f"HTTP {resp.status_code} {resp.reason}")
+        resp.raw.decode_content = True
+        yield resp.raw
+
+
+@contextmanager
+def _open_pipe(source: str, cfg: InputConfig) -> Iterator[BinaryIO]:
+    command = source[len("pipe:"):]
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=err,
+                                bufsize=1 << 20)
+        assert proc.stdout is not None
+        try:
+            yield proc.stdout   # type: ignore[misc]
+        except BaseException:
+            proc.kill()
+            proc.stdout.close()
+            proc.wait()
+            raise
+        while proc.stdout.read(1 << 20):   # drain padding after the end-of-archive marker
+            pass
+        proc.stdout.close()
+        code = proc.wait()
+        if code != 0:
+            err.seek(0)
+            tail = err.read()[-400:].decode("utf-8", "replace").strip()
+            raise StreamError(f"command exited with status {code}"
+                              + (f": {tail}" if tail else ""))

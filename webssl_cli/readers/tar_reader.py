@@ -1,0 +1,101 @@
+"""WebDataset tar shard -> RawSamples.
+
+Members are grouped into samples the WebDataset way: the sample key (``__key__``) is the member
+path up to the first dot of its file name, the rest is the extension; consecutive members with
+the same key form one sample. The image is the first of ``jpg, jpeg, png, webp`` present (case
+insensitive), or of the ``--image-key`` list (``"jpg"`` or ``"jpg,png"``). With ``--keep-json``
+the ``.json`` member is parsed into ``RawSample.meta`` (a non-object becomes ``{"json": value}``,
+an unparsable one ``{"json_error": message}``: the image is still good).
+
+Row keys are ``"<shard name>/<__key__>"``; a key that repeats later in the same shard gets
+``"#2"``, ``"#3"``... so keys stay unique. A sample without an image is yielded with
+``data=None`` (error_type ``NoImage``). A shard that cannot be opened or ends badly raises
+:class:`ReadError` after the complete samples before the failure were yielded.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator
+
+from ..config import InputConfig
+from ..units import RawSample, Unit
+from .errors import ReadError, TarFormatError
+from .storage import StreamError, open_stream
+from .tar_stream import iter_tar_members
+
+DEFAULT_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+
+
+def image_keys(cfg: InputConfig) -> tuple[str, ...]:
+    if not cfg.image_key:
+        return DEFAULT_IMAGE_KEYS
+    parts = cfg.image_key.replace(";", ",").split(",")
+    return tuple(p.strip().lstrip(".").lower() for p in parts if p.strip())
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """``"dir/abc.seg.jpg"`` -> ``("dir/abc", "seg.jpg")`` (WebDataset's key / extension rule)."""
+    slash = name.rfind("/") + 1
+    dot = name.find(".", slash)
+    if dot <= slash:   # no dot, or a leading-dot file name: the whole name is the key
+        return name, ""
+    return name[:dot], name[dot + 1:]
+
+
+def iter_tar_samples(unit: Unit, cfg: InputConfig) -> Iterator[RawSample]:
+    exts = image_keys(cfg)
+    wanted = set(exts) | ({"json"} if cfg.keep_json else set())
+
+    def want(name: str) -> bool:
+        return split_member_name(name)[1].lower() in wanted
+
+    seen: dict[str, int] = {}
+    index = 0
+    current: str | None = None
+    group: dict[str, bytes | None] = {}
+    try:
+        with open_stream(unit.source, cfg) as stream:
+            for name, data in iter_tar_members(stream, want):
+                key, ext = split_member_name(name)
+                if key != current and current is not None:
+                    yield _sample(unit, index, _unique(current, seen), group, exts, cfg)
+                    index += 1
+                    group = {}
+                current = key
+                group.setdefault(ext.lower(), data)
+            if current is not None:
+                yield _sample(unit, index, _unique(current, seen), group, exts, cfg)
+                index += 1
+    except (TarFormatError, StreamError) as exc:
+        raise ReadError(unit, f"{exc} (after {index} complete samples)") from None
+    except Exception as exc:   # noqa: BLE001 - network/decompression errors of every library
+        raise ReadError(unit, f"{type(exc).__name__}: {exc} (after {index} complete samples)") from None
+
+
+def _unique(key: str, seen: dict[str, int]) -> str:
+    count = seen.get(key, 0) + 1
+    seen[key] = count
+    return key if count == 1 else f"{key}#{count}"
+
+
+def _sample(unit: Unit, index: int, wds_key: str, group: dict[str, bytes | None],
+            exts: tuple[str, ...], cfg: InputConfig) -> RawSample:
+    meta = _json_meta(group.get("json")) if cfg.keep_json and "json" in group else None
+    key = f"{unit.name}/{wds_key}"
+    for ext in exts:
+        data = group.get(ext)
+        if data is not None:
+            return RawSample(index=index, key=key, source=unit.source, data=data, meta=meta)
+    present = ", ".join(sorted(e or "(no extension)" for e in group))
+    return RawSample(index=index, key=key, source=unit.source, data=None, meta=meta,
+                     error_type="NoImage",
+                     error=f"sample {wds_key!r} has no {'/'.join(exts)} member (it has: {present}); "
+                           "choose the image member with --image-key")
+
+
+def _json_meta(data: bytes | None) -> dict[str, Any]:
+    try:
+        value = json.loads(data or b"")
+    except ValueError as exc:
+        return {"json_error": f"unparsable .json member: {exc}"}
+    return value if isinstance(value, dict) else {"json": value}
