@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.http_range_server import RangeServer
-from webssl_cli.errors import CheckpointError, UsageError, WeightsMissingError
+from webssl_cli.errors import CheckpointError, UsageError, WebsslError, WeightsMissingError
 from webssl_cli.registry import resolve
 from webssl_cli.weights import WeightsRequest, cached_sources, effective_source, resolve_weights
 
@@ -128,3 +128,12 @@ def test_verify_rehashes_even_when_the_stamp_matches(server):
     assert resolve_weights(pth(verify=True)) == path
     assert path.read_bytes() == good
     assert len(server.requests("GET")) == gets + 1
+
+
+def test_unwritable_cache_is_a_clear_error(server, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(WebsslError, match="Downloading needs a writable cache folder") as info:
+        resolve_weights(pth(cache_dir=str(blocker / "cache")))
+    assert str(blocker / "cache" / f"{NAME}.lock") in str(info.value)
+    assert server.log == []

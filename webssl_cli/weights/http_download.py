@@ -336,7 +336,6 @@ def download_file(url: str, dest: Path, *, expected_sha256: str | None = None,
     is downloaded. A file that fails that check is deleted and downloaded again.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(lock_path(dest), dest.name):
         if dest.exists():
             try:
@@ -350,6 +349,17 @@ def download_file(url: str, dest: Path, *, expected_sha256: str | None = None,
                 print(f"warning: {exc}", file=sys.stderr)
                 print(f"note: deleting {dest} and downloading it again", file=sys.stderr)
             remove_cached(dest)
-        sha = _fetch(url, dest, expected_sha256, progress, chunk_size, retries, backoff_s, timeout)
-        _install(dest, sha)
+        try:
+            sha = _fetch(url, dest, expected_sha256, progress, chunk_size, retries, backoff_s,
+                         timeout)
+            _install(dest, sha)
+        except WebsslError:
+            raise
+        except OSError as exc:
+            import requests
+            if isinstance(exc, requests.RequestException):
+                raise WebsslError(f"{url}: {_short(exc)}; cannot download.") from None
+            raise WebsslError(f"cannot write {dest} (or its .part): {exc.strerror or exc}. "
+                              f"Free space or make {dest.parent} writable, or pass --cache-dir "
+                              f"DIR / set WEBSSL_CACHE.") from None
     return dest

@@ -12,20 +12,27 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..errors import WebsslError
+
 
 @contextlib.contextmanager
 def exclusive(lock_path: Path, what: str) -> Iterator[None]:
     """Hold the lock at ``lock_path``; if another process holds it, say so and wait."""
     from filelock import FileLock, Timeout
 
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(lock_path))
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        print(f"waiting for another process that is downloading {what} (lock {lock_path})",
-              file=sys.stderr, flush=True)
-        lock.acquire()
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(lock_path))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            print(f"waiting for another process that is downloading {what} (lock {lock_path})",
+                  file=sys.stderr, flush=True)
+            lock.acquire()
+    except OSError as exc:
+        raise WebsslError(f"cannot take the download lock {lock_path}: "
+                          f"{exc.strerror or exc}. Downloading needs a writable cache folder: "
+                          f"pass --cache-dir DIR or set WEBSSL_CACHE / HF_HOME.") from None
     try:
         yield
     finally:
