@@ -51,6 +51,12 @@ class Batch:
     samples_seen: int = 0                  # set on the end marker: samples of this part
     read_error: str | None = None          # set on the end marker when the shard broke
 
+    def pin_memory(self) -> "Batch":
+        """Called by the DataLoader's pinning thread (pin_memory=True) on CUDA runs."""
+        if self.images is not None:
+            self.images = self.images.pin_memory()
+        return self
+
 
 def _worker_init(_: int) -> None:
     # The parent handles signals and shuts the workers down; one thread per worker.
