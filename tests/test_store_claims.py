@@ -129,6 +129,17 @@ def test_fresh_claim_is_never_taken_and_heartbeat_detects_takeover(tmp_path):
     assert b.claim_next(units, {"000001"}) is None            # done units are never claimed
 
 
+def test_heartbeat_after_release_does_not_resurrect_the_claim(tmp_path):
+    layout, units = _plan(tmp_path / "out", 1)
+    a = ClaimStore(layout, "a", lease_seconds=60)
+    assert a.claim_next(units, set()) is not None
+    a.release("000000")
+    a.heartbeat("000000")                  # a heartbeat thread may still list the unit
+    assert list_claims(layout) == [] and a.held == []
+    with pytest.raises(ClaimLostError, match="not claimed"):
+        a.heartbeat("000009")
+
+
 def test_claim_next_skips_committed_units_even_if_not_in_done_set(tmp_path):
     layout, units = _plan(tmp_path / "out", 2)
     u = units[0]

@@ -14,7 +14,8 @@ from webssl_cli.store import (DoneRecord, OutputLayout, UnitRows, check_run_conf
                               done_units, fingerprint, load_plan, save_or_load_plan, write_unit)
 from webssl_cli.units import Unit
 
-FIELDS = {"model": "webssl/dino-tiny", "weights_sha256": "ab" * 32, "preprocess": "resize-crop",
+FIELDS = {"model": "webssl/dino-tiny", "weights_sha256": "ab" * 32,
+          "preprocess": {"mode": "resize-crop", "resize_short": 256, "crop": "center"},
           "resolution": 224, "precision": "bf16", "features": ["cls"], "normalize": False,
           "format": "parquet", "out_dtype": "float16", "tool_version": "0.1.0"}
 
@@ -45,7 +46,8 @@ def test_same_fields_accepted_different_refused_with_diff(tmp_path):
     assert saved["fields"] == FIELDS and saved["created"]
     assert check_run_config(layout, dict(FIELDS), overwrite=False).fingerprint == first.fingerprint
 
-    changed = {**FIELDS, "resolution": 448, "features": ["cls", "patch_mean"], "extra": 1}
+    changed = {**FIELDS, "resolution": 448, "features": ["cls", "patch_mean"], "extra": 1,
+               "preprocess": {**FIELDS["preprocess"], "resize_short": 512}}
     changed.pop("normalize")
     with pytest.raises(UsageError) as info:
         check_run_config(layout, changed, overwrite=False)
@@ -53,6 +55,7 @@ def test_same_fields_accepted_different_refused_with_diff(tmp_path):
     assert info.value.exit_code == EXIT_USAGE
     assert "resolution: 224 -> 448" in msg
     assert 'features: ["cls"] -> ["cls", "patch_mean"]' in msg
+    assert "preprocess.resize_short: 256 -> 512" in msg and "center" not in msg
     assert "normalize: false -> (absent)" in msg and "extra: (absent) -> 1" in msg
     assert "model" not in msg.split("differ")[1]            # only differing fields listed
     assert "--overwrite" in msg and "--out" in msg
@@ -163,3 +166,13 @@ def test_non_planner_waits_until_the_plan_appears(tmp_path):
     assert results.get(timeout=60) == ("waiter", [u.name for u in _units(3)])
     proc.join(30)
     assert proc.exitcode == 0
+
+
+def test_unreadable_run_config_named_and_overwrite_recovers(tmp_path):
+    layout = OutputLayout(tmp_path / "out")
+    check_run_config(layout, FIELDS, overwrite=False)
+    layout.run_config_path.write_text("{not json")
+    with pytest.raises(WebsslError, match="run.json is unreadable.*--overwrite"):
+        check_run_config(layout, FIELDS, overwrite=False)
+    cfg = check_run_config(layout, FIELDS, overwrite=True)
+    assert json.loads(layout.run_config_path.read_text())["fingerprint"] == cfg.fingerprint

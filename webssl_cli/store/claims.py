@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -92,7 +93,9 @@ class ClaimStore:
         self.owner = owner
         self.lease_seconds = float(lease_seconds)
         self._held: dict[str, tuple[int, Path, dict]] = {}
+        self._released: set[str] = set()
         self._committed: set[str] = set()
+        self._lock = threading.Lock()       # heartbeat thread vs claim/release callers
         layout.claims_dir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -133,7 +136,9 @@ class ClaimStore:
         for old in gens:
             if old < gen:                        # dead owners' generations
                 remove_quietly(_claim_path(self.layout, uid, old))
-        self._held[uid] = (gen, path, data)
+        with self._lock:
+            self._held[uid] = (gen, path, data)
+            self._released.discard(uid)
         return True
 
     def _is_committed(self, uid: str) -> bool:
@@ -150,29 +155,37 @@ class ClaimStore:
         return True
 
     def heartbeat(self, unit_id: str) -> None:
-        """Refresh this rank's claim (content and mtime); ClaimLostError if it was taken over."""
-        held = self._held.get(unit_id)
-        if held is None:
-            raise ClaimLostError(f"unit {unit_id} is not claimed by {self.owner}")
-        gen, path, data = held
-        gens = _scan(self.layout).get(unit_id, [])
-        if gen not in gens or gens[-1] > gen:
-            self._held.pop(unit_id, None)
-            newer = _read_claim(_claim_path(self.layout, unit_id, gens[-1])) if gens else {}
-            raise ClaimLostError(
-                f"the claim of {self.owner} on unit {unit_id} ({path}) was taken over by "
-                f"{newer.get('owner', 'another rank')} after its heartbeat was older than the "
-                f"{self.lease_seconds:g} s lease; this rank's result for the unit will be discarded "
-                "if the other rank commits first")
-        data = {**data, "heartbeat_at": utc_now(), "beats": int(data.get("beats", 0)) + 1}
-        atomic_write_bytes(path, dumps(data))
-        self._held[unit_id] = (gen, path, data)
+        """Refresh this rank's claim (content and mtime); ClaimLostError if it was taken over.
+
+        A unit this store already released is skipped silently (a heartbeat thread may
+        still hold it in its list)."""
+        with self._lock:
+            if unit_id in self._released:
+                return
+            held = self._held.get(unit_id)
+            if held is None:
+                raise ClaimLostError(f"unit {unit_id} is not claimed by {self.owner}")
+            gen, path, data = held
+            gens = _scan(self.layout).get(unit_id, [])
+            if gen not in gens or gens[-1] > gen:
+                self._held.pop(unit_id, None)
+                newer = _read_claim(_claim_path(self.layout, unit_id, gens[-1])) if gens else {}
+                raise ClaimLostError(
+                    f"the claim of {self.owner} on unit {unit_id} ({path}) was taken over by "
+                    f"{newer.get('owner', 'another rank')} after its heartbeat was older than "
+                    f"the {self.lease_seconds:g} s lease; this rank's result for the unit will be "
+                    "discarded if the other rank commits first")
+            data = {**data, "heartbeat_at": utc_now(), "beats": int(data.get("beats", 0)) + 1}
+            atomic_write_bytes(path, dumps(data))
+            self._held[unit_id] = (gen, path, data)
 
     def release(self, unit_id: str) -> None:
         """Drop this rank's claim (after commit, or to give the unit back)."""
-        held = self._held.pop(unit_id, None)
-        if held is not None:
-            remove_quietly(held[1])
+        with self._lock:
+            held = self._held.pop(unit_id, None)
+            if held is not None:
+                self._released.add(unit_id)
+                remove_quietly(held[1])
 
     def release_all(self) -> None:
         for uid in list(self._held):

@@ -36,16 +36,17 @@ def _read_plan(layout: OutputLayout) -> dict[str, Any] | None:
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise WebsslError(f"plan {path} is unreadable ({exc}); rerun with --overwrite to "
-                          "start the output folder over") from None
+        raise WebsslError(f"plan {path} is unreadable ({exc}), so the output folder cannot "
+                          "be resumed: delete the folder (or use another --out) and rerun") from None
 
 
 def _units(layout: OutputLayout, data: dict[str, Any]) -> list[Unit]:
     try:
         return [Unit.from_dict(u) for u in data["units"]]
     except (KeyError, TypeError, ValueError) as exc:
-        raise WebsslError(f"plan {layout.plan_path} is malformed ({exc!r}); rerun with "
-                          "--overwrite to start the output folder over") from None
+        raise WebsslError(f"plan {layout.plan_path} is malformed ({exc!r}), so the output "
+                          "folder cannot be resumed: delete the folder (or use another --out) "
+                          "and rerun") from None
 
 
 def _check_units(units: list[Unit]) -> None:

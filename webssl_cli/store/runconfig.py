@@ -37,12 +37,21 @@ def fingerprint(fields: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def diff_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """``name: old -> new`` for each differing field (sorted by name)."""
+def diff_fields(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``name: old -> new`` for each differing field, sorted; nested dicts are compared
+    key by key (``preprocessing.resize_short: 64 -> 80``)."""
     def show(d: dict[str, Any], k: str) -> str:
         return json.dumps(d[k], sort_keys=True) if k in d else "(absent)"
-    return [f"{k}: {show(old, k)} -> {show(new, k)}"
-            for k in sorted(set(old) | set(new)) if old.get(k, ...) != new.get(k, ...)]
+    lines: list[str] = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, ...), new.get(k, ...)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += diff_fields(a, b, f"{prefix}{k}.")
+        else:
+            lines.append(f"{prefix}{k}: {show(old, k)} -> {show(new, k)}")
+    return lines
 
 
 def load_run_config(layout: OutputLayout) -> RunConfig | None:
@@ -53,7 +62,8 @@ def load_run_config(layout: OutputLayout) -> RunConfig | None:
         return None
     except (ValueError, KeyError) as exc:
         raise WebsslError(f"run config {path} is unreadable ({exc}); it is written once by the "
-                          "first run: delete the output folder or rerun with --overwrite") from None
+                          "first run: rerun with --overwrite to start the folder over, or use "
+                          "another --out") from None
 
 
 def _new_config(fields: dict[str, Any]) -> RunConfig:
@@ -71,7 +81,13 @@ def check_run_config(layout: OutputLayout, fields: dict[str, Any], *, overwrite:
     ``overwrite=True`` from one process only (the planner), before other ranks start.
     """
     new = _new_config(fields)
-    old = load_run_config(layout)
+    try:
+        old = load_run_config(layout)
+    except WebsslError:
+        if not overwrite:
+            raise
+        wipe_outputs(layout)
+        old = None
     if old is not None and old.fingerprint != new.fingerprint:
         if not overwrite:
             changes = "\n  ".join(diff_fields(old.fields, new.fields))

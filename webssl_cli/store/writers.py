@@ -76,8 +76,13 @@ def _schema_metadata(unit: Unit, rows: UnitRows, provenance: dict[str, Any]) -> 
     return {METADATA_KEY: json.dumps(info, sort_keys=True, default=str).encode()}
 
 
+ROW_GROUP_BYTES = 128 << 20   # ~128 MiB row groups: readers can stream big patch files
+
+
 def _write_parquet(table: pa.Table, path: Path, dictionary: list[str]) -> None:
-    pq.write_table(table, path, use_dictionary=dictionary, write_statistics=["key", "source"])
+    per_row = max(1, table.nbytes // max(1, table.num_rows))
+    pq.write_table(table, path, use_dictionary=dictionary, write_statistics=["key", "source"],
+                   row_group_size=max(1, min(1 << 20, ROW_GROUP_BYTES // per_row)))
 
 
 def _parquet_table(unit: Unit, rows: UnitRows, provenance: dict[str, Any],
