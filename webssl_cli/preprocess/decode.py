@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import threading
+import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -35,6 +36,11 @@ from ..config import PreprocessConfig
 from .errors import DecodeError
 from .sniff import jpeg_size, sniff_format
 
+# torchvision 0.29 deprecates its image codecs in favour of TorchCodec; they work and are the
+# measured fast path, so the per-call notice is silenced (only that message).
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of "
+                        "TorchVision are deprecated", category=DeprecationWarning)
+
 
 def decode_image(data: bytes, cfg: PreprocessConfig) -> torch.Tensor:
     """Decode ``data`` to a contiguous uint8 tensor (3, H, W) in RGB, EXIF orientation applied."""
@@ -46,7 +52,8 @@ def decode_image(data: bytes, cfg: PreprocessConfig) -> torch.Tensor:
             _check_pixels(size, cfg)
             try:
                 return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                                   mode=ImageReadMode.RGB, apply_exif_orientation=True)
+                                   mode=ImageReadMode.RGB,
+                                   apply_exif_orientation=True).contiguous()
             except RuntimeError:
                 pass   # let PIL try (and word the error if it fails too)
     return _decode_with_pil(data, cfg)
