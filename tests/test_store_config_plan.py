@@ -105,7 +105,7 @@ def test_non_planner_timeout_says_what_it_waited_for(tmp_path):
                           is_planner=False, wait_seconds=0.3)
     msg = str(info.value)
     assert str(layout.plan_path) in msg and "timed out after 0.3 s" in msg
-    assert "planner" in msg and "same --out" in msg and "--plan-wait" in msg
+    assert "planner" in msg and "same --out" in msg and "plan wait" in msg
 
 
 def test_non_planner_with_fields_waits_for_matching_run_config(tmp_path):

@@ -15,7 +15,7 @@ from ..errors import WebsslError
 from ..units import Unit
 from .atomic import exclusive_create
 from .layout import OutputLayout
-from .records import dumps, utc_now
+from .records import utc_now
 from .runconfig import canonical_fields, diff_fields, fingerprint, load_run_config
 
 
@@ -75,7 +75,9 @@ def save_or_load_plan(layout: OutputLayout, make_plan: Callable[[], list[Unit]],
         config = load_run_config(layout)
         doc = {"created": utc_now(), "run_id": config.run_id if config else None,
                "units": [u.to_dict() for u in units]}
-        if exclusive_create(layout.plan_path, dumps(doc)):
+        # compact: a plan of path-list units can hold millions of file names
+        data = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        if exclusive_create(layout.plan_path, data):
             return units
         return save_or_load_plan(layout, make_plan, is_planner=False, wait_seconds=wait_seconds)
     return _wait_for_plan(layout, wait_seconds, fields)
@@ -94,8 +96,9 @@ def _wait_for_plan(layout: OutputLayout, wait_seconds: float,
                 f"timed out after {wait_seconds:g} s waiting for the plan {layout.plan_path} "
                 f"({why}). It is written by the planner rank (rank 0, or the launcher) on the "
                 "first run: check that it is running, that every rank uses the same --out on a "
-                "filesystem they all share, and the planner's log for errors; raise "
-                "--plan-wait if planning a large input takes longer.")
+                "filesystem they all share, and the planner's log for errors. If planning a large "
+                "input takes longer, start the other ranks later or raise the plan wait "
+                "(RuntimeConfig.plan_wait_seconds).")
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, 2.0)
 
