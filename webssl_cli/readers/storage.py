@@ -137,17 +137,36 @@ def _open_pipe(source: str, cfg: InputConfig) -> Iterator[BinaryIO]:
         assert proc.stdout is not None
         try:
             yield proc.stdout   # type: ignore[misc]
-        except BaseException:
-            proc.kill()
-            proc.stdout.close()
-            proc.wait()
+        except Exception as exc:   # bad output: if the command failed, that is the news
+            code = _wait_or_kill(proc, 2.0)
+            if code not in (0, None, -9):
+                raise StreamError(_exit_message(code, err)) from exc
+            raise
+        except BaseException:      # the consumer stopped early
+            _wait_or_kill(proc, 0.0)
             raise
         while proc.stdout.read(1 << 20):   # drain padding after the end-of-archive marker
             pass
         proc.stdout.close()
         code = proc.wait()
         if code != 0:
-            err.seek(0)
-            tail = err.read()[-400:].decode("utf-8", "replace").strip()
-            raise StreamError(f"command exited with status {code}"
-                              + (f": {tail}" if tail else ""))
+            raise StreamError(_exit_message(code, err))
+
+
+def _wait_or_kill(proc: subprocess.Popen, timeout: float) -> int | None:
+    assert proc.stdout is not None
+    try:
+        code = proc.wait(timeout=timeout) if timeout else None
+    except subprocess.TimeoutExpired:
+        code = None
+    if code is None:
+        proc.kill()
+        proc.wait()
+    proc.stdout.close()
+    return code
+
+
+def _exit_message(code: int, err: BinaryIO) -> str:
+    err.seek(0)
+    tail = err.read()[-400:].decode("utf-8", "replace").strip()
+    return f"command exited with status {code}" + (f": {tail}" if tail else "")

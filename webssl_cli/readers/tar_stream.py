@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import BinaryIO, Callable, Iterator
 
+from .errors import TarFormatError
+
 BLOCK = 512
 _CHUNK = 1 << 20
 _REGULAR = (b"0", b"\x00", b"7")

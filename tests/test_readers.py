@@ -1,0 +1,323 @@
+"""Readers on local inputs: folders, list files, parquet, WebDataset tar shards (file, folder,
+glob, braces, pipe:), with real files and real shards written by webdataset.TarWriter."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import pickle
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import images as gen
+from webssl_cli.config import InputConfig
+from webssl_cli.errors import UsageError
+from webssl_cli.readers import ReadError, iter_samples, plan_units
+from webssl_cli.units import Unit
+
+
+def cfg(*inputs, **kw) -> InputConfig:
+    return InputConfig(inputs=tuple(str(i) for i in inputs), **kw)
+
+
+def read_all(units, c):
+    return [s for u in units for s in iter_samples(u, c)]
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> list[Path]:
+    return gen.write_shards(tmp_path_factory.mktemp("wds"), n_shards=3, per_shard=5)
+
+
+# --- folders ----------------------------------------------------------------------------------
+
+def test_folder_is_recursive_sorted_any_case_and_cut_into_units(tmp_path):
+    root = tmp_path / "photos"
+    names = ["b/IMG_1.JPG", "a.jpeg", "b/c/x.Png", "z.webp", "y.bmp", "g.gif", "t.TIF", "u.tiff"]
+    for i, name in enumerate(names):
+        write(root / name, gen.make_jpeg(32, 24, seed=i))
+    write(root / "notes.txt", b"hello")
+    write(root / "b" / "meta.json", b"{}")
+    units = plan_units(cfg(root, shard_size=3))
+    assert [u.name for u in units] == ["photos-000000", "photos-000001", "photos-000002"]
+    assert [u.index for u in units] == [0, 1, 2] and all(u.kind == "files" for u in units)
+    keys = [s.key for s in read_all(units, cfg(root))]
+    assert keys == sorted(names)
+    assert all(u.source == str(root) + "/" for u in units)
+    assert [u.expected_size for u in units] == [3, 3, 2]
+
+
+def test_symlink_loop_does_not_hang_or_duplicate(tmp_path):
+    root = tmp_path / "imgs"
+    write(root / "sub" / "a.jpg", gen.make_jpeg(16, 16))
+    os.symlink(root, root / "sub" / "loop")
+    os.symlink(root / "sub", root / "again")
+    units = plan_units(cfg(root))
+    items = [i for u in units for i in u.items]
+    assert len(items) == 1 and items[0].endswith("a.jpg")
+
+
+def test_plan_is_deterministic(tmp_path):
+    root = tmp_path / "d"
+    for i in range(12):
+        write(root / f"{(i * 7) % 12:02d}" / f"{i}.png", gen.make_png(8, 8))
+    assert plan_units(cfg(root, shard_size=5)) == plan_units(cfg(root, shard_size=5))
+
+
+@pytest.mark.parametrize("case, match", [
+    ("missing", "no such file or folder"),
+    ("empty_dir", "no images"),
+    ("binary", "unknown input kind"),
+    ("empty_list", "the list is empty"),
+    ("mixed", "mixes"),
+    ("empty_glob", "matches nothing"),
+])
+def test_bad_inputs_are_usage_errors_naming_the_input(tmp_path, case, match):
+    target = tmp_path / case
+    if case == "empty_dir":
+        (target / "sub").mkdir(parents=True)
+        write(target / "readme.md", b"# nothing")
+    elif case == "binary":
+        target = write(tmp_path / "blob.bin", b"\x00\x01\x02" * 100)
+    elif case == "empty_list":
+        target = write(tmp_path / "list.txt", b"# only a comment\n\n")
+    elif case == "mixed":
+        write(target / "a.jpg", gen.make_jpeg(8, 8))
+        write(target / "s.tar", b"x" * 1024)
+    elif case == "empty_glob":
+        target = tmp_path / "nothing-*.tar"
+    with pytest.raises(UsageError, match=match) as info:
+        plan_units(cfg(target))
+    assert str(target) in str(info.value) and info.value.exit_code == 2
+
+
+def test_two_folders_with_the_same_file_names_get_unique_keys_and_names(tmp_path):
+    for split in ("train", "val"):
+        for name in ("0.jpg", "1.jpg"):
+            write(tmp_path / split / "images" / name, gen.make_jpeg(8, 8))
+    c = cfg(tmp_path / "train" / "images", tmp_path / "val" / "images", tmp_path / "val" / "images")
+    units = plan_units(c)
+    assert [u.name for u in units] == ["images-000000", "images-000000_2"]
+    keys = [s.key for s in read_all(units, c)]
+    assert keys == ["train/images/0.jpg", "train/images/1.jpg", "val/images/0.jpg", "val/images/1.jpg"]
+
+
+# --- list files ---------------------------------------------------------------------------
+
+def test_list_file_resolves_relative_paths_and_records_missing_ones(tmp_path):
+    write(tmp_path / "data" / "a.jpg", gen.make_jpeg(16, 16))
+    write(tmp_path / "data" / "b.png", gen.make_png(16, 16))
+    other = write(tmp_path / "elsewhere" / "c.jpg", gen.make_jpeg(16, 16))
+    lst = write(tmp_path / "data" / "list.txt",
+                f"# my images\nb.png\n\na.jpg\nmissing.jpg\n{other}\n".encode())
+    c = cfg(lst, shard_size=10)
+    (unit,) = plan_units(c)
+    assert unit.kind == "files" and unit.name == "list-000000" and unit.expected_size == 4
+    samples = list(iter_samples(unit, c))
+    assert [s.index for s in samples] == [0, 1, 2, 3]
+    by_key = {s.key: s for s in samples}
+    assert set(by_key) == {"a.jpg", "b.png", "missing.jpg", str(other)}
+    bad = by_key["missing.jpg"]
+    assert bad.data is None and bad.error_type == "FileNotFoundError" and "missing.jpg" in bad.error
+    assert by_key["a.jpg"].data == (tmp_path / "data" / "a.jpg").read_bytes()
+
+
+def test_list_of_shards_is_a_list_of_tar_units(tmp_path, shards):
+    lst = write(tmp_path / "shards.txt", "\n".join(str(p) for p in shards[:2]).encode())
+    units = plan_units(cfg(lst))
+    assert [(u.kind, u.name) for u in units] == [("tar", "shard-000000"), ("tar", "shard-000001")]
+
+
+def test_files_units_split_into_parts(tmp_path):
+    for i in range(7):
+        write(tmp_path / "p" / f"{i}.jpg", gen.make_jpeg(8, 8, seed=i))
+    c = cfg(tmp_path / "p")
+    (unit,) = plan_units(c)
+    parts = [[s.index for s in iter_samples(unit, c, part=k, n_parts=3)] for k in range(3)]
+    assert parts == [[0, 3, 6], [1, 4], [2, 5]]
+    with pytest.raises(ValueError):
+        list(iter_samples(unit, c, part=3, n_parts=3))
+
+
+# --- parquet ------------------------------------------------------------------------------
+
+def test_parquet_rows_are_cut_and_read_across_row_groups(tmp_path):
+    imgs = [gen.make_jpeg(16 + i, 16, seed=i) for i in range(23)]
+    imgs[9] = None
+    path = gen.write_parquet(tmp_path / "train-00000.parquet", imgs, row_group_size=7)
+    c = cfg(path, shard_size=10)
+    units = plan_units(c)
+    assert [(u.kind, u.name, u.row_range) for u in units] == [
+        ("parquet", "train-00000-000000", (0, 10)), ("parquet", "train-00000-000001", (10, 20)),
+        ("parquet", "train-00000-000002", (20, 23))]
+    samples = read_all(units, c)
+    assert [s.key for s in samples][:2] == ["train-00000-000000/0", "train-00000-000000/1"]
+    assert samples[12].key == "train-00000-000001/12" and samples[12].index == 2
+    assert samples[12].data == imgs[12]
+    assert samples[9].data is None and samples[9].error_type == "MissingImage"
+    assert len(samples) == 23
+    parts = [[s.index for s in iter_samples(units[1], c, k, 2)] for k in range(2)]
+    assert parts == [[0, 2, 4, 6, 8], [1, 3, 5, 7, 9]]
+
+
+def test_parquet_hf_struct_and_key_column(tmp_path):
+    imgs = [gen.make_png(10, 10, seed=i) for i in range(4)]
+    path = gen.write_parquet(tmp_path / "hf.parquet", imgs + [None], hf_struct=True,
+                             keys=[f"k{i}" for i in range(5)])
+    c = cfg(path, key_column="key")
+    samples = read_all(plan_units(c), c)
+    assert [s.key for s in samples] == ["k0", "k1", "k2", "k3", "k4"]
+    assert [s.data for s in samples[:4]] == imgs and samples[4].error_type == "MissingImage"
+
+
+def test_parquet_without_an_image_column_names_the_columns(tmp_path):
+    path = gen.write_parquet(tmp_path / "p.parquet", [b"x", b"y"], column="blob")
+    path2 = tmp_path / "text.parquet"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({"url": ["a", "b"], "caption": ["c", "d"]}), path2)
+    with pytest.raises(UsageError, match=r"columns: url \(string\), caption \(string\).*--image-column"):
+        plan_units(cfg(path2))
+    with pytest.raises(UsageError, match="--image-column 'photo'"):
+        plan_units(cfg(path, image_column="photo"))
+    with pytest.raises(UsageError, match="--key-column 'id'"):
+        plan_units(cfg(path, key_column="id"))
+    c = cfg(path, image_column="blob")      # found by name; auto-detection finds it too
+    assert [s.data for s in read_all(plan_units(c), c)] == [b"x", b"y"]
+
+
+def test_corrupt_parquet_is_a_usage_error_at_plan(tmp_path):
+    bad = write(tmp_path / "bad.parquet", b"PAR1 not really")
+    with pytest.raises(UsageError, match="cannot read parquet"):
+        plan_units(cfg(bad))
+
+
+# --- tar shards -----------------------------------------------------------------------------
+
+def test_tar_file_folder_glob_and_braces_plan_the_same_shards(tmp_path, shards):
+    folder = shards[0].parent
+    expect = [("tar", str(p), p.stem) for p in shards]
+    for spec in (folder, folder / "*.tar", folder / "shard-{000000..000002}.tar"):
+        units = plan_units(cfg(spec))
+        assert [(u.kind, u.source, u.name) for u in units] == expect
+    assert len(plan_units(cfg(*shards))) == 3
+    with pytest.raises(UsageError, match="1 of 4 names do not exist"):
+        plan_units(cfg(folder / "shard-{000000..000003}.tar"))
+
+
+def test_tar_samples_keys_json_and_images(shards):
+    c = cfg(shards[0], keep_json=True)
+    (unit,) = plan_units(c)
+    samples = list(iter_samples(unit, c))
+    assert [s.key for s in samples] == [f"shard-000000/s00_{j:05d}" for j in range(5)]
+    assert [s.index for s in samples] == list(range(5))
+    assert all(s.data and s.source == str(shards[0]) for s in samples)
+    assert samples[2].meta == {"caption": "photo 0/2", "n": 2}
+    plain = list(iter_samples(unit, cfg(shards[0])))
+    assert all(s.meta is None for s in plain)
+    assert [s.data for s in plain] == [s.data for s in samples]
+
+
+def test_tar_members_without_image_duplicates_and_image_key(tmp_path):
+    png, jpg = gen.make_png(12, 12), gen.make_jpeg(12, 12)
+    extra = {0: [{"__key__": "onlytext", "txt": "no image here"},
+                 {"__key__": "both", "png": png, "jpg": jpg, "json": b"[1, 2]"},
+                 {"__key__": "badjson", "jpg": jpg, "json": b"{oops"},
+                 {"__key__": "s00_00000", "jpg": jpg}]}       # repeats the first key
+    (shard,) = gen.write_shards(tmp_path, 1, 1, extra=extra)
+    c = cfg(shard, keep_json=True)
+    samples = list(iter_samples(plan_units(c)[0], c))
+    keys = [s.key for s in samples]
+    assert keys == ["shard-000000/s00_00000", "shard-000000/onlytext", "shard-000000/both",
+                    "shard-000000/badjson", "shard-000000/s00_00000#2"]
+    nothing = samples[1]
+    assert nothing.data is None and nothing.error_type == "NoImage" and "txt" in nothing.error
+    assert samples[2].data == jpg and samples[2].meta == {"json": [1, 2]}
+    assert "json_error" in samples[3].meta and samples[3].data == jpg
+    by_png = list(iter_samples(plan_units(c)[0], cfg(shard, image_key="png")))
+    assert by_png[2].data == png and by_png[3].error_type == "NoImage"
+
+
+def test_truncated_tar_raises_read_error_after_the_complete_samples(tmp_path, shards):
+    data = shards[1].read_bytes()
+    cut = write(tmp_path / "cut.tar", data[: len(data) // 2])
+    c = cfg(cut)
+    (unit,) = plan_units(c)
+    got = []
+    with pytest.raises(ReadError) as info:
+        for s in iter_samples(unit, c):
+            got.append(s)
+    full = list(iter_samples(plan_units(cfg(shards[1]))[0], cfg(shards[1])))
+    assert 0 < len(got) < len(full)
+    assert [s.data for s in got] == [s.data for s in full[: len(got)]]
+    assert info.value.unit == unit and "truncated" in str(info.value) and str(cut) in str(info.value)
+    # cut exactly at a member boundary: still an error (no end-of-archive marker)
+    with tarfile.open(shards[1]) as tf:
+        boundary = tf.getmembers()[3].offset          # right after the 3rd member
+    at_boundary = write(tmp_path / "boundary.tar", data[:boundary])
+    with pytest.raises(ReadError, match="end-of-archive"):
+        list(iter_samples(plan_units(cfg(at_boundary))[0], cfg(at_boundary)))
+
+
+def test_garbage_and_gzip_tars(tmp_path, shards):
+    junk = write(tmp_path / "junk.tar", b"definitely not a tar archive " * 40)
+    with pytest.raises(ReadError, match="not a tar"):
+        list(iter_samples(plan_units(cfg(junk))[0], cfg(junk)))
+    tgz = write(tmp_path / "z.tar.gz", gzip.compress(shards[2].read_bytes()))
+    (unit,) = plan_units(cfg(tgz))
+    assert unit.name == "z"
+    assert len(list(iter_samples(unit, cfg(tgz)))) == 5
+    with pytest.raises(ValueError, match="cannot be read in parts"):
+        list(iter_samples(unit, cfg(tgz), part=0, n_parts=2))
+
+
+def test_pipe_commands_read_like_files_and_report_failures(tmp_path, shards):
+    folder = shards[0].parent
+    spec = f"pipe:cat {folder}/shard-{{000000..000001}}.tar"
+    c = cfg(spec)
+    units = plan_units(c)
+    assert [(u.kind, u.name) for u in units] == [("tar", "shard-000000"), ("tar", "shard-000001")]
+    assert units[0].source == f"pipe:cat {folder}/shard-000000.tar"
+    piped = read_all(units, c)
+    direct = read_all(plan_units(cfg(*shards[:2])), cfg(*shards[:2]))
+    assert [(s.key, s.data) for s in piped] == [(s.key, s.data) for s in direct]
+    bad = cfg(f"pipe:cat {tmp_path}/absent.tar")
+    with pytest.raises(ReadError, match="exited with status 1"):
+        list(iter_samples(plan_units(bad)[0], bad))
+    half = cfg(f"pipe:head -c 3000 {shards[0]}")
+    with pytest.raises(ReadError):
+        list(iter_samples(plan_units(half)[0], half))
+
+
+def test_shards_with_the_same_stem_get_unique_names_and_keys(tmp_path, shards):
+    other = tmp_path / "copy"
+    other.mkdir()
+    shutil.copy(shards[0], other / shards[0].name)
+    c = cfg(shards[0], other)
+    units = plan_units(c)
+    assert [u.name for u in units] == ["shard-000000", "shard-000000_2"]
+    keys = [s.key for s in read_all(units, c)]
+    assert len(keys) == len(set(keys)) == 10
+
+
+def test_read_error_pickles_and_rebuilds_from_a_message():
+    unit = Unit(3, "tar", "/x/s.tar", "s")
+    err = pickle.loads(pickle.dumps(ReadError(unit, "cut short")))
+    assert err.unit == unit and err.message == "cut short" and str(err) == "/x/s.tar: cut short"
+    assert ReadError("only a message").unit is None
+
+
+def test_units_round_trip_through_json(tmp_path, shards):
+    write(tmp_path / "f" / "a.jpg", gen.make_jpeg(8, 8))
+    pq_path = gen.write_parquet(tmp_path / "t.parquet", [b"1", b"2"])
+    units = plan_units(cfg(shards[0], tmp_path / "f", pq_path))
+    assert [Unit.from_dict(json.loads(json.dumps(u.to_dict()))) for u in units] == units
