@@ -1,0 +1,109 @@
+"""`webssl bench --input`: speed of the input pipeline alone (read + decode + preprocess).
+
+Runs the extract loader (:class:`~webssl_cli.pipeline.loader.BatchSource`, the same DataLoader
+workers ``webssl extract`` uses) over the planned units of ``src`` and counts the images it
+delivers, without a model. The clock starts when the first batch arrives, so worker start-up
+is reported apart (``startup_seconds``) and the rate is the steady-state one.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..config import PREPROCESS_MODES, InputConfig, PreprocessConfig
+from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from .config import BenchConfig
+
+
+def bench_input(src: str, workers: int, resolution: int, decode: str = "cpu",
+                seconds: float = 20.0, batch_size: int = 64, mode: str = "resize-crop",
+                input_cfg: InputConfig | None = None) -> dict[str, Any]:
+    """Images/s of read+decode+preprocess for ``src`` with ``workers`` processes.
+
+    Stops after ``seconds`` of steady state or when the input is exhausted, whichever is first.
+    """
+    from ..pipeline.loader import BatchSource
+    from ..readers import plan_units
+
+    if decode != "cpu":
+        raise UsageError(f"--decode {decode}: `webssl bench --input` measures the CPU decode "
+                         "path only (--decode cpu)")
+    if workers < 0:
+        raise UsageError(f"--num-workers must be >= 0, got {workers}")
+    if mode not in PREPROCESS_MODES:
+        raise UsageError(f"--preprocess must be one of {', '.join(PREPROCESS_MODES)}")
+    if resolution < 1:
+        raise UsageError(f"--resolution must be a positive number of pixels, got {resolution}")
+    icfg = input_cfg or InputConfig((src,))
+    units = plan_units(icfg)
+    source = BatchSource(icfg, PreprocessConfig(resolution, mode), batch_size, workers,
+                         pin_memory=False)
+    t_start = time.perf_counter()
+    first = None
+    images = failures = counted = 0
+    queued = iter(units)
+    try:
+        for _ in range(max(2, workers + 1)):
+            unit = next(queued, None)
+            if unit is not None:
+                source.submit(unit)
+        while source.outstanding > 0:
+            b = source.next_batch()
+            failures += len(b.failures)
+            n = len(b.indices) if b.images is not None else 0
+            images += n
+            if n and first is None:
+                first = time.perf_counter()
+            elif n:
+                counted += n
+            if b.end:
+                unit = next(queued, None)
+                if unit is not None:
+                    source.submit(unit)
+            if first is not None and time.perf_counter() - first >= seconds:
+                break
+    finally:
+        source.close()
+    end = time.perf_counter()
+    steady = end - first if first is not None else 0.0
+    if counted and steady > 0:
+        rate = counted / steady
+    else:   # a single batch: fall back to the whole time
+        rate = images / max(end - t_start, 1e-9)
+    return {"source": src, "units": len(units), "workers": workers, "decode": decode,
+            "resolution": resolution, "mode": mode, "batch_size": batch_size,
+            "images": images, "failures": failures, "seconds": end - t_start,
+            "startup_seconds": (first - t_start) if first is not None else None,
+            "images_per_s": rate, "images_per_s_per_worker": rate / max(workers, 1)}
+
+
+def bench_input_for(cfg: "BenchConfig", src: str, workers: int, decode: str = "cpu",
+                    seconds: float = 20.0, batch_size: int | None = None,
+                    mode: str = "resize-crop") -> dict[str, Any]:
+    """:func:`bench_input` at the resolution of ``cfg``'s model (224 without one), plus the
+    projected input-bound wall time (and output size, given a model) for ``cfg.images``."""
+    from ..model_step import parse_features
+    from .model import choose_bench_model
+    from .projection import project
+
+    spec = None
+    if cfg.model or cfg.model_config:
+        spec = choose_bench_model(cfg).spec
+    res = cfg.resolution or (spec.img_size if spec else 224)
+    if spec is not None and res % spec.patch_size:
+        raise UsageError(f"--resolution {res} is not a multiple of the patch size {spec.patch_size}")
+    bs = batch_size or (cfg.batch_size if isinstance(cfg.batch_size, int) else 64)
+    out = bench_input(src, workers, res, decode, seconds, bs, mode)
+    if cfg.images:
+        if spec is not None:
+            grid = res // spec.patch_size
+            feats = parse_features(cfg.features, spec.depth, (grid, grid))
+            out["projection"] = project(spec, res, feats, cfg.images, out["images_per_s"],
+                                        cfg.out_dtype)
+        else:
+            secs = cfg.images / out["images_per_s"] if out["images_per_s"] > 0 else float("inf")
+            out["projection"] = {"images": cfg.images, "wall_seconds": secs,
+                                 "wall_hours": secs / 3600}
+    return out

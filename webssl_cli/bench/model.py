@@ -1,0 +1,161 @@
+"""`webssl bench --model`: speed of the model step on synthetic images, nothing else.
+
+A random-init model of the real size runs on the chosen device through :class:`ModelStep`
+(so uint8 -> float normalization, autocast and the requested features are included), on a
+fixed uint8 batch (pinned host memory on CUDA, as the loader delivers it). GPU timing waits
+for the device (``torch.cuda.synchronize``) around CUDA events; FLOPs come from the
+registry's closed form (``registry.flops_per_image``).
+"""
+from __future__ import annotations
+
+import resource
+import sys
+import time
+
+import torch
+
+from ..backbone.factory import ModelChoice, choose, create_model
+from ..errors import UsageError, WebsslError
+from ..model_step import ModelStep, parse_features, pick_device, pick_precision
+from ..model_step.autobatch import find_batch_size, is_oom, step_probe
+from ..registry import flops_per_image
+from .config import BenchConfig, BenchResult
+from .peaks import match_peak, peak_for
+from .projection import project
+
+
+def choose_bench_model(cfg: BenchConfig) -> ModelChoice:
+    if cfg.model and cfg.model_config:
+        raise UsageError("give either --model or --model-config, not both")
+    if not (cfg.model or cfg.model_config):
+        raise UsageError("--model NAME (see `webssl list-models`) or --model-config FILE is required")
+    return choose(cfg.model_config or cfg.model)
+
+
+def compile_model(model: torch.nn.Module) -> torch.nn.Module:
+    """Compile the method ModelStep calls (``get_intermediate_layers``), not only ``forward``.
+
+    ``torch.compile(model)`` compiles ``__call__``/``forward``; attribute access on the
+    wrapper falls through to the eager module, so ``get_intermediate_layers`` would stay eager.
+    """
+    model.get_intermediate_layers = torch.compile(model.get_intermediate_layers, dynamic=False)
+    return model
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f"CPU: {line.split(':', 1)[1].strip()}"
+    except OSError:
+        pass
+    return "CPU"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _resolve_batch(cfg: BenchConfig, step: ModelStep, res: int, device: torch.device) -> int:
+    if cfg.batch_size == "auto":
+        bs = find_batch_size(step_probe(step, res, device), device=device)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return bs
+    try:
+        bs = int(cfg.batch_size)
+    except (TypeError, ValueError):
+        raise UsageError(f"--batch-size must be a positive number or 'auto', got {cfg.batch_size!r}") from None
+    if bs < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {bs}")
+    return bs
+
+
+def _time(step: ModelStep, images: torch.Tensor, device: torch.device, warmup: int,
+          iters: int) -> float:
+    for _ in range(warmup):
+        step(images)
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(iters):
+            step(images)
+        end.record()
+        torch.cuda.synchronize(device)
+        return start.elapsed_time(end) / 1000.0
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        step(images)
+    return time.perf_counter() - t0
+
+
+def bench_model(cfg: BenchConfig) -> BenchResult:
+    """Images/s, ms per image, TFLOP/s, MFU and peak memory of the model step on this device."""
+    if cfg.iters < 1 or cfg.warmup < 0:
+        raise UsageError(f"--iters must be >= 1 and --warmup >= 0 (got {cfg.iters}, {cfg.warmup})")
+    choice = choose_bench_model(cfg)
+    spec = choice.spec
+    device = pick_device(cfg.device)
+    precision = pick_precision(cfg.precision, device)
+    res = cfg.resolution or spec.img_size
+    if res % spec.patch_size:
+        lo = res // spec.patch_size * spec.patch_size
+        raise UsageError(f"--resolution {res} is not a multiple of the patch size "
+                         f"{spec.patch_size} of {choice.name}; try {lo} or {lo + spec.patch_size}")
+    grid = res // spec.patch_size
+    features = parse_features(cfg.features, spec.depth, (grid, grid))
+    hold = torch.bfloat16 if (device.type == "cuda" and precision == "bf16") else None
+    model = create_model(choice.record.name if choice.record else spec, device=device,
+                         dtype=hold, random_init=True, attention=cfg.attention)
+    pre = choice.record.preprocess if choice.record else None
+    mean = pre.mean if pre else (0.485, 0.456, 0.406)
+    std = pre.std if pre else (0.229, 0.224, 0.225)
+    step = ModelStep(model, features, device, precision, mean, std, out_dtype=cfg.out_dtype)
+    bs = _resolve_batch(cfg, step, res, device)
+    if cfg.compile:
+        compile_model(model)
+    images = torch.randint(0, 256, (bs, 3, res, res), dtype=torch.uint8)
+    if device.type == "cuda":
+        images = images.pin_memory()
+    oom = False
+    try:
+        seconds = _time(step, images, device, cfg.warmup, cfg.iters)
+    except Exception as exc:  # noqa: BLE001 - an OOM gets advice, anything else propagates
+        if not is_oom(exc):
+            raise
+        oom = True
+    if oom:
+        raise WebsslError(f"--batch-size {bs} runs out of memory on {device_name(device)} for "
+                          f"{choice.name} at {res}px ({precision}); use a smaller batch or "
+                          "--batch-size auto")
+    n = bs * cfg.iters
+    ips = n / seconds
+    gflops = flops_per_image(spec, res) / 1e9
+    tflops = ips * gflops / 1e3
+    name = device_name(device)
+    peak, source = cfg.peak_tflops, "given" if cfg.peak_tflops else None
+    if peak is None and device.type == "cuda":
+        peak = peak_for(name, precision)
+        hit = match_peak(name)
+        if peak is not None and hit is not None:
+            source = f"datasheet {hit[0]} dense bf16 ({hit[1]:g} TFLOP/s)"
+    if device.type == "cuda":
+        mem, kind = torch.cuda.max_memory_allocated(device), "CUDA max allocated (timed iters)"
+    else:
+        mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+        kind = "process peak RSS"
+    proj = project(spec, res, features, cfg.images, ips, cfg.out_dtype) if cfg.images else None
+    return BenchResult(model=choice.name, device_name=name, batch_size=bs, images_per_s=ips,
+                       ms_per_image=1000.0 / ips, tflops=tflops,
+                       mfu=(tflops / peak) if peak else None, peak_mem_bytes=int(mem),
+                       compile=cfg.compile, precision=precision, resolution=res,
+                       projection=proj, device=str(device), peak_tflops=peak,
+                       peak_source=source, peak_mem_kind=kind, gflops_per_image=gflops,
+                       iters=cfg.iters, seconds=seconds, features=tuple(f.name for f in features),
+                       attention=cfg.attention)

@@ -1,0 +1,140 @@
+"""`webssl bench`: measure the model step (or the input pipeline) on this machine."""
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from .errors import exit_on_error
+
+
+def bench(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry model (see `webssl list-models`)."),
+    model_config: Optional[str] = typer.Option(None, "--model-config", help="JSON architecture instead of --model."),
+    batch_size: str = typer.Option("auto", "--batch-size", help="Images per batch, or 'auto' (largest that fits on the GPU, with 10% headroom; 16 on CPU)."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Input side (multiple of the patch size); default: the model's."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="bf16, fp16 or fp32 (default bf16 on CUDA)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model first (compile time is not timed)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:N or cpu (default: cuda if available)."),
+    attention: str = typer.Option("auto", "--attention", help="auto, flash, efficient, cudnn, math or xformers."),
+    features: str = typer.Option("cls", "--features", help="Comma list of cls, patch_mean, patches, patch_grid:N, layers:K."),
+    warmup: int = typer.Option(3, "--warmup", help="Untimed batches first."),
+    iters: int = typer.Option(10, "--iters", help="Timed batches."),
+    peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops", help="Peak TFLOP/s for MFU (default: datasheet dense bf16 of known GPUs)."),
+    images: Optional[int] = typer.Option(None, "--images", help="Also print projected wall time and output size for this many images."),
+    out_dtype: str = typer.Option("float16", "--out-dtype", help="Output dtype assumed by --images: float16 or float32."),
+    input_src: Optional[str] = typer.Option(None, "--input", "-i", help="Measure the input pipeline alone on this input (no model)."),
+    num_workers: int = typer.Option(4, "--num-workers", help="With --input: DataLoader worker processes."),
+    decode: str = typer.Option("cpu", "--decode", help="With --input: decode path (cpu)."),
+    seconds: float = typer.Option(20.0, "--seconds", help="With --input: stop after this many seconds."),
+    preprocess: str = typer.Option("resize-crop", "--preprocess", help="With --input: resize-crop, squash or shortest-crop."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Measure images/s, TFLOP/s, MFU and peak memory of a model on this machine.
+
+    Runs a random-init model of the real size on synthetic images through the same model
+    step as `webssl extract` (normalization and features included). No weights are needed.
+    MFU is against the datasheet dense bf16 peak of known GPUs (or --peak-tflops); omitted
+    on CPU unless a peak is given. With --input SRC it measures reading + decoding alone.
+
+    \b
+    Examples:
+      webssl bench --model dino7b-full8b-224 --batch-size auto --images 1000000
+      webssl bench --model dino300m-full2b-224 --device cpu --batch-size 4 --iters 2
+      webssl bench --input shards/{000..009}.tar --num-workers 8
+    """
+    from ..bench import BenchConfig
+    from ..errors import UsageError
+
+    with exit_on_error():
+        if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
+            raise UsageError(f"--batch-size must be a positive number or 'auto', got {batch_size!r}")
+        if out_dtype not in ("float16", "float32"):
+            raise UsageError(f"--out-dtype must be float16 or float32, got {out_dtype!r}")
+        if images is not None and images < 1:
+            raise UsageError(f"--images must be a positive number, got {images}")
+        cfg = BenchConfig(model=model, batch_size=batch_size if batch_size == "auto" else int(batch_size),
+                          resolution=resolution, precision=precision, compile=compile,
+                          device=device, attention=attention, warmup=warmup, iters=iters,
+                          peak_tflops=peak_tflops,
+                          features=tuple(f.strip() for f in features.split(",") if f.strip()),
+                          images=images, model_config=model_config, out_dtype=out_dtype)
+        if input_src is not None:
+            from ..bench import bench_input_for
+            report = bench_input_for(cfg, input_src, num_workers, decode, seconds,
+                                     None if batch_size == "auto" else int(batch_size), preprocess)
+            _print_input(report, as_json)
+            return
+        from ..bench import bench_model
+        result = bench_model(cfg)
+    _print_model(result.to_dict(), as_json)
+
+
+def _print_model(r: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(r, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..bench import human_seconds
+    from ..registry.summary import human_bytes
+
+    t = Table(title=f"webssl bench: {r['model']} on {r['device_name']}", show_header=False)
+    t.add_column("what")
+    t.add_column("value")
+    rows = [
+        ("batch size", str(r["batch_size"])),
+        ("resolution / precision", f"{r['resolution']} px / {r['precision']}"
+                                   + (" / compiled" if r["compile"] else "")),
+        ("features", ", ".join(r["features"])),
+        ("images/s", f"{r['images_per_s']:.2f}"),
+        ("ms per image", f"{r['ms_per_image']:.2f}"),
+        ("achieved TFLOP/s", f"{r['tflops']:.3g} ({r['gflops_per_image']:.4g} GFLOPs/image)"),
+        ("MFU", f"{100 * r['mfu']:.1f}% of {r['peak_tflops']:g} TFLOP/s ({r['peak_source']})"
+                if r["mfu"] is not None else "n/a (no known peak; pass --peak-tflops)"),
+        ("peak memory", f"{human_bytes(r['peak_mem_bytes'])} ({r['peak_mem_kind']})"),
+    ]
+    p = r.get("projection")
+    if p:
+        rows += [(f"{p['images']:,} images: wall time", human_seconds(p["wall_seconds"])),
+                 (f"{p['images']:,} images: output", f"{human_bytes(p['output_bytes'])} "
+                  f"({human_bytes(p['bytes_per_image'])}/image, {p['out_dtype']}, before compression)")]
+    for k, v in rows:
+        t.add_row(k, v)
+    Console().print(t)
+
+
+def _print_input(r: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(r, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..bench import human_seconds
+    from ..registry.summary import human_bytes
+
+    t = Table(title=f"webssl bench --input {r['source']}", show_header=False)
+    t.add_column("what")
+    t.add_column("value")
+    rows = [
+        ("units / images read", f"{r['units']} / {r['images']} ({r['failures']} failed)"),
+        ("workers / decode", f"{r['workers']} / {r['decode']}"),
+        ("resolution / preprocess", f"{r['resolution']} px / {r['mode']}"),
+        ("images/s", f"{r['images_per_s']:.1f} ({r['images_per_s_per_worker']:.1f} per worker)"),
+        ("worker start-up", f"{r['startup_seconds']:.2f} s" if r["startup_seconds"] is not None else "n/a"),
+    ]
+    p = r.get("projection")
+    if p:
+        rows.append((f"{p['images']:,} images: input-bound wall time", human_seconds(p["wall_seconds"])))
+        if "output_bytes" in p:
+            rows.append((f"{p['images']:,} images: output", human_bytes(p["output_bytes"])))
+    for k, v in rows:
+        t.add_row(k, v)
+    Console().print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)
