@@ -82,5 +82,5 @@ def launch_local(cfg: ExtractConfig):
     else:
         code = EXIT_RUNTIME
     done = len(done_units(prep.layout))
-    return RunResult(code, len(prep.units), done, [], 0, 0, counters.elapsed,
+    return RunResult(code, len(prep.units), done, [], 0, 0, counters.elapsed, counters.elapsed,
                      f"--gpus {n}: worker exit codes {codes}; {done}/{len(prep.units)} units done")

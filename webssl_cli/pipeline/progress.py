@@ -21,10 +21,15 @@ class Counters:
     model_seconds: float = 0.0
     write_seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
+    loop_started: float | None = None    # first batch requested (setup and model load excluded)
 
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
+
+    @property
+    def loop_seconds(self) -> float:
+        return time.perf_counter() - (self.loop_started or self.started)
 
 
 class Progress:
@@ -59,7 +64,7 @@ class Progress:
             return
         self._last = now
         done = self.done_counter() if self.done_counter else self.before + c.units_done
-        rate = c.images / max(c.elapsed, 1e-9)
+        rate = c.images / max(c.loop_seconds, 1e-9)
         if self._bar is not None:
             self._bar.update(self._task, completed=done, rate=rate, fail=c.failures)
             return
@@ -77,7 +82,7 @@ class Progress:
 
 
 def summary(c: Counters, workers: int) -> str:
-    wall = max(c.elapsed, 1e-9)
+    wall = max(c.loop_seconds, 1e-9)
     read_wall = c.read_seconds / max(workers, 1)
     parts = {"reading/decoding": read_wall, "model": c.model_seconds, "writing": c.write_seconds}
     if c.wait_seconds > 0.2 * wall and c.wait_seconds > c.model_seconds * 0.25:
@@ -88,6 +93,7 @@ def summary(c: Counters, workers: int) -> str:
     else:
         hint = "the model is the bottleneck (as it should be)"
     times = ", ".join(f"{k} {v:.1f}s" for k, v in parts.items())
-    return (f"{c.images} images in {wall:.1f}s ({c.images / wall:.1f} img/s), "
+    return (f"{c.images} images in {wall:.1f}s ({c.images / wall:.1f} img/s; "
+            f"{c.elapsed - wall:.1f}s setup and model load before that), "
             f"{c.units_done} units done, {c.units_failed} units failed, {c.failures} failed "
             f"samples. Time: {times}, waiting for data {c.wait_seconds:.1f}s. Bottleneck: {hint}.")

@@ -35,7 +35,8 @@ class RunResult:
     units_failed: list[str] = field(default_factory=list)
     images: int = 0
     failures: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0          # whole run, setup and model load included
+    loop_seconds: float = 0.0     # streaming only: images / loop_seconds is the steady rate
     summary: str = ""
 
 
@@ -202,7 +203,8 @@ class _Run:
         self.writes.append(self.pool.submit(self.write_unit, st))
 
     def write_unit(self, st: UnitState) -> None:
-        from ..store import DoneRecord, UnitRows, commit_unit, write_failures, write_unit
+        from ..store import (DoneRecord, UnitRows, commit_unit, discard_staged, write_failures,
+                             write_unit)
         t0 = time.perf_counter()
         unit = st.unit
         keys, sources, metas, feats, failures = st.ordered(self.feature_names, self.shapes,
@@ -211,7 +213,11 @@ class _Run:
         rows = UnitRows(keys=keys, sources=sources, features=feats, json=json_col)
         files = write_unit(self.prep.layout, self.prep.cfg.output.format, unit, rows,
                            self.provenance())
-        ledger = write_failures(self.prep.layout, unit, failures)
+        try:
+            ledger = write_failures(self.prep.layout, unit, failures)
+        except BaseException:
+            discard_staged(self.prep.layout, files)
+            raise
         rec = DoneRecord(unit_id=unit.id, unit_name=unit.name, source=unit.source,
                          rows=len(keys), failed=len(failures), files=files, ledger=ledger,
                          rank=self.rank.owner, seconds=time.perf_counter() - st.started,
@@ -263,6 +269,7 @@ class _Run:
         pending = None
         try:
             with preemption_handlers(flag, self.rank.prefix):
+                self.counters.loop_started = time.perf_counter()
                 self.claim_more(source, flag)
                 while source.outstanding > 0:
                     t0 = time.perf_counter()
@@ -292,8 +299,9 @@ class _Run:
             exit_code = EXIT_INCOMPLETE
         text = summary(self.counters, max(rt.num_workers, 1))
         log(self.rank, text)
-        return RunResult(exit_code, len(prep.units), self.counters.units_done, self.failed,
-                         self.counters.images, self.counters.failures, self.counters.elapsed, text)
+        c = self.counters
+        return RunResult(exit_code, len(prep.units), c.units_done, self.failed, c.images,
+                         c.failures, c.elapsed, c.loop_seconds, text)
 
     def abandon_inflight(self) -> None:
         for st in list(self.inflight.values()):

@@ -115,7 +115,8 @@ def prepare(cfg: ExtractConfig, rank: RankInfo, precision: str) -> Prepared:
             planned = plan_units(cfg.input)
     units = save_or_load_plan(layout, lambda: planned if planned is not None else plan_units(cfg.input),
                               is_planner=rank.is_planner,
-                              wait_seconds=cfg.runtime.plan_wait_seconds)
+                              wait_seconds=cfg.runtime.plan_wait_seconds,
+                              fields=None if rank.is_planner else fields)
     if not rank.is_planner:
         check_run_config(layout, fields, overwrite=False)
     return Prepared(cfg, choice, pcfg, features, layout, units, weights, fields)
