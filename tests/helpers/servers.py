@@ -169,21 +169,35 @@ class _Handler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:   # noqa: A002 - quiet
         pass
 
+    def _cut(self) -> tuple[bytes, int] | None:
+        """(full body, bytes to send) for a ``/_cut/<N>/<file>`` path, else None."""
+        if not self.path.startswith("/_cut/"):
+            return None
+        _, _, n, rest = self.path.split("/", 3)
+        target = Path(self.directory) / rest
+        return (target.read_bytes(), int(n)) if target.is_file() else None
+
+    def do_HEAD(self) -> None:   # noqa: N802
+        cut = self._cut()
+        if cut is None:
+            return super().do_HEAD()
+        self._headers(len(cut[0]))
+
     def do_GET(self) -> None:   # noqa: N802
-        if self.path.startswith("/_cut/"):
-            _, _, n, rest = self.path.split("/", 3)
-            target = Path(self.directory) / rest
-            if target.is_file():
-                body = target.read_bytes()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Content-Type", "application/x-tar")
-                self.end_headers()
-                self.wfile.write(body[: int(n)])
-                self.wfile.flush()
-                self.close_connection = True
-                return
-        super().do_GET()
+        cut = self._cut()
+        if cut is None:
+            return super().do_GET()
+        body, n = cut
+        self._headers(len(body))
+        self.wfile.write(body[:n])
+        self.wfile.flush()
+        self.close_connection = True
+
+    def _headers(self, length: int) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(length))
+        self.send_header("Content-Type", "application/x-tar")
+        self.end_headers()
 
 
 @contextmanager

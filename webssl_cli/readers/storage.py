@@ -44,15 +44,28 @@ def s3_endpoint(cfg: InputConfig) -> str | None:
     return cfg.s3_endpoint_url or os.environ.get("WEBSSL_S3_ENDPOINT_URL") or None
 
 
+_AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+            "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION",
+            "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
+_S3_CACHE: dict[tuple[Any, ...], Any] = {}
+
+
 def s3_filesystem(cfg: InputConfig) -> Any:
-    """An s3fs filesystem for ``cfg`` (fsspec caches it per process and per arguments)."""
+    """An s3fs filesystem for ``cfg``: one per process, endpoint and AWS environment (a forked
+    worker makes its own; listings are never cached, so a plan sees the bucket as it is now)."""
     import s3fs
 
     endpoint = s3_endpoint(cfg)
-    client_kwargs = {"endpoint_url": endpoint} if endpoint else {}
-    return s3fs.S3FileSystem(client_kwargs=client_kwargs,
-                             config_kwargs={"connect_timeout": 10, "read_timeout": 120,
-                                            "retries": {"max_attempts": 3}})
+    key = (os.getpid(), endpoint, tuple(os.environ.get(v) for v in _AWS_ENV))
+    fs = _S3_CACHE.get(key)
+    if fs is None:
+        client_kwargs = {"endpoint_url": endpoint} if endpoint else {}
+        fs = s3fs.S3FileSystem(client_kwargs=client_kwargs, skip_instance_cache=True,
+                               use_listings_cache=False,
+                               config_kwargs={"connect_timeout": 10, "read_timeout": 120,
+                                              "retries": {"max_attempts": 3}})
+        _S3_CACHE[key] = fs
+    return fs
 
 
 def http_session() -> Any:
