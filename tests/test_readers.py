@@ -321,3 +321,10 @@ def test_units_round_trip_through_json(tmp_path, shards):
     pq_path = gen.write_parquet(tmp_path / "t.parquet", [b"1", b"2"])
     units = plan_units(cfg(shards[0], tmp_path / "f", pq_path))
     assert [Unit.from_dict(json.loads(json.dumps(u.to_dict()))) for u in units] == units
+
+
+def test_a_folder_whose_name_looks_like_a_pattern_is_taken_literally(tmp_path):
+    root = tmp_path / "photos [2020] {a,b}"
+    write(root / "x.jpg", gen.make_jpeg(8, 8))
+    (unit,) = plan_units(cfg(root))
+    assert unit.items == (str(root / "x.jpg"),)

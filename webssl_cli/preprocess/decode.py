@@ -63,8 +63,9 @@ def _check_pixels(size: tuple[int, int], cfg: PreprocessConfig) -> None:
     w, h = size
     if w * h > cfg.max_image_pixels:
         raise DecodeError("DecompressionBomb",
-                          f"declared size {w}x{h} = {w * h:,} pixels exceeds the limit of "
-                          f"{cfg.max_image_pixels:,} (raise it with --max-image-pixels)")
+                          f"declared size {w}x{h} = {w * h:,} pixels exceeds the "
+                          f"decompression-bomb limit of {cfg.max_image_pixels:,} pixels "
+                          "(PreprocessConfig.max_image_pixels)")
 
 
 def _decode_with_pil(data: bytes, cfg: PreprocessConfig) -> torch.Tensor:

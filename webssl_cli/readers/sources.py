@@ -5,7 +5,7 @@ cutting into units). Kinds, by what the input is:
 
 * ``pipe:CMD`` (braces expanded into several commands) -> one tar shard each;
 * a pattern (glob ``* ? [`` or braces) over local paths or ``s3://`` -> its matches, sorted
-  (brace-expanded names must all exist);
+  (brace-expanded names must all exist; a local path that exists as written is not a pattern);
 * ``s3://bucket/prefix/`` -> everything under it, listed;
 * ``http(s)://`` URL(s) -> by extension (the first one is checked with a HEAD request);
 * a local folder (recursive) -> its images, or else its ``.tar`` shards, or else its parquet
@@ -84,10 +84,11 @@ def expand_input(spec: str, cfg: InputConfig) -> list[Piece]:
         return [TarShard(cmd, _pipe_name(cmd)) for cmd in expand_braces(spec)]
     if is_http(spec):
         return _expand_http(spec, expand_braces(spec), cfg)
-    if has_brace(spec) or has_glob(spec):
-        return _expand_pattern(spec, cfg)
     if spec.startswith("s3://"):
-        return _expand_s3(spec, cfg)
+        return _expand_pattern(spec, cfg) if has_brace(spec) or has_glob(spec) else \
+            _expand_s3(spec, cfg)
+    if (has_brace(spec) or has_glob(spec)) and not os.path.exists(local_path(spec)):
+        return _expand_pattern(spec, cfg)
     return _expand_local(spec, local_path(spec), cfg)
 
 
