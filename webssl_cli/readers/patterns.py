@@ -61,3 +61,10 @@ def _options(body: str) -> list[str] | None:
     if "," in body:
         return body.split(",")
     return None
+
+
+def static_dir(pattern: str) -> str:
+    """The folder part of ``pattern`` before its first wildcard or brace, ending in "/"."""
+    cut = min([i for i in (pattern.find(c) for c in "*?[{") if i >= 0] or [len(pattern)])
+    head = pattern[:cut]
+    return head[: head.rfind("/") + 1]

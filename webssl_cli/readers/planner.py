@@ -23,7 +23,8 @@ import os
 from ..config import InputConfig
 from ..errors import UsageError
 from ..units import Unit
-from .sources import FileSet, ParquetSource, Piece, TarShard, expand_input
+from .kinds import FileSet, ParquetSource, Piece, TarShard
+from .sources import expand_input
 
 log = logging.getLogger("webssl.readers")
 

@@ -1,0 +1,147 @@
+"""Planned pieces of local inputs: folders (recursive scan), single files, text lists of
+paths/URLs, parquet files (footer read for the row count and the image column)."""
+from __future__ import annotations
+
+import logging
+import os
+
+from ..config import InputConfig
+from ..errors import UsageError
+from .kinds import (IMAGE_EXTS, FileSet, ParquetSource, Piece, TarShard, kind_of, pipe_name,
+                    stem)
+from .parquet_reader import check_key_column, find_image_column, open_parquet
+from .storage import is_url, local_path
+
+log = logging.getLogger("webssl.readers")
+
+
+def expand_local(spec: str, path: str, cfg: InputConfig) -> list[Piece]:
+    if os.path.isdir(path):
+        return from_folder(spec, os.path.abspath(path), cfg)
+    if not os.path.exists(path):
+        raise UsageError(f"--input {spec}: no such file or folder")
+    kind = kind_of(path)
+    if kind == "tar":
+        return [local_shard(spec, path)]
+    if kind == "parquet":
+        return [parquet_piece(spec, os.path.abspath(path), cfg)]
+    if kind == "image":
+        full = os.path.abspath(path)
+        return [FileSet(os.path.dirname(full) + "/", stem(full), [full])]
+    return from_list_file(spec, path, cfg)
+
+
+def from_folder(spec: str, root: str, cfg: InputConfig) -> list[Piece]:
+    images, tars, parquets = scan_folder(root)
+    if images and (tars or parquets):
+        raise UsageError(f"--input {spec}: the folder mixes {len(images)} images with "
+                         f"{len(tars)} tar shards and {len(parquets)} parquet files; "
+                         "pass them as separate inputs (e.g. a glob)")
+    if tars and parquets:
+        raise UsageError(f"--input {spec}: the folder mixes {len(tars)} tar shards with "
+                         f"{len(parquets)} parquet files; pass them as separate inputs")
+    if images:
+        return [FileSet(root.rstrip("/") + "/", os.path.basename(root.rstrip("/")) or "root",
+                        images)]
+    if tars:
+        return [local_shard(spec, p) for p in tars]
+    if parquets:
+        return [parquet_piece(spec, p, cfg) for p in parquets]
+    raise UsageError(f"--input {spec}: the folder has no images ({', '.join(IMAGE_EXTS)}), "
+                     "no .tar shards and no .parquet files")
+
+
+def scan_folder(root: str) -> tuple[list[str], list[str], list[str]]:
+    """(images, tar shards, parquet files) under ``root``, recursive, each sorted by path.
+
+    Follows directory symlinks but enters each real directory once (no symlink loops).
+    """
+    found: dict[str, list[str]] = {"image": [], "tar": [], "parquet": []}
+    seen: set[tuple[int, int]] = set()
+
+    def onerror(exc: OSError) -> None:
+        if os.path.abspath(str(exc.filename)) == root:
+            raise UsageError(f"--input {root}: cannot read the folder: {exc.strerror}")
+        log.warning("%s: cannot read %s (%s): its files are not part of the run",
+                    root, exc.filename, exc.strerror)
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=onerror):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        ident = (st.st_dev, st.st_ino)
+        if ident in seen:
+            dirnames[:] = []
+            continue
+        seen.add(ident)
+        dirnames.sort()
+        for name in filenames:
+            kind = kind_of(name)
+            if kind is not None:
+                found[kind].append(os.path.join(dirpath, name))
+    return sorted(found["image"]), sorted(found["tar"]), sorted(found["parquet"])
+
+
+def local_shard(spec: str, path: str) -> TarShard:
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--input {spec}: cannot read shard {path}: {exc.strerror}") from None
+    if size == 0:
+        raise UsageError(f"--input {spec}: shard {path} is empty (0 bytes)")
+    return TarShard(os.path.abspath(path), stem(path))
+
+
+def from_list_file(spec: str, path: str, cfg: InputConfig) -> list[Piece]:
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+        if b"\x00" in raw[:65536]:
+            raise UnicodeDecodeError("utf-8", b"", 0, 1, "NUL byte")
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"--input {spec}: unknown input kind: not a folder, an image, a "
+                         f".tar shard, a .parquet file nor a text list of paths/URLs") from None
+    except OSError as exc:
+        raise UsageError(f"--input {spec}: cannot read: {exc.strerror}") from None
+    base_dir = os.path.dirname(os.path.abspath(path))
+    return from_lines(spec, text, base_dir, stem(path), cfg)
+
+
+def from_lines(spec: str, text: str, base_dir: str, name: str,
+                cfg: InputConfig) -> list[Piece]:
+    entries = []
+    for line in text.splitlines():
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        if not (is_url(entry) or entry.startswith("pipe:")):
+            if is_url(base_dir):
+                entry = base_dir.rstrip("/") + "/" + entry.lstrip("/")
+            else:
+                entry = os.path.normpath(os.path.join(base_dir, local_path(entry)))
+        entries.append(entry)
+    if not entries:
+        raise UsageError(f"--input {spec}: the list is empty")
+    if all(e.startswith("pipe:") or kind_of(e) == "tar" for e in entries):
+        return [TarShard(e, pipe_name(e) if e.startswith("pipe:") else stem(e))
+                for e in entries]
+    return [FileSet(base_dir.rstrip("/") + "/", name, sorted(entries))]
+
+
+def parquet_piece(spec: str, location: str, cfg: InputConfig) -> ParquetSource:
+    try:
+        pf = open_parquet(location, cfg)
+        schema, rows = pf.schema_arrow, pf.metadata.num_rows
+    except UsageError:
+        raise
+    except Exception as exc:   # noqa: BLE001 - pyarrow/fsspec raise many types
+        raise UsageError(f"--input {spec}: cannot read parquet {location}: "
+                         f"{type(exc).__name__}: {exc}") from None
+    find_image_column(schema, cfg, location)
+    check_key_column(schema, cfg, location)
+    return ParquetSource(location, stem(location), rows)

@@ -1,0 +1,115 @@
+"""Planned pieces of remote inputs: ``s3://`` prefixes, objects and globs (listed with s3fs)
+and ``http(s)://`` URLs (checked with one HEAD request; HTTP cannot be listed)."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import InputConfig
+from ..errors import UsageError
+from .kinds import FileSet, Piece, TarShard, kind_of, stem
+from .local_inputs import from_lines, parquet_piece
+from .patterns import static_dir
+from .storage import HTTP_TIMEOUT, http_session, s3_filesystem
+
+
+def _s3_call(spec: str, what: str, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception as exc:   # noqa: BLE001 - botocore/s3fs raise many types
+        hint = ""
+        if "credential" in str(exc).lower():
+            hint = " (set AWS credentials: environment, ~/.aws/credentials or a role)"
+        elif "connect" in type(exc).__name__.lower() or "connect" in str(exc).lower():
+            hint = " (check --s3-endpoint-url / WEBSSL_S3_ENDPOINT_URL)"
+        raise UsageError(f"--input {spec}: cannot {what}: {type(exc).__name__}: {exc}{hint}") from None
+
+
+def expand_s3(spec: str, cfg: InputConfig) -> list[Piece]:
+    fs = s3_filesystem(cfg)
+    path = spec[len("s3://"):]
+    if not spec.endswith("/") and "/" in path.strip("/") and \
+            _s3_call(spec, "check the object", fs.isfile, path):
+        return _s3_objects(spec, [spec], cfg, single=True)
+    objects = sorted(_s3_call(spec, "list the bucket/prefix", fs.find, path))
+    if not objects:
+        raise UsageError(f"--input {spec}: nothing under this S3 prefix")
+    return _s3_objects(spec, ["s3://" + o for o in objects], cfg, single=False)
+
+
+def _s3_objects(spec: str, urls: list[str], cfg: InputConfig, single: bool) -> list[Piece]:
+    kinds: dict[str | None, list[str]] = {}
+    for url in urls:
+        kinds.setdefault(kind_of(url), []).append(url)
+    if single and None in kinds:   # a list file on S3
+        text = _s3_call(spec, "read the list", s3_filesystem(cfg).cat_file, spec)
+        return from_lines(spec, text.decode("utf-8", "replace"),
+                           spec.rsplit("/", 1)[0], stem(spec), cfg)
+    present = [k for k in ("image", "tar", "parquet") if kinds.get(k)]
+    if not present:
+        raise UsageError(f"--input {spec}: no images, .tar shards or .parquet files under it")
+    if len(present) > 1:
+        raise UsageError(f"--input {spec}: mixes {' and '.join(present)} objects; pass them as "
+                         "separate inputs (e.g. a glob)")
+    if present == ["tar"]:
+        return [TarShard(u, stem(u)) for u in kinds["tar"]]
+    if present == ["parquet"]:
+        return [parquet_piece(spec, u, cfg) for u in kinds["parquet"]]
+    root = spec if spec.endswith("/") else (spec.rsplit("/", 1)[0] + "/" if single else spec + "/")
+    return [FileSet(root, stem(root) or "images", kinds["image"])]
+
+
+def missing_s3(urls: list[str], cfg: InputConfig, spec: str) -> list[str]:
+    if not urls:
+        return []
+    fs = s3_filesystem(cfg)
+    listed: dict[str, set[str]] = {}
+    missing = []
+    for url in urls:
+        parent = url[len("s3://"):].rsplit("/", 1)[0]
+        if parent not in listed:
+            listed[parent] = set(_s3_call(spec, "list the bucket/prefix", fs.ls, parent, False))
+        if url[len("s3://"):] not in listed[parent]:
+            missing.append(url)
+    return missing
+
+
+def glob_s3(pattern: str, cfg: InputConfig, spec: str) -> list[str]:
+    found = _s3_call(spec, "list the bucket/prefix", s3_filesystem(cfg).glob,
+                     pattern[len("s3://"):])
+    return sorted("s3://" + f for f in found)
+
+
+def expand_http(spec: str, urls: list[str], cfg: InputConfig) -> list[Piece]:
+    _check_reachable(spec, urls[0])
+    kinds = {kind_of(u) for u in urls}
+    if kinds == {"tar"}:
+        return [TarShard(u, stem(u)) for u in urls]
+    if kinds == {"parquet"}:
+        return [parquet_piece(spec, u, cfg) for u in urls]
+    if kinds == {"image"}:
+        root = static_dir(spec) if len(urls) > 1 else urls[0].rsplit("/", 1)[0] + "/"
+        return [FileSet(root, stem(root) or "images", sorted(urls))]
+    if len(urls) == 1:   # a list of paths/URLs served over http
+        with http_session() as session:
+            try:
+                resp = session.get(urls[0], timeout=HTTP_TIMEOUT)
+                resp.raise_for_status()
+            except Exception as exc:   # noqa: BLE001
+                raise UsageError(f"--input {spec}: cannot read: {exc}") from None
+        return from_lines(spec, resp.text, urls[0].rsplit("/", 1)[0], stem(urls[0]), cfg)
+    raise UsageError(f"--input {spec}: unknown input kind (expected .tar shards, .parquet files "
+                     "or images by their extension)")
+
+
+def _check_reachable(spec: str, url: str) -> None:
+    with http_session() as session:
+        try:
+            resp = session.head(url, timeout=HTTP_TIMEOUT, allow_redirects=True)
+            if resp.status_code in (405, 501):   # no HEAD: ask for the body, read none of it
+                with session.get(url, timeout=HTTP_TIMEOUT, stream=True) as got:
+                    resp = got
+        except Exception as exc:   # noqa: BLE001
+            raise UsageError(f"--input {spec}: cannot reach {url}: {type(exc).__name__}: "
+                             f"{exc}") from None
+    if resp.status_code >= 400:
+        raise UsageError(f"--input {spec}: {url} answers HTTP {resp.status_code} {resp.reason}")
