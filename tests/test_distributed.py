@@ -1,0 +1,173 @@
+"""Several ranks as real OS processes (SLURM variables, torchrun, --gpus on CPU), dynamic
+claiming, SIGKILL / SIGTERM, and resume: every input exactly once, equal to one process."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.extract_helpers import cli_args, config, run_cli
+from tests.helpers import images as img
+from webssl_cli import extract, read_features
+from webssl_cli.errors import EXIT_PREEMPTED
+from webssl_cli.store import OutputLayout, done_units, list_claims
+
+N_SHARDS, PER_SHARD = 8, 12
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("dshards")
+    img.write_shards(d, n_shards=N_SHARDS, per_shard=PER_SHARD, seed=7, with_json=False)
+    return d
+
+
+@pytest.fixture(scope="module")
+def single(shards: Path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("single") / "out"
+    assert extract(config([shards], out, workers=1)).exit_code == 0
+    return read_features(out, "cls")
+
+
+def visible_data_files(out: Path) -> set[str]:
+    return {p.relative_to(out).as_posix() for p in out.rglob("*")
+            if p.is_file() and not p.relative_to(out).as_posix().startswith("_webssl/")}
+
+
+def committed_files(out: Path) -> set[str]:
+    return {f.path for rec in done_units(OutputLayout(out)).values() for f in rec.files}
+
+
+def assert_complete_and_equal(out: Path, single) -> None:
+    keys, cls = read_features(out, "cls")
+    assert len(keys) == len(set(keys)) == N_SHARDS * PER_SHARD
+    assert keys == single[0]
+    assert np.array_equal(cls, single[1])                     # byte for byte
+    assert visible_data_files(out) == committed_files(out)    # nothing partial or stray
+
+
+def start_rank(args: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen(args, env=dict(os.environ, **env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def units_by_rank(out: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for rec in done_units(OutputLayout(out)).values():
+        counts[rec.rank.split(":")[-1]] = counts.get(rec.rank.split(":")[-1], 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_slurm_ranks_cover_everything_once(world: int, shards: Path, single, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = cli_args([shards], out, "--num-workers", "1", "--batch-size", "4")
+    procs = [start_rank(args, {"SLURM_PROCID": str(r), "SLURM_NTASKS": str(world),
+                               "SLURM_LOCALID": str(r)}) for r in range(world)]
+    for p in procs:
+        _, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+    assert_complete_and_equal(out, single)
+    assert set(units_by_rank(out)) <= {f"rank{r}" for r in range(world)}
+
+
+def test_torchrun_standalone(shards: Path, single, tmp_path: Path) -> None:
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    out = tmp_path / "out"
+    args = cli_args([shards], out, "--num-workers", "1")
+    args = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "webssl_cli"] + args[1:]
+    r = run_cli(args, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_complete_and_equal(out, single)
+
+
+def test_gpus_flag_on_cpu_workers(shards: Path, single, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    r = run_cli(cli_args([shards], out, "--gpus", "2", "--num-workers", "1"), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_complete_and_equal(out, single)
+    assert len(units_by_rank(out)) >= 1
+
+
+def test_stalled_rank_others_take_more_units(shards: Path, single, tmp_path: Path) -> None:
+    """Rank 1 is stopped (SIGSTOP) after its first claim: rank 0 does everything else."""
+    out = tmp_path / "out"
+    layout = OutputLayout(out)
+    args = cli_args([shards], out, "--num-workers", "0", "--batch-size", "2")
+    slow = start_rank(args, {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"})
+    fast = None
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:   # wait until rank 1 holds a claim (it waits for the plan first)
+            if layout.claims_dir.exists() and any(c.owner.endswith("rank1") for c in list_claims(layout)):
+                break
+            if layout.plan_path.exists() is False and fast is None:
+                fast = start_rank(args, {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"})
+            time.sleep(0.02)
+        os.kill(slow.pid, signal.SIGSTOP)
+        if fast is None:
+            fast = start_rank(args, {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"})
+        _, err = fast.communicate(timeout=240)
+        assert fast.returncode == 0, err
+    finally:
+        os.kill(slow.pid, signal.SIGCONT)
+    _, err = slow.communicate(timeout=240)
+    assert slow.returncode == 0, err
+    counts = units_by_rank(out)
+    assert counts.get("rank0", 0) >= N_SHARDS - 2 and counts.get("rank1", 0) >= 1, counts
+    assert_complete_and_equal(out, single)
+
+
+def wait_for_done(out: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    layout = OutputLayout(out)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if layout.done_dir.exists() and len(list(layout.done_dir.glob("*.json"))) >= n:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"no {n} done units before the process ended: {proc.poll()}")
+
+
+def test_sigkill_mid_run_then_resume(shards: Path, single, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = cli_args([shards], out, "--num-workers", "1", "--batch-size", "2")
+    p = start_rank(args, {})
+    wait_for_done(out, 2, p)
+    p.kill()
+    p.wait()
+    done_before = len(done_units(OutputLayout(out)))
+    assert done_before < N_SHARDS, "the run finished before the kill; make the inputs larger"
+    assert visible_data_files(out) <= committed_files(out)    # no partial file visible
+    r = run_cli(cli_args([shards], out, "--num-workers", "1", "--lease", "1"))
+    assert r.returncode == 0, r.stderr
+    assert_complete_and_equal(out, single)
+
+
+def test_sigterm_exits_with_code_and_releases_claim(shards: Path, single, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = cli_args([shards], out, "--num-workers", "1", "--batch-size", "2")
+    p = start_rank(args, {})
+    wait_for_done(out, 1, p)
+    t0 = time.time()
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=30)
+    assert time.time() - t0 < 15
+    assert p.returncode == EXIT_PREEMPTED, err
+    assert "SIGTERM" in err
+    layout = OutputLayout(out)
+    assert [c for c in list_claims(layout) if not c.stale] == []   # released, not left to the lease
+    assert visible_data_files(out) <= committed_files(out)
+    r = run_cli(cli_args([shards], out, "--num-workers", "1"))
+    assert r.returncode == 0, r.stderr
+    assert_complete_and_equal(out, single)
+    status = subprocess.run([str(Path(sys.executable).with_name("webssl")), "status", str(out),
+                             "--json"], capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0
+    assert json.loads(status.stdout)["units_done"] == N_SHARDS
