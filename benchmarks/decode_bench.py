@@ -48,19 +48,23 @@ def make_jpegs(n_images: int, seed: int = 0) -> list[bytes]:
     return out
 
 
-def _time(fn: Callable[[bytes], object], images: list[bytes], repeats: int) -> float:
-    """Best-of-``repeats`` images/s of ``fn`` over ``images`` (after one warm-up image)."""
-    fn(images[0])
-    best = float("inf")
+def _rates(fns: dict[str, Callable[[bytes], object]], images: list[bytes],
+           repeats: int) -> dict[str, float]:
+    """Best-of-``repeats`` images/s of each function; the functions take turns in every
+    round, so a busy neighbour on a shared machine slows all of them alike."""
+    best = {name: float("inf") for name in fns}
+    for fn in fns.values():
+        fn(images[0])   # warm-up
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        for data in images:
-            fn(data)
-        best = min(best, time.perf_counter() - t0)
-    return len(images) / best
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for data in images:
+                fn(data)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {name: len(images) / t for name, t in best.items()}
 
 
-def run(n_images: int = 60, repeats: int = 3, out: Callable[[str], None] = print) -> dict:
+def run(n_images: int = 60, repeats: int = 5, out: Callable[[str], None] = print) -> dict:
     """Measure and print images/s per core of each path; return the numbers and ratios."""
     from transformers import BitImageProcessor, BitImageProcessorPil
 
@@ -83,10 +87,9 @@ def run(n_images: int = 60, repeats: int = 3, out: Callable[[str], None] = print
     def seed_tv(data: bytes) -> object:
         return hf_tv(images=Image.open(io.BytesIO(data)).convert("RGB"), return_tensors="pt")
 
-    rates = {name: _time(fn, images, repeats) for name, fn in
-             (("ours", ours), ("ours+normalize", ours_normalized),
-              ("seed PIL+BitImageProcessorPil", seed_pil),
-              ("seed PIL+BitImageProcessor(torchvision)", seed_tv))}
+    rates = _rates({"ours": ours, "ours+normalize": ours_normalized,
+                    "seed PIL+BitImageProcessorPil": seed_pil,
+                    "seed PIL+BitImageProcessor(torchvision)": seed_tv}, images, repeats)
     out(f"{n_images} JPEGs 500x375..1024x768, q90, 1 thread, resize-crop 256 -> 224")
     for name, rate in rates.items():
         out(f"  {name:42s} {rate:8.1f} images/s")

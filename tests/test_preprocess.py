@@ -41,9 +41,9 @@ def hwc(x: torch.Tensor) -> np.ndarray:
 def test_every_format_and_mode_decodes_to_rgb_uint8(name):
     data = gen.example_paths()[0].read_bytes() if name == "example" else gen.GOOD_SPECIAL[name]()
     x = decode_image(data, CFG)
-    assert x.dtype == torch.uint8 and x.ndim == 3 and x.shape[0] == 3 and x.is_contiguous()
+    assert x.dtype == torch.uint8 and x.ndim == 3 and x.shape[0] == 3
     out = load_sample(data, CFG)
-    assert out.shape == (3, 224, 224) and out.dtype == torch.uint8
+    assert out.shape == (3, 224, 224) and out.dtype == torch.uint8 and out.is_contiguous()
 
 
 @pytest.mark.parametrize("name", sorted(gen.BROKEN))

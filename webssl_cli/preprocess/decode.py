@@ -43,7 +43,12 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
 
 
 def decode_image(data: bytes, cfg: PreprocessConfig) -> torch.Tensor:
-    """Decode ``data`` to a contiguous uint8 tensor (3, H, W) in RGB, EXIF orientation applied."""
+    """Decode ``data`` to a uint8 tensor (3, H, W) in RGB, EXIF orientation applied.
+
+    The tensor is a channels-last view (pixel-interleaved memory, as decoders write it): the
+    uint8 antialiased resize is ~3x faster on it than on planar memory, and making it
+    contiguous would cost another full-image copy. :func:`preprocess` returns contiguous output.
+    """
     if not data:
         raise DecodeError("EmptyImage", "the sample has 0 bytes")
     if sniff_format(data) == "jpeg":
@@ -52,8 +57,7 @@ def decode_image(data: bytes, cfg: PreprocessConfig) -> torch.Tensor:
             _check_pixels(size, cfg)
             try:
                 return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                                   mode=ImageReadMode.RGB,
-                                   apply_exif_orientation=True).contiguous()
+                                   mode=ImageReadMode.RGB, apply_exif_orientation=True)
             except RuntimeError:
                 pass   # let PIL try (and word the error if it fails too)
     return _decode_with_pil(data, cfg)
@@ -89,7 +93,7 @@ def _decode_with_pil(data: bytes, cfg: PreprocessConfig) -> torch.Tensor:
         except Exception as exc:   # noqa: BLE001 - SyntaxError, ValueError, EOFError, ...
             raise DecodeError("CorruptImage",
                               f"{im.format or 'image'}: {type(exc).__name__}: {exc}") from None
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(arr).permute(2, 0, 1)
 
 
 def _exif_transpose(im: Image.Image) -> Image.Image:

@@ -41,7 +41,7 @@ def preprocess(img: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
     _check_mode(cfg)
     size = cfg.resolution
     if cfg.mode == "squash":
-        return _resize(img, size, size)
+        return _resize(img, size, size).contiguous()
     h, w = int(img.shape[-2]), int(img.shape[-1])
     new_h, new_w = short_side_size(h, w, cfg.resize_short)
     if new_h * new_w > cfg.max_image_pixels:
