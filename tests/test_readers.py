@@ -328,3 +328,11 @@ def test_a_folder_whose_name_looks_like_a_pattern_is_taken_literally(tmp_path):
     write(root / "x.jpg", gen.make_jpeg(8, 8))
     (unit,) = plan_units(cfg(root))
     assert unit.items == (str(root / "x.jpg"),)
+
+
+def test_a_shard_given_twice_is_read_once_and_missing_listed_shards_are_usage_errors(tmp_path, shards):
+    units = plan_units(cfg(shards[0], shards[0].parent / "shard-00000{0,1}.tar"))
+    assert [u.name for u in units] == ["shard-000000", "shard-000001"]
+    lst = write(tmp_path / "shards.txt", f"{shards[0]}\n{tmp_path}/gone.tar\n".encode())
+    with pytest.raises(UsageError, match="1 listed shards do not exist.*gone.tar"):
+        plan_units(cfg(lst))

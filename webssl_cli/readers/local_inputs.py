@@ -128,6 +128,11 @@ def from_lines(spec: str, text: str, base_dir: str, name: str,
     if not entries:
         raise UsageError(f"--input {spec}: the list is empty")
     if all(e.startswith("pipe:") or kind_of(e) == "tar" for e in entries):
+        absent = [e for e in entries if not (is_url(e) or e.startswith("pipe:")
+                                             or os.path.isfile(e))]
+        if absent:
+            raise UsageError(f"--input {spec}: {len(absent)} listed shards do not exist "
+                             f"(first: {absent[0]})")
         return [TarShard(e, pipe_name(e) if e.startswith("pipe:") else stem(e))
                 for e in entries]
     return [FileSet(base_dir.rstrip("/") + "/", name, sorted(entries))]

@@ -3,9 +3,9 @@
 Pieces come from :mod:`.sources` in input order. Then:
 
 * tar shards: one unit each; name = the shard's file stem;
-* image file sets: items de-duplicated over the whole run (a file reached twice, e.g. by
-  overlapping inputs, is read once; a warning says how many), sorted, cut every
-  ``shard_size`` into units named ``<base>-000000``, ``<base>-000001``... Their ``source`` is
+* anything reached twice (overlapping inputs, a shard given twice) is read once, with a
+  logged warning;
+* image file sets: items sorted, cut every ``shard_size`` into units named ``<base>-000000``, ``<base>-000001``... Their ``source`` is
   the key root, ending in ``/``: the input's folder (or the list file's folder) when there is one
   file input, else the common parent of all of them, so that keys (paths relative to it) are
   unique over the run (with no common parent, e.g. local + S3, the source is the input's own
@@ -40,7 +40,7 @@ def plan_units(cfg: InputConfig) -> list[Unit]:
         if not got or all(isinstance(p, ParquetSource) and p.num_rows == 0 for p in got):
             raise UsageError(f"--input {spec}: no samples in it")
         pieces.extend(got)
-    _dedupe_files(pieces)
+    _dedupe(pieces)
     root = _key_root([p for p in pieces if isinstance(p, FileSet)])
     namer = _Namer()
     units: list[Unit] = []
@@ -62,21 +62,29 @@ def plan_units(cfg: InputConfig) -> list[Unit]:
     return units
 
 
-def _dedupe_files(pieces: list[Piece]) -> None:
+def _dedupe(pieces: list[Piece]) -> None:
+    """Read every shard, parquet file and image file once, however many inputs reach it."""
     seen: set[str] = set()
+    kept_pieces: list[Piece] = []
     for piece in pieces:
-        if not isinstance(piece, FileSet):
-            continue
-        kept = []
-        for item in piece.items:
-            if item not in seen:
-                seen.add(item)
-                kept.append(item)
-        if len(kept) != len(piece.items):
-            log.warning("%s: %d entries repeat a file already in the run and are read once",
-                        piece.root, len(piece.items) - len(kept))
-        piece.items = kept
-    pieces[:] = [p for p in pieces if not (isinstance(p, FileSet) and not p.items)]
+        if isinstance(piece, FileSet):
+            kept = []
+            for item in piece.items:
+                if item not in seen:
+                    seen.add(item)
+                    kept.append(item)
+            if len(kept) != len(piece.items):
+                log.warning("%s: %d entries repeat a file already in the run and are read once",
+                            piece.root, len(piece.items) - len(kept))
+            piece.items = kept
+            if kept:
+                kept_pieces.append(piece)
+        elif piece.source in seen:
+            log.warning("%s is given twice and is read once", piece.source)
+        else:
+            seen.add(piece.source)
+            kept_pieces.append(piece)
+    pieces[:] = kept_pieces
 
 
 def _key_root(sets: list[FileSet]) -> str | None:
