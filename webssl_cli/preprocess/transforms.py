@@ -1,8 +1,9 @@
 """Geometric preprocessing of a decoded uint8 image to the model's S x S input.
 
 Three recipes (``PreprocessConfig.mode``), all bicubic with antialias on the uint8 tensor
-(torchvision ``v2.functional.resize``: two separable passes, each rounded and clamped to
-0..255 like PIL's own uint8 resize, which the official recipe runs on):
+(torchvision ``v2.functional.resize``: on the CPU two separable passes, each rounded and clamped
+to 0..255 like PIL's own uint8 resize, which the official recipe runs on; on a CUDA tensor
+torchvision resizes in float32 and rounds once, which can differ by a level or two at edges):
 
 * ``resize-crop`` (default, official Web-SSL README): shorter side to round(S / 0.875),
   longer side ``int(short * long / short_in)`` (torchvision's rule, also HF's), then center crop S.
@@ -84,7 +85,8 @@ def describe(cfg: PreprocessConfig) -> dict[str, Any]:
             "CenterCrop; HF processors use floor((side - S) / 2), 1 pixel apart when side - S is odd"),
         "interpolation": "bicubic",
         "antialias": True,
-        "resize_dtype": "uint8 (each separable pass rounded and clamped, like PIL)",
+        "resize_dtype": ("CPU: native uint8 kernel, each separable pass rounded and clamped "
+                         "(like PIL); CUDA tensors: float32, clamped and rounded once"),
         "decoder": {"jpeg": "torchvision.io.decode_jpeg (PIL if it refuses the file)",
                     "other": "PIL (first frame)"},
         "exif_orientation": "applied",
