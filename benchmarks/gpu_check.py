@@ -125,6 +125,8 @@ def _make_shard(args_):
 
 
 def e2e_rows(args, dev, rows, tmp: Path):
+    """dino300m end to end (real-size JPEG WebDataset) vs the model alone, same run/settings."""
+    from webssl_cli import read_features
     from webssl_cli.config import ExtractConfig, InputConfig, ModelConfig, OutputConfig, RuntimeConfig
     from webssl_cli.pipeline.api import extract
 
@@ -140,22 +142,56 @@ def e2e_rows(args, dev, rows, tmp: Path):
     with mp.get_context("spawn").Pool(min(16, os.cpu_count() or 1)) as pool:
         pool.map(_make_shard, [(tmp / "shards" / f"s-{i:04d}.tar", per, i) for i in range(shards)])
     workers = 2 if args.smoke else min(14, (os.cpu_count() or 2) - 2)
-    bs = 8 if args.smoke else 256
-    decodes = ["cpu"] + (["gpu"] if dev.type == "cuda" else [])
-    for decode in decodes:
-        out = tmp / f"out-{decode}"
+    gpu = dev.type == "cuda"
+    modes = [("cpu", False, 8 if args.smoke else 256)]
+    if gpu:
+        modes += [("gpu", False, 256), ("gpu", True, 512)]
+    res = spec["img_size"]
+    baseline = {}
+    for _, comp, bs in modes:     # model alone on synthetic uint8, same batch and mode
+        if (comp, bs) in baseline:
+            continue
+        m = create_model(spec, random_init=True, device=dev, dtype=torch.bfloat16 if gpu else None)
+        if comp:
+            compile_blocks(m)
+        feats = parse_features("cls", m.spec.depth, (res // 14, res // 14))
+        step = ModelStep(m, feats, dev, "bf16" if gpu else "fp32", (0.485, 0.456, 0.406),
+                         (0.229, 0.224, 0.225), pad_to=bs if comp else None)
+        baseline[(comp, bs)] = time_step(step, bs, res, dev, args.seconds)
+        del m, step
+    outs = {}
+    for decode, comp, bs in modes:
+        out = tmp / f"out-{decode}-{int(comp)}"
         cfg = ExtractConfig(
             input=InputConfig((str(tmp / "shards"),)),
-            model=ModelConfig(model_config=str(spec_path), weights=str(ckpt), device=str(dev)),
+            model=ModelConfig(model_config=str(spec_path), weights=str(ckpt), device=str(dev),
+                              compile=comp),
             output=OutputConfig(str(out)),
             runtime=RuntimeConfig(batch_size=bs, num_workers=workers, decode=decode,
                                   progress_every=1e9))
         t0 = time.perf_counter()
-        res = extract(cfg)
+        r = extract(cfg)
         wall = time.perf_counter() - t0
-        row = {"model": "dino300m e2e extract", "mode": f"decode {decode}, {workers} workers",
-               "batch": bs, "img_s": res.images / wall, "tflops": 0.0, "mfu": 0.0,
-               "peak_mem_gib": 0.0, "images": res.images, "exit": res.exit_code}
+        rate = r.images / max(r.loop_seconds, 1e-9)
+        only = baseline[(comp, bs)]
+        row = {"model": "dino300m e2e extract",
+               "mode": f"decode {decode}{', compiled' if comp else ''}, {workers} workers: "
+                       f"{rate / only:.2f}x of model-only {only:.0f} img/s "
+                       f"(wall incl. load {r.images / wall:.0f} img/s)",
+               "batch": bs, "img_s": rate, "tflops": 0.0, "mfu": 0.0, "peak_mem_gib": 0.0,
+               "images": r.images, "exit": r.exit_code}
+        rows.append(row)
+        outs[(decode, comp)] = out
+        print(json.dumps(row), flush=True)
+    if ("gpu", False) in outs:
+        k1, a = read_features(outs[("cpu", False)])
+        k2, b = read_features(outs[("gpu", False)])
+        assert k1 == k2
+        cos = torch.nn.functional.cosine_similarity(torch.from_numpy(a).float(),
+                                                    torch.from_numpy(b).float(), dim=-1)
+        row = {"model": "dino300m cls: --decode gpu vs cpu", "mode": f"cos min {cos.min():.5f} "
+               f"mean {cos.mean():.5f} over {len(k1)} images", "batch": 0, "img_s": 0.0,
+               "tflops": 0.0, "mfu": 0.0, "peak_mem_gib": 0.0}
         rows.append(row)
         print(json.dumps(row), flush=True)
 

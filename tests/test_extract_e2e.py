@@ -151,10 +151,13 @@ def test_npy_format_with_embedding_reader(shards: Path, local_run, tmp_path: Pat
 
 def test_parquet_file_is_self_describing(local_run, shards: Path, tmp_path: Path) -> None:
     out = tmp_path / "p"
-    assert extract(config([shards], out, features=("cls", "layers:2", "patch_grid:2"))).exit_code == 0
+    assert extract(config([shards], out, features=("cls", "layers:2", "patch_grid:2"),
+                          keep_json=True)).exit_code == 0
     part = sorted(out.glob("part-*.parquet"))[0]
     table = pq.read_table(part)
     assert table.column_names[:2] == ["key", "source"]
+    sidecar = json.loads(table.column("json")[1].as_py())      # --keep-json: the .json sidecar
+    assert sidecar == {"caption": "photo 0/1", "n": 1}
     meta = json.loads(table.schema.metadata[b"webssl"])
     assert "model" in json.dumps(meta) and "resize-crop" in json.dumps(meta)
     _, layers = read_features(out, "layers:2")
@@ -180,7 +183,7 @@ def test_resolution_not_multiple_of_patch_is_exit_2(tmp_path: Path) -> None:
 
 def test_fingerprint_change_refused_then_overwrite(shards: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert run_cli(cli_args([shards], out)).returncode == 0
+    assert run_cli(cli_args([shards], out, "--batch-size", "auto")).returncode == 0
     r = run_cli(cli_args([shards], out, "--normalize"))
     assert r.returncode == 2 and "normalize: false -> true" in r.stderr
     r = run_cli(cli_args([shards], out, "--normalize", "--overwrite"))

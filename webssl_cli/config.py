@@ -83,3 +83,4 @@ class ExtractConfig:
     output: OutputConfig
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     preprocess_mode: str = "resize-crop"
+    max_image_pixels: int = 178_956_970  # decompression-bomb limit (declared width x height)

@@ -20,4 +20,5 @@ def config_from_json(text: str) -> ExtractConfig:
         output=OutputConfig(**{k: tup(v) for k, v in d["output"].items()}),
         runtime=RuntimeConfig(**d["runtime"]),
         preprocess_mode=d["preprocess_mode"],
+        max_image_pixels=d["max_image_pixels"],
     )

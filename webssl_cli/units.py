@@ -16,7 +16,7 @@ UnitKind = Literal["tar", "files", "parquet"]
 class Unit:
     index: int                      # position in the plan (0-based)
     kind: UnitKind
-    source: str                     # tar: shard path/URL/pipe:; files: root folder or list file;
+    source: str                     # tar: shard path/URL/pipe:; files: the key root (ends in "/");
                                     # parquet: the parquet file path/URL
     name: str                       # shard name, the key prefix (e.g. "shard-000003" or "part-000003")
     items: tuple[str, ...] = ()     # files: the image paths/URLs of this unit, in order

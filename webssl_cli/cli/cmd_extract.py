@@ -28,6 +28,7 @@ def extract(
     keep_json: bool = typer.Option(False, "--keep-json", help="Copy WebDataset .json sidecars into the output."),
     s3_endpoint_url: Optional[str] = typer.Option(None, "--s3-endpoint-url", envvar="WEBSSL_S3_ENDPOINT_URL", help="S3-compatible endpoint."),
     preprocess: str = typer.Option("resize-crop", "--preprocess", help="resize-crop (README), squash (demo) or shortest-crop (HF processor)."),
+    max_image_pixels: int = typer.Option(178_956_970, "--max-image-pixels", help="Refuse images whose declared width x height is larger (decompression bombs); they go to the failure ledger."),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Input side (multiple of the patch size); default: the model's."),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:N or cpu (default: cuda if available)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16, fp16 or fp32 (default bf16 on CUDA)."),
@@ -75,6 +76,7 @@ def extract(
                                   lease_seconds=lease, heartbeat_seconds=min(30.0, lease / 4),
                                   decode=decode, gpus=gpus, limit_units=limit_units),
             preprocess_mode=preprocess,
+            max_image_pixels=max_image_pixels,
         )
         result = run(cfg)
     raise typer.Exit(result.exit_code)

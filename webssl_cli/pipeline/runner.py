@@ -52,17 +52,29 @@ def rank_device(requested: str | None, rank: RankInfo) -> torch.device:
 
 
 def build_step(prep: Prepared, device: torch.device, precision: str) -> ModelStep:
-    from ..backbone.factory import compile_blocks, create_model
+    from ..backbone.factory import create_model
     m = prep.cfg.model
     hold = torch.bfloat16 if (device.type == "cuda" and precision == "bf16") else None
     model = create_model(prep.choice.spec if prep.choice.record is None else prep.choice.record.name,
                          weights=prep.weights, device=device, dtype=hold, attention=m.attention)
-    if m.compile:
-        compile_blocks(model)
-    bs = prep.cfg.runtime.batch_size
     return ModelStep(model, prep.features, device, precision, prep.pcfg.mean, prep.pcfg.std,
-                     normalize=prep.cfg.output.normalize, out_dtype=prep.cfg.output.out_dtype,
-                     pad_to=bs if (m.compile and isinstance(bs, int)) else None)
+                     normalize=prep.cfg.output.normalize, out_dtype=prep.cfg.output.out_dtype)
+
+
+def settle_batch_size(step: ModelStep, prep: Prepared, rank: RankInfo) -> int:
+    """Resolve --batch-size auto by probing the device (eager), then apply --compile with
+    padding to that fixed size so the last partial batch never recompiles."""
+    from ..backbone.factory import compile_blocks
+    from ..model_step.autobatch import find_batch_size, step_probe
+    bs = prep.cfg.runtime.batch_size
+    if bs == "auto":
+        bs = find_batch_size(step_probe(step, prep.pcfg.resolution, step.device),
+                             device=step.device, limit=2048)
+        log(rank, f"--batch-size auto: {bs} images per batch on {step.device}")
+    if prep.cfg.model.compile:
+        compile_blocks(step.model)
+        step.pad_to = bs
+    return bs
 
 
 
@@ -156,7 +168,7 @@ class _Run:
             self.decode_raw_on_gpu(b, st)
         if b.images is not None and len(b.indices):
             t0 = time.perf_counter()
-            feats = self.step(b.images)             # queued on the device, not synced
+            feats = self.backoff(self.step, b.images)   # queued on the device, not synced
             self.counters.model_seconds += time.perf_counter() - t0
             self.finalize(pending)                  # previous batch: overlaps this one
             return (b, feats)
@@ -189,6 +201,11 @@ class _Run:
             b.metas = b.metas + [b.raw_metas[i] for i in ok]
         b.raw = []
         self.counters.read_seconds += time.perf_counter() - t0
+
+    def on_backoff(self, old: int, new: int) -> None:
+        if self.step.pad_to:            # compiled: pad to the new size (one recompile)
+            self.step.pad_to = new
+        log(self.rank, f"out of memory at batch {old}: continuing with batches of {new}")
 
     # -- writing -----------------------------------------------------------------------
     def unit_complete(self, st: UnitState) -> None:
@@ -251,8 +268,10 @@ class _Run:
     def run(self) -> RunResult:
         prep, rt = self.prep, self.rt
         done_before = len(self.done_units(prep.layout))
+        from ..model_step.autobatch import OOMBackoff
         self.step = build_step(prep, self.device, self.precision)
-        bs = rt.batch_size if isinstance(rt.batch_size, int) else 64
+        bs = settle_batch_size(self.step, prep, self.rank)
+        self.backoff = OOMBackoff(bs, on_backoff=self.on_backoff)
         self.heartbeat = Heartbeat(self.claims, rt.heartbeat_seconds)
         self.heartbeat.start()
         if rt.decode not in ("cpu", "gpu"):

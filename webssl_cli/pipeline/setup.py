@@ -45,10 +45,12 @@ def preprocess_config(cfg: ExtractConfig, choice: ModelChoice) -> PreprocessConf
                          f"{spec.patch_size} of {choice.name}; try {lo} or {lo + spec.patch_size}")
     if cfg.preprocess_mode not in PREPROCESS_MODES:
         raise UsageError(f"--preprocess must be one of {', '.join(PREPROCESS_MODES)}")
+    if cfg.max_image_pixels < 1:
+        raise UsageError(f"--max-image-pixels must be positive, got {cfg.max_image_pixels}")
     if choice.record is not None:
         pre = choice.record.preprocess
-        return PreprocessConfig(res, cfg.preprocess_mode, pre.mean, pre.std)
-    return PreprocessConfig(res, cfg.preprocess_mode)
+        return PreprocessConfig(res, cfg.preprocess_mode, pre.mean, pre.std, cfg.max_image_pixels)
+    return PreprocessConfig(res, cfg.preprocess_mode, max_image_pixels=cfg.max_image_pixels)
 
 
 def locate_weights(cfg: ExtractConfig, choice: ModelChoice) -> Path:
