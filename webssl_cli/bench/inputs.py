@@ -2,7 +2,8 @@
 
 Runs the extract loader (:class:`~webssl_cli.pipeline.loader.BatchSource`, the same DataLoader
 workers ``webssl extract`` uses) over the planned units of ``src`` and counts the images it
-delivers, without a model. The clock starts when the first batch arrives, so worker start-up
+delivers, without a model. ``decode="gpu"`` also runs the batched nvJPEG step the runner does
+(``pipeline.gpu_decode.decode_on_gpu``) and waits for it. The clock starts when the first batch arrives, so worker start-up
 is reported apart (``startup_seconds``) and the rate is the steady-state one.
 """
 from __future__ import annotations
@@ -27,9 +28,14 @@ def bench_input(src: str, workers: int, resolution: int, decode: str = "cpu",
     from ..pipeline.loader import BatchSource
     from ..readers import plan_units
 
-    if decode != "cpu":
-        raise UsageError(f"--decode {decode}: `webssl bench --input` measures the CPU decode "
-                         "path only (--decode cpu)")
+    if decode not in ("cpu", "gpu"):
+        raise UsageError(f"--decode must be cpu or gpu, got {decode!r}")
+    device = None
+    if decode == "gpu":
+        import torch
+        if not torch.cuda.is_available():
+            raise UsageError("--decode gpu needs a CUDA device; use --decode cpu")
+        device = torch.device("cuda")
     if workers < 0:
         raise UsageError(f"--num-workers must be >= 0, got {workers}")
     if mode not in PREPROCESS_MODES:
@@ -38,8 +44,9 @@ def bench_input(src: str, workers: int, resolution: int, decode: str = "cpu",
         raise UsageError(f"--resolution must be a positive number of pixels, got {resolution}")
     icfg = input_cfg or InputConfig((src,))
     units = plan_units(icfg)
-    source = BatchSource(icfg, PreprocessConfig(resolution, mode), batch_size, workers,
-                         pin_memory=False)
+    pcfg = PreprocessConfig(resolution, mode)
+    source = BatchSource(icfg, pcfg, batch_size, workers, pin_memory=device is not None,
+                         gpu_decode=device is not None)
     t_start = time.perf_counter()
     first = None
     images = failures = counted = 0
@@ -53,6 +60,9 @@ def bench_input(src: str, workers: int, resolution: int, decode: str = "cpu",
             b = source.next_batch()
             failures += len(b.failures)
             n = len(b.indices) if b.images is not None else 0
+            if device is not None and b.raw:     # --decode gpu: the runner's device step
+                n_ok, n_bad = _decode_raw(b.raw, pcfg, device)
+                n, failures = n + n_ok, failures + n_bad
             images += n
             if n and first is None:
                 first = time.perf_counter()
@@ -77,6 +87,16 @@ def bench_input(src: str, workers: int, resolution: int, decode: str = "cpu",
             "images": images, "failures": failures, "seconds": end - t_start,
             "startup_seconds": (first - t_start) if first is not None else None,
             "images_per_s": rate, "images_per_s_per_worker": rate / max(workers, 1)}
+
+
+def _decode_raw(raws, pcfg: PreprocessConfig, device) -> tuple[int, int]:
+    import torch
+
+    from ..pipeline.gpu_decode import decode_on_gpu
+    images, ok, bad = decode_on_gpu(raws, pcfg, device)
+    torch.cuda.synchronize(device)
+    del images
+    return len(ok), len(bad)
 
 
 def bench_input_for(cfg: "BenchConfig", src: str, workers: int, decode: str = "cpu",

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from ..backbone.factory import ModelChoice, choose, create_model
+from ..backbone.factory import ModelChoice, choose, compile_blocks, create_model
 from ..errors import UsageError, WebsslError
 from ..model_step import ModelStep, parse_features, pick_device, pick_precision
 from ..model_step.autobatch import find_batch_size, is_oom, step_probe
@@ -30,16 +30,6 @@ def choose_bench_model(cfg: BenchConfig) -> ModelChoice:
     if not (cfg.model or cfg.model_config):
         raise UsageError("--model NAME (see `webssl list-models`) or --model-config FILE is required")
     return choose(cfg.model_config or cfg.model)
-
-
-def compile_model(model: torch.nn.Module) -> torch.nn.Module:
-    """Compile the method ModelStep calls (``get_intermediate_layers``), not only ``forward``.
-
-    ``torch.compile(model)`` compiles ``__call__``/``forward``; attribute access on the
-    wrapper falls through to the eager module, so ``get_intermediate_layers`` would stay eager.
-    """
-    model.get_intermediate_layers = torch.compile(model.get_intermediate_layers, dynamic=False)
-    return model
 
 
 def device_name(device: torch.device) -> str:
@@ -118,14 +108,15 @@ def bench_model(cfg: BenchConfig) -> BenchResult:
     std = pre.std if pre else (0.229, 0.224, 0.225)
     step = ModelStep(model, features, device, precision, mean, std, out_dtype=cfg.out_dtype)
     bs = _resolve_batch(cfg, step, res, device)
-    if cfg.compile:
-        compile_model(model)
+    if cfg.compile:   # as `webssl extract --compile`: one compiled graph shared by all blocks
+        compile_blocks(model)
     images = torch.randint(0, 256, (bs, 3, res, res), dtype=torch.uint8)
     if device.type == "cuda":
         images = images.pin_memory()
     oom = False
     try:
-        seconds = _time(step, images, device, cfg.warmup, cfg.iters)
+        warmup = max(cfg.warmup, 1) if cfg.compile else cfg.warmup   # compile is not timed
+        seconds = _time(step, images, device, warmup, cfg.iters)
     except Exception as exc:  # noqa: BLE001 - an OOM gets advice, anything else propagates
         if not is_oom(exc):
             raise

@@ -26,7 +26,7 @@ def bench(
     out_dtype: str = typer.Option("float16", "--out-dtype", help="Output dtype assumed by --images: float16 or float32."),
     input_src: Optional[str] = typer.Option(None, "--input", "-i", help="Measure the input pipeline alone on this input (no model)."),
     num_workers: int = typer.Option(4, "--num-workers", help="With --input: DataLoader worker processes."),
-    decode: str = typer.Option("cpu", "--decode", help="With --input: decode path (cpu)."),
+    decode: str = typer.Option("cpu", "--decode", help="With --input: cpu, or gpu (batched nvJPEG on the GPU, as `extract --decode gpu`)."),
     seconds: float = typer.Option(20.0, "--seconds", help="With --input: stop after this many seconds."),
     preprocess: str = typer.Option("resize-crop", "--preprocess", help="With --input: resize-crop, squash or shortest-crop."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),

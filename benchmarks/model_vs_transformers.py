@@ -1,0 +1,96 @@
+"""Native backbone vs transformers on the same random weights, same dtype, ViT-L size, CPU.
+
+* Web-DINO shape (dino300m-full2b-224: D 1024, depth 24, SwiGLU, LayerScale, patch 14) vs
+  transformers' ``Dinov2Model``;
+* Web-MAE shape (mae300m-full2b-224: D 1024, depth 24, GELU MLP, patch 16) vs ``ViTModel``.
+
+transformers builds a random model from its config and ``save_pretrained``s it to a temp
+folder; ours loads that folder through our HF converter (``create_model(name, weights=dir)``),
+so both hold the very same weights (checked: max |CLS difference| is printed). Both take the
+same normalized float batch and return final-normed tokens. fp32, and bf16 autocast with fp32
+weights (how ``webssl extract`` runs on a CPU). Timing is interleaved (ours, theirs, ours, ...)
+and best-of, so load from other processes hits both sides alike. Goal: ours/theirs >= 1.2.
+
+Run: ``python -m benchmarks.model_vs_transformers``. Nothing is asserted.
+"""
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from benchmarks.bench_util import best_of
+
+
+def _hf_model(family: str, seed: int = 0):
+    from transformers import Dinov2Config, Dinov2Model, ViTConfig, ViTModel
+    torch.manual_seed(seed)
+    if family == "dino":
+        cfg = Dinov2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                           mlp_ratio=4, use_swiglu_ffn=True, layer_norm_eps=1e-6,
+                           image_size=224, patch_size=14, qkv_bias=True, layerscale_value=0.1)
+        return Dinov2Model(cfg).eval()
+    cfg = ViTConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                    intermediate_size=4096, layer_norm_eps=1e-6, image_size=224, patch_size=16,
+                    qkv_bias=True)
+    return ViTModel(cfg, add_pooling_layer=False).eval()
+
+
+def compare(family: str, name: str, batch: int, rounds: int, bf16_batch: int,
+            bf16_rounds: int, out: Callable[[str], None]) -> dict[str, Any]:
+    from webssl_cli.backbone.factory import create_model
+    theirs = _hf_model(family)
+    with tempfile.TemporaryDirectory(prefix="webssl-hf-") as d:
+        theirs.save_pretrained(d)
+        ours = create_model(name, weights=d)
+    impl = getattr(theirs.config, "_attn_implementation", None)
+    res: dict[str, Any] = {"model": name, "hf_class": type(theirs).__name__,
+                           "hf_attention": impl, "runs": {}}
+    g = torch.Generator().manual_seed(1)
+    with torch.inference_mode():
+        x = torch.randn(1, 3, 224, 224, generator=g)
+        a = ours.forward_features(x)["x_norm_clstoken"]
+        b = theirs(pixel_values=x).last_hidden_state[:, 0]
+        res["max_abs_cls_diff_fp32"] = float((a - b).abs().max())
+    out(f"  {name}: same weights loaded, max |CLS ours - theirs| fp32 = "
+        f"{res['max_abs_cls_diff_fp32']:.2e} (HF attention: {impl})")
+    for precision, bs, r in (("fp32", batch, rounds), ("bf16", bf16_batch, bf16_rounds)):
+        if r < 1:
+            continue
+        x = torch.randn(bs, 3, 224, 224, generator=g)
+        half = precision == "bf16"
+
+        def run_ours() -> None:
+            with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=half):
+                ours.forward_features(x)
+
+        def run_theirs() -> None:
+            with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=half):
+                theirs(pixel_values=x)
+
+        best = best_of({"ours": run_ours, "theirs": run_theirs}, rounds=r, warmup=1)
+        ips = {k: bs / v for k, v in best.items()}
+        ratio = ips["ours"] / ips["theirs"]
+        res["runs"][precision] = {"batch": bs, "rounds": r, "ours_images_per_s": ips["ours"],
+                                  "theirs_images_per_s": ips["theirs"], "ratio": ratio}
+        out(f"  {name} {precision} batch {bs}: ours {ips['ours']:.3f} img/s, "
+            f"{res['hf_class']} {ips['theirs']:.3f} img/s, ratio {ratio:.2f}x")
+    return res
+
+
+def run(batch: int = 2, rounds: int = 2, bf16_batch: int = 1, bf16_rounds: int = 1,
+        families: tuple[str, ...] = ("dino", "mae"),
+        out: Callable[[str], None] = print) -> dict[str, Any]:
+    """Ratios ours/theirs (images/s) per family and precision."""
+    names = {"dino": "dino300m-full2b-224", "mae": "mae300m-full2b-224"}
+    out(f"model vs transformers (torch threads: {torch.get_num_threads()})")
+    results = {fam: compare(fam, names[fam], batch, rounds, bf16_batch, bf16_rounds, out)
+               for fam in families}
+    return {"results": results, "batch": batch, "rounds": rounds, "bf16_batch": bf16_batch,
+            "bf16_rounds": bf16_rounds}
+
+
+if __name__ == "__main__":
+    run()
