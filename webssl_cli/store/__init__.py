@@ -1,6 +1,6 @@
 """The output store of ``webssl extract``: layout, plan, run config, writers, commits,
 claims and read-back. See docs/output-format.md for the on-disk format and protocols."""
-from .atomic import atomic_output, atomic_write_bytes, exclusive_create, sha256_file
+from ..atomic_io import atomic_output, atomic_write_bytes, exclusive_create, sha256_file
 from .claims import ClaimLostError, ClaimStore, list_claims
 from .commit import commit_unit, done_units, pending_commits, read_done_records, roll_forward
 from .layout import FORMATS, OutputLayout, feature_slug

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import WebsslError
 from ..units import Unit
-from .atomic import atomic_write_bytes, exclusive_create, remove_quietly
+from ..atomic_io import atomic_write_bytes, exclusive_create, remove_quietly
 from .commit import read_intent, roll_forward
 from .layout import OutputLayout
 from .records import ClaimInfo, dumps, utc_now

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WebsslError
-from .atomic import exclusive_create, fsync_dir, prune_empty_dirs
+from ..atomic_io import exclusive_create, fsync_dir, prune_empty_dirs
 from .layout import OutputLayout
 from .records import DoneRecord, dumps
 from .staging import attempt_dir_of, discard_staged, sweep_staging

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import WebsslError
 from ..units import Unit
-from .atomic import exclusive_create
+from ..atomic_io import exclusive_create
 from .layout import OutputLayout
 from .records import utc_now
 from .runconfig import canonical_fields, diff_fields, fingerprint, load_run_config

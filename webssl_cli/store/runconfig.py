@@ -14,7 +14,7 @@ import shutil
 from typing import Any
 
 from ..errors import UsageError, WebsslError
-from .atomic import exclusive_create, fsync_dir, prune_empty_dirs, remove_quietly
+from ..atomic_io import exclusive_create, fsync_dir, prune_empty_dirs, remove_quietly
 from .commit import committed_files, forget_cached_records
 from .layout import OutputLayout
 from .records import RunConfig, dumps, utc_now

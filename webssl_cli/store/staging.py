@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .atomic import fsync_dir, fsync_file, prune_empty_dirs, remove_quietly, sha256_file
+from ..atomic_io import fsync_dir, fsync_file, prune_empty_dirs, remove_quietly, sha256_file
 from .layout import OutputLayout
 from .records import FileInfo
 

@@ -24,9 +24,8 @@ import time
 from pathlib import Path
 
 from ..errors import CheckpointError
-from .atomic import write_text_atomic
+from ..atomic_io import atomic_write_bytes, sha256_file as _size_and_sha256
 
-HASH_CHUNK = 8 << 20
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -42,15 +41,8 @@ def stamp_path(path: Path) -> Path:
     return path.with_name(path.name + ".verified")
 
 
-def sha256_file(path: Path, chunk_size: int = HASH_CHUNK) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk_size)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
+def sha256_file(path: Path) -> str:
+    return _size_and_sha256(path)[1]
 
 
 def read_sidecar(path: Path) -> str | None:
@@ -67,7 +59,7 @@ def read_sidecar(path: Path) -> str | None:
 
 
 def write_sidecar(dest: Path, sha256: str) -> None:
-    write_text_atomic(sidecar_path(dest), f"{sha256}  {dest.name}\n")
+    atomic_write_bytes(sidecar_path(dest), f"{sha256}  {dest.name}\n".encode())
 
 
 def write_stamp(dest: Path, sha256: str, stat_of: Path | None = None) -> None:
@@ -80,7 +72,7 @@ def write_stamp(dest: Path, sha256: str, stat_of: Path | None = None) -> None:
     stamp = {"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
              "verified_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
-        write_text_atomic(stamp_path(dest), json.dumps(stamp) + "\n")
+        atomic_write_bytes(stamp_path(dest), (json.dumps(stamp) + "\n").encode())
     except OSError:
         pass   # read-only cache: verification still works, it just rehashes next time
 

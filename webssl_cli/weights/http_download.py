@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError, WebsslError
-from .atomic import fsync_dir, write_text_atomic
+from ..atomic_io import atomic_write_bytes, fsync_dir
 from .checksum import (is_sha256, read_sidecar, sidecar_path, stamp_path, verify_file,
                        write_sidecar, write_stamp)
 from .locking import exclusive
@@ -121,7 +121,7 @@ def _load_state(dest: Path, url: str) -> _PartState | None:
 
 
 def _save_state(dest: Path, state: _PartState) -> None:
-    write_text_atomic(_meta_path(dest), json.dumps(state.__dict__) + "\n")
+    atomic_write_bytes(_meta_path(dest), (json.dumps(state.__dict__) + "\n").encode())
 
 
 class _Hasher:

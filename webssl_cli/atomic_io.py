@@ -1,4 +1,5 @@
-"""Crash-safe file primitives: temp name + fsync + rename, exclusive create, checksums.
+"""Crash-safe file primitives shared by every stage that writes (store, weights cache):
+temp name + fsync + rename, exclusive create, checksums.
 
 Every file the store writes goes through here. A reader (or a rank after a crash) sees
 either no file or the whole file, never a partial one. Temp names start with a dot and
