@@ -147,3 +147,16 @@ def prune_empty_dirs(path: Path, stop: Path) -> None:
         except OSError:
             return
         path = path.parent
+
+
+def read_json_file(path: str | Path):
+    """Parsed JSON of ``path``; None when it is missing or still empty (being created by an
+    exclusive create on a filesystem without link()). Bad JSON raises ValueError."""
+    import json
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return None
+    if not text.strip():
+        return None
+    return json.loads(text)

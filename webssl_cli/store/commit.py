@@ -18,14 +18,13 @@ with a live winner: a move whose staged file is gone is checked at its final nam
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import WebsslError
-from ..atomic_io import exclusive_create, fsync_dir, prune_empty_dirs
+from ..atomic_io import exclusive_create, fsync_dir, prune_empty_dirs, read_json_file
 from .layout import OutputLayout
 from .records import DoneRecord, dumps
 from .staging import attempt_dir_of, discard_staged, sweep_staging
@@ -59,13 +58,7 @@ def commit_unit(layout: OutputLayout, record: DoneRecord) -> bool:
 def read_intent(layout: OutputLayout, unit_id: str) -> dict[str, Any] | None:
     path = layout.commit_path(unit_id)
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
-    if not text.strip():
-        return None               # being created on a filesystem without link()
-    try:
-        return json.loads(text)
+        return read_json_file(path)
     except ValueError as exc:
         raise WebsslError(f"commit intent {path} is unreadable ({exc}); delete it and the "
                           f"unit's data files to redo unit {unit_id}") from None
@@ -142,13 +135,8 @@ def forget_cached_records() -> None:
 
 def _parse_done(layout: OutputLayout, path: Path) -> DoneRecord | None:
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
-    if not text.strip():
-        return None               # being created on a filesystem without link()
-    try:
-        return DoneRecord.from_dict(json.loads(text))
+        data = read_json_file(path)
+        return None if data is None else DoneRecord.from_dict(data)
     except (ValueError, KeyError, TypeError) as exc:
         raise WebsslError(f"done-record {path} is unreadable ({exc}); delete it (and "
                           f"{layout.commit_path(path.stem)}) to redo that unit") from None

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import WebsslError
 from ..units import Unit
-from ..atomic_io import exclusive_create
+from ..atomic_io import exclusive_create, read_json_file
 from .layout import OutputLayout
 from .records import utc_now
 from .runconfig import canonical_fields, diff_fields, fingerprint, load_run_config
@@ -28,13 +28,7 @@ def load_plan(layout: OutputLayout) -> list[Unit] | None:
 def _read_plan(layout: OutputLayout) -> dict[str, Any] | None:
     path = layout.plan_path
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
-    if not text.strip():
-        return None           # being created on a filesystem without link()
-    try:
-        return json.loads(text)
+        return read_json_file(path)
     except ValueError as exc:
         raise WebsslError(f"plan {path} is unreadable ({exc}), so the output folder cannot "
                           "be resumed: delete the folder (or use another --out) and rerun") from None
