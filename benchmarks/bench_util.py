@@ -99,18 +99,20 @@ def clean_cmd(cmd: list[str]) -> list[str]:
 
 
 def best_of(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, float]:
-    """Interleaved timing (a, b, a, b, ...): best wall seconds per call of each function.
+    """Interleaved timing: best wall seconds per call of each function.
 
-    Interleaving and best-of keep the ratio fair on a machine shared with other work.
+    Each round calls every function once, in an order rotated by one each round (a, b, c;
+    b, c, a; ...), so load from other work and warm-up effects hit all sides alike.
     """
+    names = list(fns)
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     best = {k: float("inf") for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
+    for r in range(rounds):
+        for k in names[r % len(names):] + names[:r % len(names)]:
             t0 = time.perf_counter()
-            fn()
+            fns[k]()
             best[k] = min(best[k], time.perf_counter() - t0)
     return best
 

@@ -69,7 +69,8 @@ def find_batch_size(try_batch: Callable[[int], None], start: int = 8, limit: int
     ``try_batch(n)`` runs one batch of ``n`` images (forward + sync) and raises an OOM when
     it does not fit. Doubles from ``start`` up to ``limit``, then binary-searches between the
     last fit and the first OOM (to a step of 8; of 1 for tiny batches). Returns ``fit * headroom`` rounded down to a
-    multiple of 8 (or at least 1 for tiny fits). ``device``: on a CPU nothing is probed and
+    multiple of 8 (or at least 1 for tiny fits), after emptying the CUDA cache the probes
+    filled. ``device``: on a CPU nothing is probed and
     ``cpu_default`` is returned (host memory swaps rather than failing cleanly; CPU speed
     hardly depends on the batch). Raises WebsslError when even one image does not fit.
     """
@@ -107,6 +108,7 @@ def find_batch_size(try_batch: Callable[[int], None], start: int = 8, limit: int
                 ok = mid
             else:
                 bad = mid
+    free_memory()                     # the probes' cached blocks go back to the device
     return _round_down(ok, headroom)
 
 
