@@ -18,6 +18,7 @@ Normalization is not done here: workers ship uint8, :func:`normalize` runs on th
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import PIL
@@ -61,11 +62,21 @@ def short_side_size(h: int, w: int, short: int) -> tuple[int, int]:
 
 def normalize(batch: torch.Tensor, cfg: PreprocessConfig,
               dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 (B, 3, H, W) on any device -> (x / 255 - mean) / std, computed in float32."""
-    mean = torch.tensor(cfg.mean, device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std, device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
+    """uint8 (B, 3, H, W) on any device -> (x / 255 - mean) / std, computed in float32.
+
+    The mean/std tensors are made once per device: building them from Python lists on a
+    GPU is a synchronous copy that would stall the host behind every queued batch."""
+    mean, std = _norm_constants(tuple(cfg.mean), tuple(cfg.std), batch.device)
     out = batch.to(torch.float32).div_(255.0).sub_(mean).div_(std)
     return out if dtype == torch.float32 else out.to(dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _norm_constants(mean: tuple[float, ...], std: tuple[float, ...],
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1).to(device)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1).to(device)
+    return m, s
 
 
 def describe(cfg: PreprocessConfig) -> dict[str, Any]:
