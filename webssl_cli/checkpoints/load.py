@@ -7,7 +7,10 @@ target dtype one at a time, so peak host memory stays near one copy of the weigh
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import mmap
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,9 +82,38 @@ def load_weights(model: nn.Module, path: str | Path, model_name: str,
     for k, v in sd.items():
         dt = dtype if (dtype is not None and not k.endswith(FP32_SUFFIXES)) else torch.float32
         target[k] = v.to(device=device, dtype=dt)
+        if target[k].data_ptr() != v.data_ptr():
+            release_pages(v)   # the source copy is done with: keep peak RSS near one copy
         sd[k] = None   # drop the source reference as we go
     model.load_state_dict(target, strict=True, assign=True)
     return LoadReport(path=str(raw.path), layout=layout, tensors=len(target))
+
+
+def release_pages(t: torch.Tensor) -> None:
+    """Drop the whole pages of a CPU tensor we no longer need from this process's resident
+    set (``madvise(MADV_DONTNEED)``). For the memory-mapped checkpoint the pages are simply
+    re-read from the file if ever touched again; never call it on a tensor still in use."""
+    if t.device.type != "cpu" or _LIBC is None or t.numel() == 0:
+        return
+    start = t.data_ptr()
+    end = start + t.numel() * t.element_size()
+    first = (start + _PAGE - 1) // _PAGE * _PAGE
+    last = end // _PAGE * _PAGE
+    if last > first:
+        _LIBC.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), 4)  # DONTNEED
+
+
+def _libc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+_PAGE = mmap.PAGESIZE
 
 
 def file_fingerprint(path: str | Path, full: bool = False) -> str:

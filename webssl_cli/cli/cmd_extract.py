@@ -31,7 +31,7 @@ def extract(
     max_image_pixels: int = typer.Option(178_956_970, "--max-image-pixels", help="Refuse images whose declared width x height is larger (decompression bombs); they go to the failure ledger."),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Input side (multiple of the patch size); default: the model's."),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:N or cpu (default: cuda if available)."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="bf16, fp16 or fp32 (default bf16 on CUDA)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="bf16, fp16 or fp32 (default: bf16 on CUDA and on CPUs with native bf16, else fp32)."),
     batch_size: str = typer.Option("64", "--batch-size", help="Images per batch, or 'auto'."),
     num_workers: int = typer.Option(4, "--num-workers", help="DataLoader worker processes for reading/decoding."),
     decode: str = typer.Option("cpu", "--decode", help="cpu or gpu (batched nvJPEG on the GPU)."),
