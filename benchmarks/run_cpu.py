@@ -127,13 +127,8 @@ def markdown(info: dict, command: str, results: dict, seconds: dict, errors: dic
 
 
 def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    from webssl_cli.atomic_io import atomic_write_bytes
+    atomic_write_bytes(path, text.encode())
 
 
 def main(argv: list[str] | None = None) -> int:
