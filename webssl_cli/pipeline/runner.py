@@ -21,6 +21,7 @@ from ..distributed import RankInfo, detect_rank
 from ..distributed.signals import StopFlag, preemption_handlers
 from ..errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, Preempted, UsageError
 from ..model_step import ModelStep, pick_device, pick_precision
+from .assembler import BatchAssembler, Segment, split_rows
 from .loader import Batch, BatchSource
 from .progress import Counters, Progress, summary
 from .setup import Prepared, prepare
@@ -146,17 +147,33 @@ class _Run:
             self.inflight[unit.index] = UnitState(unit, parts_left=n)
 
     # -- model -------------------------------------------------------------------------
+    def run_batch(self, pending):
+        """Queue the next assembled batch on the device, then bring the previous one home
+        (the host copy of batch i-1 overlaps the compute of batch i)."""
+        taken = self.assembler.take()
+        if taken is None:
+            return pending
+        segments, images = taken
+        t0 = time.perf_counter()
+        feats = self.backoff(self.step, images)     # queued on the device, not synced
+        self.counters.model_seconds += time.perf_counter() - t0
+        self.finalize(pending)
+        return (segments, feats)
+
     def finalize(self, pending) -> None:
-        """Bring one batch's features to host memory and file them under their unit."""
+        """Bring one batch's features to host memory and file them under their units."""
         if pending is None:
             return
-        batch, feats = pending
+        segments, feats = pending
         t0 = time.perf_counter()
         host = {k: v.cpu().numpy() for k, v in feats.items()}
         self.counters.model_seconds += time.perf_counter() - t0
-        st = self.inflight[batch.unit_index]
-        st.add_rows(batch.indices, batch.keys, batch.sources, batch.metas, host)
-        self.counters.images += len(batch.indices)
+        for seg, rows in split_rows(segments, host):
+            st = self.inflight[seg.unit_index]
+            st.add_rows(seg.indices, seg.keys, seg.sources, seg.metas, rows)
+            st.pending_rows -= len(seg)
+            self.counters.images += len(seg)
+            self.maybe_complete(st)
 
     def on_batch(self, b: Batch, pending):
         st = self.inflight[b.unit_index]
@@ -167,20 +184,29 @@ class _Run:
         if b.raw:
             self.decode_raw_on_gpu(b, st)
         if b.images is not None and len(b.indices):
-            t0 = time.perf_counter()
-            feats = self.backoff(self.step, b.images)   # queued on the device, not synced
-            self.counters.model_seconds += time.perf_counter() - t0
-            self.finalize(pending)                  # previous batch: overlaps this one
-            return (b, feats)
-        self.finalize(pending)
+            self.assembler.add(Segment(b.unit_index, b.images, b.indices, b.keys, b.sources,
+                                       b.metas))
+            st.pending_rows += len(b.indices)
+        while self.assembler.ready():
+            pending = self.run_batch(pending)
         if b.end:
             st.samples_seen += b.samples_seen
             if b.read_error:
                 st.read_errors.append(b.read_error)
             st.parts_left -= 1
-            if st.parts_left == 0:
-                self.unit_complete(self.inflight.pop(b.unit_index))
-        return None
+            self.maybe_complete(st)
+        return pending
+
+    def drain(self, pending) -> None:
+        """End of input: run what the assembler still holds, then the last batch home."""
+        while self.assembler.rows:
+            pending = self.run_batch(pending)
+        self.finalize(pending)
+
+    def maybe_complete(self, st: UnitState) -> None:
+        """A unit is complete once all its parts ended and none of its rows are in flight."""
+        if st.parts_left == 0 and st.pending_rows == 0 and st.unit.index in self.inflight:
+            self.unit_complete(self.inflight.pop(st.unit.index))
 
     def decode_raw_on_gpu(self, b: Batch, st: UnitState) -> None:
         """--decode gpu: decode the batch's raw JPEGs on the device and merge them in."""
@@ -272,6 +298,7 @@ class _Run:
         self.step = build_step(prep, self.device, self.precision)
         bs = settle_batch_size(self.step, prep, self.rank)
         self.backoff = OOMBackoff(bs, on_backoff=self.on_backoff)
+        self.assembler = BatchAssembler(bs, self.device)
         self.heartbeat = Heartbeat(self.claims, rt.heartbeat_seconds)
         self.heartbeat.start()
         if rt.decode not in ("cpu", "gpu"):
@@ -297,7 +324,7 @@ class _Run:
                     pending = self.on_batch(b, pending)
                     self.claim_more(source, flag)
                     progress.update(self.counters)
-                self.finalize(pending)
+                self.drain(pending)
                 pending = None
                 for f in self.writes:
                     f.result()

@@ -21,6 +21,7 @@ class UnitState:
     chunks: dict[str, list[np.ndarray]] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     samples_seen: int = 0
+    pending_rows: int = 0           # rows handed to the model whose features are not back yet
     read_errors: list[str] = field(default_factory=list)
 
     def add_rows(self, indices, keys, sources, metas, feats: dict[str, np.ndarray]) -> None:
