@@ -171,3 +171,34 @@ def test_sigterm_exits_with_code_and_releases_claim(shards: Path, single, tmp_pa
                              "--json"], capture_output=True, text=True, timeout=60)
     assert status.returncode == 0
     assert json.loads(status.stdout)["units_done"] == N_SHARDS
+
+
+def test_gpus_parent_ctrl_c_stops_all_workers(shards: Path, single, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = cli_args([shards], out, "--gpus", "2", "--num-workers", "0", "--batch-size", "2")
+    p = start_rank(args, {})
+    wait_for_done(out, 1, p, timeout=180)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == EXIT_PREEMPTED, err[-2000:]
+    assert err.count("SIGINT received") == 2          # both workers got it and stopped
+    layout = OutputLayout(out)
+    assert [c for c in list_claims(layout) if not c.stale] == []
+    assert visible_data_files(out) <= committed_files(out)
+    r = run_cli(cli_args([shards], out, "--num-workers", "1"))
+    assert r.returncode == 0, r.stderr
+    assert_complete_and_equal(out, single)
+
+
+def test_second_signal_exits_at_once(shards: Path, single, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    p = start_rank(cli_args([shards], out, "--num-workers", "1", "--batch-size", "2"), {})
+    wait_for_done(out, 1, p)
+    p.send_signal(signal.SIGTERM)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == EXIT_PREEMPTED, err
+    assert visible_data_files(out) <= committed_files(out)
+    r = run_cli(cli_args([shards], out, "--num-workers", "1", "--lease", "1"))
+    assert r.returncode == 0, r.stderr
+    assert_complete_and_equal(out, single)
