@@ -1,7 +1,7 @@
 """One-command GPU check: model throughput/MFU (eager and compiled), end-to-end extraction
 with CPU and GPU decoding, and bf16-vs-fp32 feature agreement. Prints one Markdown table.
 
-    PYTHONPATH=. python benchmarks/gpu_check.py --out results.md          # ~6-8 min on an H100/H200
+    PYTHONPATH=. python benchmarks/gpu_check.py --out results.md          # ~5 min on an H100/H200
     PYTHONPATH=. python benchmarks/gpu_check.py --smoke --out /tmp/x.md   # tiny CPU dry run
 
 Random weights throughout (real-size architectures). MFU is against a dense bf16 peak of
@@ -125,67 +125,73 @@ def _make_shard(args_):
 
 
 def e2e_rows(args, dev, rows, tmp: Path):
-    """dino300m end to end (real-size JPEG WebDataset) vs the model alone, same run/settings."""
+    """End to end on a real-size JPEG WebDataset vs the model alone, same run and settings:
+    dino300m (data-bound: CPU and GPU decoding) and dino1b compiled (compute-bound: MFU)."""
     from webssl_cli import read_features
     from webssl_cli.config import ExtractConfig, InputConfig, ModelConfig, OutputConfig, RuntimeConfig
     from webssl_cli.pipeline.api import extract
 
-    name = "dino300m-full2b-224"
-    spec = SMOKE_SPEC if args.smoke else {**resolve(name).record.arch.to_dict()}
-    spec_path = tmp / "spec.json"
-    spec_path.write_text(json.dumps(spec))
-    model = create_model(spec, random_init=True, device="cpu")
-    ckpt = tmp / "random.pth"
-    torch.save(model.state_dict(), ckpt)
+    gpu = dev.type == "cuda"
     shards, per = (2, 16) if args.smoke else (64, 250)   # many units: no long tail
     (tmp / "shards").mkdir()
     with mp.get_context("spawn").Pool(min(16, os.cpu_count() or 1)) as pool:
         pool.map(_make_shard, [(tmp / "shards" / f"s-{i:04d}.tar", per, i) for i in range(shards)])
     workers = 2 if args.smoke else min(14, (os.cpu_count() or 2) - 2)
-    gpu = dev.type == "cuda"
-    modes = [("cpu", False, 8 if args.smoke else 256)]
-    if gpu:
-        modes += [("gpu", False, 256), ("gpu", True, 512)]
-    res = spec["img_size"]
-    baseline = {}
-    for _, comp, bs in modes:     # model alone on synthetic uint8, same batch and mode
-        if (comp, bs) in baseline:
-            continue
-        m = create_model(spec, random_init=True, device=dev, dtype=torch.bfloat16 if gpu else None)
-        if comp:
-            compile_blocks(m)
-        feats = parse_features("cls", m.spec.depth, (res // 14, res // 14))
-        step = ModelStep(m, feats, dev, "bf16" if gpu else "fp32", (0.485, 0.456, 0.406),
-                         (0.229, 0.224, 0.225), pad_to=bs if comp else None)
-        baseline[(comp, bs)] = time_step(step, bs, res, dev, args.seconds)
-        del m, step
+    plans = [("dino300m-full2b-224", [("cpu", False, 8 if args.smoke else 256)]
+              + ([("gpu", False, 256), ("gpu", True, 512)] if gpu else []))]
+    if gpu and not args.smoke:
+        plans.append(("dino1b-full2b-224", [("cpu", True, 256)]))
     outs = {}
-    for decode, comp, bs in modes:
-        out = tmp / f"out-{decode}-{int(comp)}"
-        cfg = ExtractConfig(
-            input=InputConfig((str(tmp / "shards"),)),
-            model=ModelConfig(model_config=str(spec_path), weights=str(ckpt), device=str(dev),
-                              compile=comp),
-            output=OutputConfig(str(out)),
-            runtime=RuntimeConfig(batch_size=bs, num_workers=workers, decode=decode,
-                                  progress_every=1e9))
-        t0 = time.perf_counter()
-        r = extract(cfg)
-        wall = time.perf_counter() - t0
-        rate = r.images / max(r.loop_seconds, 1e-9)
-        only = baseline[(comp, bs)]
-        row = {"model": "dino300m e2e extract",
-               "mode": f"decode {decode}{', compiled' if comp else ''}, {workers} workers: "
-                       f"{rate / only:.2f}x of model-only {only:.0f} img/s "
-                       f"(wall incl. load {r.images / wall:.0f} img/s)",
-               "batch": bs, "img_s": rate, "tflops": 0.0, "mfu": 0.0, "peak_mem_gib": 0.0,
-               "images": r.images, "exit": r.exit_code}
-        rows.append(row)
-        outs[(decode, comp)] = out
-        print(json.dumps(row), flush=True)
-    if ("gpu", False) in outs:
-        k1, a = read_features(outs[("cpu", False)])
-        k2, b = read_features(outs[("gpu", False)])
+    for name, modes in plans:
+        spec = SMOKE_SPEC if args.smoke else resolve(name).record.arch.to_dict()
+        spec_path = tmp / f"{name}.json"
+        spec_path.write_text(json.dumps(spec))
+        ckpt = tmp / f"{name}.pth"
+        torch.save(create_model(spec, random_init=True, device="cpu",
+                                dtype=torch.bfloat16).state_dict(), ckpt)
+        flops = 0.0 if args.smoke else flops_per_image(resolve(name).record.arch)
+        res = spec["img_size"]
+        baseline = {}
+        for _, comp, bs in modes:     # the model alone on synthetic uint8, same batch and mode
+            if (comp, bs) in baseline:
+                continue
+            m = create_model(spec, random_init=True, device=dev,
+                             dtype=torch.bfloat16 if gpu else None)
+            if comp:
+                compile_blocks(m)
+            feats = parse_features("cls", m.spec.depth, (res // 14, res // 14))
+            step = ModelStep(m, feats, dev, "bf16" if gpu else "fp32", (0.485, 0.456, 0.406),
+                             (0.229, 0.224, 0.225), pad_to=bs if comp else None)
+            baseline[(comp, bs)] = time_step(step, bs, res, dev, args.seconds)
+            del m, step
+        for decode, comp, bs in modes:
+            out = tmp / f"out-{name}-{decode}-{int(comp)}"
+            cfg = ExtractConfig(
+                input=InputConfig((str(tmp / "shards"),)),
+                model=ModelConfig(model_config=str(spec_path), weights=str(ckpt),
+                                  device=str(dev), compile=comp),
+                output=OutputConfig(str(out)),
+                runtime=RuntimeConfig(batch_size=bs, num_workers=workers, decode=decode,
+                                      progress_every=1e9))
+            t0 = time.perf_counter()
+            r = extract(cfg)
+            wall = time.perf_counter() - t0
+            rate = r.images / max(r.loop_seconds, 1e-9)
+            only = baseline[(comp, bs)]
+            row = {"model": f"{name} e2e extract",
+                   "mode": f"decode {decode}{', compiled' if comp else ''}, {workers} workers: "
+                           f"{rate / only:.2f}x of model-only {only:.0f} img/s "
+                           f"(wall incl. load {r.images / wall:.0f} img/s)",
+                   "batch": bs, "img_s": rate, "tflops": rate * flops / 1e12,
+                   "mfu": rate * flops / 1e12 / args.peak, "peak_mem_gib": 0.0,
+                   "images": r.images, "exit": r.exit_code}
+            rows.append(row)
+            outs[(name, decode, comp)] = out
+            print(json.dumps(row), flush=True)
+    a_out, b_out = outs.get(("dino300m-full2b-224", "cpu", False)), outs.get(("dino300m-full2b-224", "gpu", False))
+    if a_out and b_out:
+        k1, a = read_features(a_out)
+        k2, b = read_features(b_out)
         assert k1 == k2
         cos = torch.nn.functional.cosine_similarity(torch.from_numpy(a).float(),
                                                     torch.from_numpy(b).float(), dim=-1)
