@@ -71,19 +71,25 @@ def bench(
     _print_model(result.to_dict(), as_json)
 
 
+def _show(title: str, rows: list[tuple[str, str]]) -> None:
+    """A two-column rich table: what, value."""
+    from rich.console import Console
+    from rich.table import Table
+    t = Table(title=title, show_header=False)
+    t.add_column("what")
+    t.add_column("value")
+    for k, v in rows:
+        t.add_row(k, v)
+    Console().print(t)
+
+
 def _print_model(r: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(r, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
     from ..bench import human_seconds
     from ..registry.summary import human_bytes
 
-    t = Table(title=f"webssl bench: {r['model']} on {r['device_name']}", show_header=False)
-    t.add_column("what")
-    t.add_column("value")
     rows = [
         ("batch size", str(r["batch_size"])),
         ("resolution / precision", f"{r['resolution']} px / {r['precision']}"
@@ -101,24 +107,16 @@ def _print_model(r: dict, as_json: bool) -> None:
         rows += [(f"{p['images']:,} images: wall time", human_seconds(p["wall_seconds"])),
                  (f"{p['images']:,} images: output", f"{human_bytes(p['output_bytes'])} "
                   f"({human_bytes(p['bytes_per_image'])}/image, {p['out_dtype']}, before compression)")]
-    for k, v in rows:
-        t.add_row(k, v)
-    Console().print(t)
+    _show(f"webssl bench: {r['model']} on {r['device_name']}", rows)
 
 
 def _print_input(r: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(r, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
     from ..bench import human_seconds
     from ..registry.summary import human_bytes
 
-    t = Table(title=f"webssl bench --input {r['source']}", show_header=False)
-    t.add_column("what")
-    t.add_column("value")
     rows = [
         ("units / images read", f"{r['units']} / {r['images']} ({r['failures']} failed)"),
         ("workers / decode", f"{r['workers']} / {r['decode']}"),
@@ -131,9 +129,7 @@ def _print_input(r: dict, as_json: bool) -> None:
         rows.append((f"{p['images']:,} images: input-bound wall time", human_seconds(p["wall_seconds"])))
         if "output_bytes" in p:
             rows.append((f"{p['images']:,} images: output", human_bytes(p["output_bytes"])))
-    for k, v in rows:
-        t.add_row(k, v)
-    Console().print(t)
+    _show(f"webssl bench --input {r['source']}", rows)
 
 
 def register(app: typer.Typer) -> None:
