@@ -15,5 +15,8 @@ test:
 bench:
 	$(VPY) -m benchmarks.run_cpu
 
+gpu-check:
+	PYTHONPATH=. $(VPY) benchmarks/gpu_check.py --out benchmarks/results/gpu-$$(date +%F).md
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
