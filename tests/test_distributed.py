@@ -97,23 +97,20 @@ def test_gpus_flag_on_cpu_workers(shards: Path, single, tmp_path: Path) -> None:
 
 
 def test_stalled_rank_others_take_more_units(shards: Path, single, tmp_path: Path) -> None:
-    """Rank 1 is stopped (SIGSTOP) after its first claim: rank 0 does everything else."""
+    """Rank 1 is stopped (SIGSTOP) right after its first claim: rank 0 does all the rest."""
     out = tmp_path / "out"
     layout = OutputLayout(out)
     args = cli_args([shards], out, "--num-workers", "0", "--batch-size", "2")
+    plan = run_cli(args + ["--limit-units", "0"])          # plan + run config, no unit
+    assert plan.returncode == 0, plan.stderr
     slow = start_rank(args, {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"})
-    fast = None
     try:
         deadline = time.time() + 120
-        while time.time() < deadline:   # wait until rank 1 holds a claim (it waits for the plan first)
-            if layout.claims_dir.exists() and any(c.owner.endswith("rank1") for c in list_claims(layout)):
-                break
-            if layout.plan_path.exists() is False and fast is None:
-                fast = start_rank(args, {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"})
-            time.sleep(0.02)
+        while not any(c.owner.endswith("rank1") for c in list_claims(layout)):
+            assert time.time() < deadline and slow.poll() is None, "rank 1 never claimed"
+            time.sleep(0.01)
         os.kill(slow.pid, signal.SIGSTOP)
-        if fast is None:
-            fast = start_rank(args, {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"})
+        fast = start_rank(args, {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"})
         _, err = fast.communicate(timeout=240)
         assert fast.returncode == 0, err
     finally:

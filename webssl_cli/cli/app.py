@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from ..errors import WebsslError
+from ..errors import EXIT_PREEMPTED, WebsslError
 
 COMMAND_MODULES = ("cmd_models", "cmd_download", "cmd_extract", "cmd_status", "cmd_bench")
 
@@ -43,3 +43,6 @@ def main(argv: list[str] | None = None) -> None:
     except WebsslError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted (SIGINT); rerun the same command to resume", file=sys.stderr)
+        sys.exit(EXIT_PREEMPTED)

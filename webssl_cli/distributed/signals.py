@@ -1,7 +1,7 @@
 """Preemption: SIGTERM / SIGINT / SIGUSR1 stop the run; a second signal exits at once.
 
-The first signal raises :class:`Preempted` in the main thread (breaking out of any wait on
-the data loader); the runner then abandons in-flight units without visible partial files,
+The first signal raises :class:`Preempted` in the main thread when it is blocked waiting
+(for the data loader or a write), or is noticed at the next check otherwise; the runner then abandons in-flight units without visible partial files,
 releases their claims and exits with EXIT_PREEMPTED (4) so `--requeue` jobs resume cleanly.
 """
 from __future__ import annotations
@@ -18,11 +18,35 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
 class StopFlag:
+    """Set by the first stop signal. The handler raises :class:`Preempted` only while the
+    main thread is ``interruptible`` (blocked waiting for data or a write); elsewhere (claiming,
+    bookkeeping) it just sets the flag and the runner stops at its next check, so no claim or
+    unit is ever half-registered."""
+
     def __init__(self) -> None:
         self.signal_name: str | None = None
+        self.interruptible = False
 
     def __bool__(self) -> bool:
         return self.signal_name is not None
+
+    def error(self) -> Preempted:
+        return Preempted(f"stopped by {self.signal_name}; finished units are kept, rerun the "
+                         "same command to resume")
+
+    def check(self) -> None:
+        if self:
+            raise self.error()
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Mark a blocking wait during which a signal may interrupt at once."""
+        self.check()
+        self.interruptible = True
+        try:
+            yield
+        finally:
+            self.interruptible = False
 
 
 @contextlib.contextmanager
@@ -35,8 +59,9 @@ def preemption_handlers(flag: StopFlag, prefix: str = "") -> Iterator[StopFlag]:
         flag.signal_name = name
         print(f"{prefix} {name} received: stopping after cleanup (send again to exit at once)",
               file=sys.stderr, flush=True)
-        raise Preempted(f"stopped by {name}; finished units are kept, rerun the same command "
-                        "to resume")
+        if flag.interruptible:
+            flag.interruptible = False
+            raise flag.error()
 
     previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     for s in STOP_SIGNALS:

@@ -5,14 +5,17 @@ import sys
 from pathlib import Path
 
 from ..config_io import config_from_json
-from ..errors import WebsslError
+from ..errors import EXIT_PREEMPTED, WebsslError
 
 
 def main() -> None:
-    from ..pipeline.runner import run_extract
-    cfg = config_from_json(Path(sys.argv[1]).read_text())
     try:
+        from ..pipeline.runner import run_extract
+        cfg = config_from_json(Path(sys.argv[1]).read_text())
         result = run_extract(cfg)
+    except KeyboardInterrupt:            # Ctrl-C before the runner's handlers were installed
+        print("SIGINT received: stopping (nothing claimed yet)", file=sys.stderr)
+        sys.exit(EXIT_PREEMPTED)
     except WebsslError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

@@ -102,9 +102,21 @@ def run_extract(cfg: ExtractConfig, rank: RankInfo | None = None) -> RunResult:
     """Run this process's share of an extraction; returns a RunResult with the exit code."""
     rank = rank or detect_rank()
     device = rank_device(cfg.model.device, rank)
+    decode = cfg.runtime.decode
+    if decode not in ("cpu", "gpu"):
+        raise UsageError(f"--decode must be cpu or gpu, got {decode!r}")
+    if decode == "gpu" and device.type != "cuda":
+        raise UsageError("--decode gpu needs a CUDA device (--device cuda); use --decode cpu")
     precision = pick_precision(cfg.model.precision, device)
-    prep = prepare(cfg, rank, precision)
-    return _Run(prep, rank, device, precision).run()
+    flag = StopFlag()
+    with preemption_handlers(flag, rank.prefix):
+        flag.interruptible = True        # setup holds no claim: a signal may stop it anywhere
+        try:
+            prep = prepare(cfg, rank, precision)
+        except Preempted as exc:
+            log(rank, str(exc))
+            return RunResult(EXIT_PREEMPTED, 0, 0, summary=str(exc))
+        return _Run(prep, rank, device, precision).run(flag)
 
 
 class _Run:
@@ -126,6 +138,7 @@ class _Run:
         self.np_dtype = np.dtype(prep.cfg.output.out_dtype)
         self.no_more = False
         self.units_claimed = 0
+        self.heartbeat = Heartbeat(self.claims, self.rt.heartbeat_seconds)
 
     # -- claiming ----------------------------------------------------------------------
     def claim_more(self, source: BatchSource, flag: StopFlag) -> None:
@@ -291,53 +304,56 @@ class _Run:
         self.claims.release(unit_id)
 
     # -- main loop ---------------------------------------------------------------------
-    def run(self) -> RunResult:
-        prep, rt = self.prep, self.rt
-        done_before = len(self.done_units(prep.layout))
+    def run(self, flag: StopFlag) -> RunResult:
+        """The main loop. ``flag`` is interruptible on entry (model loading holds no claim)."""
         from ..model_step.autobatch import OOMBackoff
-        self.step = build_step(prep, self.device, self.precision)
-        bs = settle_batch_size(self.step, prep, self.rank)
-        self.backoff = OOMBackoff(bs, on_backoff=self.on_backoff)
-        self.assembler = BatchAssembler(bs, self.device)
-        self.heartbeat = Heartbeat(self.claims, rt.heartbeat_seconds)
-        self.heartbeat.start()
-        if rt.decode not in ("cpu", "gpu"):
-            raise UsageError(f"--decode must be cpu or gpu, got {rt.decode!r}")
-        if rt.decode == "gpu" and self.device.type != "cuda":
-            raise UsageError("--decode gpu needs a CUDA device (--device cuda); use --decode cpu")
-        source = BatchSource(prep.cfg.input, prep.pcfg, bs, rt.num_workers,
-                             pin_memory=self.device.type == "cuda",
-                             prefetch_factor=rt.prefetch_factor, gpu_decode=rt.decode == "gpu")
-        progress = Progress(len(prep.units), done_before, self.rank.prefix, rt.progress_every,
-                            done_counter=lambda: len(self.done_units(prep.layout)))
-        flag = StopFlag()
+        prep, rt = self.prep, self.rt
         exit_code = EXIT_OK
-        pending = None
+        pending = source = progress = None
         try:
-            with preemption_handlers(flag, self.rank.prefix):
-                self.counters.loop_started = time.perf_counter()
-                self.claim_more(source, flag)
-                while source.outstanding > 0:
-                    t0 = time.perf_counter()
+            done_before = len(self.done_units(prep.layout))
+            self.step = build_step(prep, self.device, self.precision)
+            bs = settle_batch_size(self.step, prep, self.rank)
+            self.backoff = OOMBackoff(bs, on_backoff=self.on_backoff)
+            self.assembler = BatchAssembler(bs, self.device)
+            source = BatchSource(prep.cfg.input, prep.pcfg, bs, rt.num_workers,
+                                 pin_memory=self.device.type == "cuda",
+                                 prefetch_factor=rt.prefetch_factor,
+                                 gpu_decode=rt.decode == "gpu")
+            progress = Progress(len(prep.units), done_before, self.rank.prefix,
+                                rt.progress_every,
+                                done_counter=lambda: len(self.done_units(prep.layout)))
+            self.heartbeat.start()
+            flag.interruptible = False       # from here on only while blocked (flag.waiting)
+            self.counters.loop_started = time.perf_counter()
+            self.claim_more(source, flag)
+            while source.outstanding > 0:
+                t0 = time.perf_counter()
+                with flag.waiting():
                     b = source.next_batch()
-                    self.counters.wait_seconds += time.perf_counter() - t0
-                    pending = self.on_batch(b, pending)
-                    self.claim_more(source, flag)
-                    progress.update(self.counters)
-                self.drain(pending)
-                pending = None
-                for f in self.writes:
+                self.counters.wait_seconds += time.perf_counter() - t0
+                pending = self.on_batch(b, pending)
+                self.claim_more(source, flag)
+                progress.update(self.counters)
+            flag.check()
+            self.drain(pending)
+            pending = None
+            for f in self.writes:
+                with flag.waiting():
                     f.result()
         except Preempted as exc:
             exit_code = EXIT_PREEMPTED
             log(self.rank, str(exc))
         finally:
-            source.close()
-            self.abandon_inflight()
+            flag.interruptible = False
+            if source is not None:
+                source.close()
             self.pool.shutdown(wait=True, cancel_futures=exit_code == EXIT_PREEMPTED)
+            self.release_all()
             self.heartbeat.stop.set()
-            progress.update(self.counters, force=True)
-            progress.close()
+            if progress is not None:
+                progress.update(self.counters, force=True)
+                progress.close()
         for f in self.writes:
             if f.done() and not f.cancelled() and f.exception() is not None:
                 raise f.exception()
@@ -349,7 +365,11 @@ class _Run:
         return RunResult(exit_code, len(prep.units), c.units_done, self.failed, c.images,
                          c.failures, c.elapsed, c.loop_seconds, text)
 
-    def abandon_inflight(self) -> None:
-        for st in list(self.inflight.values()):
-            self.release(st.unit.id)
+    def release_all(self) -> None:
+        """Release every claim still held: units in flight, and units whose queued write was
+        cancelled by a stop signal. Their data was never committed; a rerun redoes them."""
+        with self.heartbeat.lock:
+            held = list(self.heartbeat.units)
+        for uid in held:
+            self.release(uid)
         self.inflight.clear()
