@@ -208,3 +208,21 @@ def test_truncated_shard_is_incomplete_exit_3_then_repaired(shards: Path, tmp_pa
     assert r.returncode == 0, r.stderr
     keys, _ = read_features(tmp_path / "out")
     assert len(keys) == 15
+
+
+def test_files_added_later_never_reshuffle_finished_units(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(4):
+        (root / f"p{i}.jpg").write_bytes(img.make_jpeg(70 + i, 60, i))
+    out = tmp_path / "out"
+    assert extract(config([root], out, shard_size=2)).exit_code == 0
+    plan_before = (out / "_webssl" / "plan.json").read_bytes()
+    keys_before, x_before = read_features(out)
+    (root / "a_new_first.jpg").write_bytes(img.make_jpeg(90, 90, 9))   # sorts first
+    res = extract(config([root], out, shard_size=2))
+    assert res.exit_code == 0 and res.images == 0                     # nothing redone
+    assert (out / "_webssl" / "plan.json").read_bytes() == plan_before
+    keys, x = read_features(out)
+    assert keys == keys_before == ["p0.jpg", "p1.jpg", "p2.jpg", "p3.jpg"]
+    assert np.array_equal(x, x_before)
