@@ -49,6 +49,8 @@ def rank_device(requested: str | None, rank: RankInfo) -> torch.device:
     dev = pick_device(requested)
     if dev.type == "cuda" and dev.index is None and rank.world_size > 1:
         dev = torch.device("cuda", rank.local_rank % max(torch.cuda.device_count(), 1))
+    if dev.type == "cuda" and dev.index is not None:
+        torch.cuda.set_device(dev)   # or every rank would also open a context on cuda:0
     return dev
 
 
