@@ -56,23 +56,15 @@ def test_mae_fixture_tokens(fmt: str) -> None:
     assert _maxdiff(tokens, MAE / "expected_64x64_tokens.npy") <= TOL
 
 
-def test_against_transformers_dinov2() -> None:
+@pytest.mark.parametrize("folder,cls_name,hw", [(DINO, "Dinov2Model", "56x56"),
+                                                  (MAE, "ViTModel", "64x64")])
+def test_against_transformers(folder: Path, cls_name: str, hw: str) -> None:
+    """Our model vs transformers' own class loaded from the same HF folder, native size."""
     transformers = pytest.importorskip("transformers")
-    ref = transformers.Dinov2Model.from_pretrained(str(DINO / "hf")).eval()
-    ours = create_model(DINO / "spec.json", weights=DINO / "hf")
-    x = torch.from_numpy(np.load(DINO / "input_56x56.npy"))
-    with torch.inference_mode():
-        theirs = ref(pixel_values=x).last_hidden_state
-        mine = ours.forward_features(x)
-    assert float((theirs[:, 0] - mine["x_norm_clstoken"]).abs().max()) <= TOL
-    assert float((theirs[:, 1:] - mine["x_norm_patchtokens"]).abs().max()) <= TOL
-
-
-def test_against_transformers_vit() -> None:
-    transformers = pytest.importorskip("transformers")
-    ref = transformers.ViTModel.from_pretrained(str(MAE / "hf"), add_pooling_layer=False).eval()
-    ours = create_model(MAE / "spec.json", weights=MAE / "hf")
-    x = torch.from_numpy(np.load(MAE / "input_64x64.npy"))
+    kwargs = {"add_pooling_layer": False} if cls_name == "ViTModel" else {}
+    ref = getattr(transformers, cls_name).from_pretrained(str(folder / "hf"), **kwargs).eval()
+    ours = create_model(folder / "spec.json", weights=folder / "hf")
+    x = torch.from_numpy(np.load(folder / f"input_{hw}.npy"))
     with torch.inference_mode():
         theirs = ref(pixel_values=x).last_hidden_state
         mine = ours.forward_features(x)

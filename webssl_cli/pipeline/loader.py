@@ -51,6 +51,13 @@ class Batch:
     samples_seen: int = 0                  # set on the end marker: samples of this part
     read_error: str | None = None          # set on the end marker when the shard broke
 
+    def add_row(self, s, raw: bool = False) -> None:
+        """Record a sample's bookkeeping (decoded rows, or raw JPEGs for --decode gpu)."""
+        cols = ((self.raw_indices, self.raw_keys, self.raw_sources, self.raw_metas) if raw
+                else (self.indices, self.keys, self.sources, self.metas))
+        for col, value in zip(cols, (s.index, s.key, s.source, s.meta)):
+            col.append(value)
+
     def pin_memory(self) -> "Batch":
         """Called by the DataLoader's pinning thread (pin_memory=True) on CUDA runs."""
         if self.images is not None:
@@ -96,10 +103,7 @@ def iter_part(item: WorkItem, icfg: InputConfig, pcfg: PreprocessConfig,
                 continue
             if gpu_decode and route_to_gpu(s.data, pcfg):
                 batch.raw.append(torch.frombuffer(bytearray(s.data), dtype=torch.uint8))
-                batch.raw_indices.append(s.index)
-                batch.raw_keys.append(s.key)
-                batch.raw_sources.append(s.source)
-                batch.raw_metas.append(s.meta)
+                batch.add_row(s, raw=True)
                 if len(imgs) + len(batch.raw) >= batch_size:
                     yield flush()
                 continue
@@ -114,10 +118,7 @@ def iter_part(item: WorkItem, icfg: InputConfig, pcfg: PreprocessConfig,
                                               str(exc)[:500], s.index))
                 continue
             imgs.append(img)
-            batch.indices.append(s.index)
-            batch.keys.append(s.key)
-            batch.sources.append(s.source)
-            batch.metas.append(s.meta)
+            batch.add_row(s)
             if len(imgs) + len(batch.raw) >= batch_size:
                 yield flush()
     except Exception as exc:   # the shard itself broke (truncated tar, dropped connection)
