@@ -13,6 +13,7 @@ import pytest
 from webssl_cli.store import (ClaimLostError, ClaimStore, DoneRecord, OutputLayout, UnitRows,
                               commit_unit, done_units, get_status, list_claims, save_or_load_plan,
                               write_unit)
+from tests.helpers.race import race_two
 from webssl_cli.units import Unit
 
 
@@ -94,16 +95,7 @@ def test_stale_claim_is_taken_over_by_exactly_one_of_two_racers(tmp_path):
         assert dead.claim_next(units, set()) is not None
     for u in units:
         _make_stale(layout, u.id)
-    ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_stale_racer, args=(out, f"h:{i}:r{i}", rounds, barrier, results))
-             for i in range(2)]
-    for p in procs:
-        p.start()
-    got = [results.get(timeout=120) for _ in range(2 * rounds)]
-    for p in procs:
-        p.join(30)
-        assert p.exitcode == 0
+    got = race_two(_stale_racer, lambda i: (out, f"h:{i}:r{i}", rounds), 2 * rounds)
     claims = {c.unit_id: c for c in list_claims(layout)}
     for r in range(rounds):
         winners = [owner for rr, owner, uid in got if rr == r and uid is not None]

@@ -3,7 +3,6 @@ and a committer killed between its commit intent and its done-record is rolled f
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import signal
 import time
@@ -15,6 +14,7 @@ from webssl_cli.store import (DoneRecord, OutputLayout, UnitRows, commit_unit, d
                               get_status, read_features, save_or_load_plan, sha256_file,
                               write_failures, write_unit)
 from webssl_cli.store.staging import sweep_staging
+from tests.helpers.race import race_two
 from webssl_cli.units import Failure, Unit
 
 ROUNDS = 5
@@ -52,16 +52,7 @@ def _race(tmp_path, fmt):
     out = str(tmp_path / "out")
     layout = OutputLayout(out)
     save_or_load_plan(layout, lambda: _units(ROUNDS), is_planner=True, wait_seconds=1)
-    ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_committer, args=(out, fmt, f"rank{i}", float(i + 1), barrier,
-                                                  results)) for i in range(2)]
-    for p in procs:
-        p.start()
-    got = [results.get(timeout=120) for _ in range(2 * ROUNDS)]
-    for p in procs:
-        p.join(30)
-        assert p.exitcode == 0
+    got = race_two(_committer, lambda i: (out, fmt, f"rank{i}", float(i + 1)), 2 * ROUNDS)
     return layout, got
 
 
