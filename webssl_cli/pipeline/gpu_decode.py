@@ -1,8 +1,8 @@
 """`--decode gpu`: batched JPEG decoding (nvJPEG via torchvision) and resize/crop on the GPU.
 
-Workers only read bytes and route each sample: a plain JPEG (size within the bomb limit, no
-EXIF rotation) travels as raw bytes; anything else is decoded on the CPU in the worker as
-usual. On the GPU a batch is decoded in one call; if that call fails, each image is retried
+Workers only read bytes and route each sample: a plain, complete JPEG (end-of-image marker
+present, size within the bomb limit, RGB or grey, no EXIF rotation) travels as raw bytes;
+anything else is decoded on the CPU in the worker as usual. On the GPU a batch is decoded in one call; if that call fails, each image is retried
 alone on the GPU and then on the CPU, so an image the GPU cannot decode is still decoded or
 recorded as a failure, never dropped.
 """
@@ -22,6 +22,8 @@ def route_to_gpu(data: bytes, pcfg: PreprocessConfig) -> bool:
     from ..preprocess.sniff import jpeg_size, sniff_format
     if sniff_format(data) != "jpeg":
         return False
+    if data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
+        return False          # truncated: decoders disagree on it, the CPU path names it
     size = jpeg_size(data)
     if size is None or size[0] * size[1] > pcfg.max_image_pixels:
         return False          # let the CPU path produce the precise error

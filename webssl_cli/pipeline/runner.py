@@ -22,10 +22,14 @@ from ..distributed.signals import StopFlag, preemption_handlers
 from ..errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, Preempted, UsageError
 from ..model_step import ModelStep, pick_device, pick_precision
 from .assembler import BatchAssembler, Segment, split_rows
+from .device_decode import DeviceDecoder
 from .loader import Batch, BatchSource
 from .progress import Counters, Progress, summary
 from .setup import Prepared, prepare
 from .unit_state import UnitState
+
+
+DECODE_AHEAD = 2      # --decode gpu: raw batches queued for decoding before the main loop waits
 
 
 @dataclass
@@ -118,10 +122,10 @@ def run_extract(cfg: ExtractConfig, rank: RankInfo | None = None) -> RunResult:
         except Preempted as exc:
             log(rank, str(exc))
             return RunResult(EXIT_PREEMPTED, 0, 0, summary=str(exc))
-        return _Run(prep, rank, device, precision).run(flag)
+        return RankRun(prep, rank, device, precision).run(flag)
 
 
-class _Run:
+class RankRun:
     def __init__(self, prep: Prepared, rank: RankInfo, device: torch.device, precision: str):
         from ..store import ClaimStore, done_units
         self.prep, self.rank, self.device, self.precision = prep, rank, device, precision
@@ -141,6 +145,8 @@ class _Run:
         self.no_more = False
         self.units_claimed = 0
         self.heartbeat = Heartbeat(self.claims, self.rt.heartbeat_seconds)
+        self.decoder: DeviceDecoder | None = None
+        self.flag = StopFlag()
 
     # -- claiming ----------------------------------------------------------------------
     def claim_more(self, source: BatchSource, flag: StopFlag) -> None:
@@ -196,12 +202,14 @@ class _Run:
         if b.failures:
             st.failures += b.failures
             self.counters.failures += len(b.failures)
-        if b.raw:
-            self.decode_raw_on_gpu(b, st)
-        if b.images is not None and len(b.indices):
+        if b.raw:                      # --decode gpu: decoded on the side thread, added later
+            st.pending_rows += len(b.indices) + len(b.raw)
+            self.decoder.submit(b)
+        elif b.images is not None and len(b.indices):
+            st.pending_rows += len(b.indices)
             self.assembler.add(Segment(b.unit_index, b.images, b.indices, b.keys, b.sources,
                                        b.metas))
-            st.pending_rows += len(b.indices)
+        pending = self.collect_decoded(pending, keep=DECODE_AHEAD)
         while self.assembler.ready():
             pending = self.run_batch(pending)
         if b.end:
@@ -212,8 +220,36 @@ class _Run:
             self.maybe_complete(st)
         return pending
 
+    def collect_decoded(self, pending, keep: int):
+        """Take the batches the decode thread has finished (waiting while more than ``keep``
+        are in flight) into the assembler; run every full batch they complete."""
+        if self.decoder is None:
+            return pending
+        while True:
+            for d in self.decoder.finished():
+                st = self.inflight[d.batch.unit_index]
+                self.counters.read_seconds += d.seconds
+                st.failures += d.failures
+                st.pending_rows -= len(d.failures)
+                self.counters.failures += len(d.failures)
+                b = d.batch
+                if b.images is not None and len(b.indices):
+                    self.assembler.add(Segment(b.unit_index, b.images, b.indices, b.keys,
+                                               b.sources, b.metas))
+                while self.assembler.ready():
+                    pending = self.run_batch(pending)
+                self.maybe_complete(st)
+            if len(self.decoder) <= keep:
+                return pending
+            t0 = time.perf_counter()
+            with self.flag.waiting():
+                self.decoder.wait_oldest()
+            self.counters.wait_seconds += time.perf_counter() - t0
+
     def drain(self, pending) -> None:
-        """End of input: run what the assembler still holds, then the last batch home."""
+        """End of input: finish the decodes, run what the assembler still holds, then bring
+        the last batch home."""
+        pending = self.collect_decoded(pending, keep=0)
         while self.assembler.rows:
             pending = self.run_batch(pending)
         self.finalize(pending)
@@ -222,26 +258,6 @@ class _Run:
         """A unit is complete once all its parts ended and none of its rows are in flight."""
         if st.parts_left == 0 and st.pending_rows == 0 and st.unit.index in self.inflight:
             self.unit_complete(self.inflight.pop(st.unit.index))
-
-    def decode_raw_on_gpu(self, b: Batch, st: UnitState) -> None:
-        """--decode gpu: decode the batch's raw JPEGs on the device and merge them in."""
-        from ..units import Failure
-        from .gpu_decode import decode_on_gpu
-        t0 = time.perf_counter()
-        images, ok, bad = decode_on_gpu(b.raw, self.prep.pcfg, self.device)
-        for pos, (etype, msg) in bad.items():
-            st.failures.append(Failure(b.raw_keys[pos], b.raw_sources[pos], "decode", etype, msg,
-                                       b.raw_indices[pos]))
-            self.counters.failures += 1
-        if images is not None:
-            cpu = b.images.to(self.device, non_blocking=True) if b.images is not None else None
-            b.images = images if cpu is None else torch.cat([cpu, images])
-            b.indices = b.indices + [b.raw_indices[i] for i in ok]
-            b.keys = b.keys + [b.raw_keys[i] for i in ok]
-            b.sources = b.sources + [b.raw_sources[i] for i in ok]
-            b.metas = b.metas + [b.raw_metas[i] for i in ok]
-        b.raw = []
-        self.counters.read_seconds += time.perf_counter() - t0
 
     def on_backoff(self, old: int, new: int) -> None:
         if self.step.pad_to:            # compiled: pad to the new size (one recompile)
@@ -312,12 +328,15 @@ class _Run:
         prep, rt = self.prep, self.rt
         exit_code = EXIT_OK
         pending = source = progress = None
+        self.flag = flag
         try:
             done_before = len(self.done_units(prep.layout))
             self.step = build_step(prep, self.device, self.precision)
             bs = settle_batch_size(self.step, prep, self.rank)
             self.backoff = OOMBackoff(bs, on_backoff=self.on_backoff)
             self.assembler = BatchAssembler(bs, self.device)
+            if rt.decode == "gpu":
+                self.decoder = DeviceDecoder(prep.pcfg, self.device)
             source = BatchSource(prep.cfg.input, prep.pcfg, bs, rt.num_workers,
                                  pin_memory=self.device.type == "cuda",
                                  prefetch_factor=rt.prefetch_factor,
@@ -348,6 +367,8 @@ class _Run:
             log(self.rank, str(exc))
         finally:
             flag.interruptible = False
+            if self.decoder is not None:
+                self.decoder.close()
             if source is not None:
                 source.close()
             self.pool.shutdown(wait=True, cancel_futures=exit_code == EXIT_PREEMPTED)

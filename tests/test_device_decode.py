@@ -1,0 +1,83 @@
+"""`--decode gpu`'s pipeline (routing in the workers, the decode thread, merging, failure
+accounting) run end to end on a CPU device: the same code the GPU runs, minus the streams."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tests.extract_helpers import config
+from tests.helpers import images as img
+from webssl_cli import extract, read_features
+from webssl_cli.config import PreprocessConfig
+from webssl_cli.distributed import detect_rank
+from webssl_cli.distributed.signals import StopFlag
+from webssl_cli.pipeline.gpu_decode import route_to_gpu
+from webssl_cli.pipeline.runner import RankRun
+from webssl_cli.pipeline.setup import prepare
+from webssl_cli.store import OutputLayout, done_units
+
+
+def device_decode_run(cfg):
+    """What `webssl extract --decode gpu` runs, on the CPU device."""
+    cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, decode="gpu"))
+    rank = detect_rank()
+    return RankRun(prepare(cfg, rank, "fp32"), rank, torch.device("cpu"), "fp32").run(StopFlag())
+
+
+def ledger(out: Path) -> dict[str, str]:
+    found = {}
+    for rec in done_units(OutputLayout(out)).values():
+        if rec.ledger is not None:
+            for line in (out / rec.ledger.path).read_text().splitlines():
+                e = json.loads(line)
+                found[e["key"]] = e["error_type"]
+    return found
+
+
+def test_routing_sends_only_plain_complete_jpegs() -> None:
+    pcfg = PreprocessConfig(56)
+    assert route_to_gpu(img.make_jpeg(90, 70), pcfg)
+    assert route_to_gpu(img.gray_jpeg(), pcfg)
+    for name in ("exif6.jpg", "cmyk.jpg", "gray16.png", "rgba.png", "anim.gif"):
+        assert not route_to_gpu(img.GOOD_SPECIAL[name](), pcfg), name
+    for name in ("truncated.jpg", "empty.jpg", "text.jpg", "huge.jpg"):
+        assert not route_to_gpu(img.BROKEN[name][0](), pcfg), name
+
+
+def test_device_decode_matches_cpu_decode_rows_features_and_ledger(tmp_path: Path) -> None:
+    root = tmp_path / "mixed"
+    root.mkdir()
+    files = {f"good{i:02d}.jpg": img.make_jpeg(60 + 7 * i, 50 + 5 * i, i) for i in range(13)}
+    files.update(img.broken_and_special())
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    cpu_out, dev_out = tmp_path / "cpu", tmp_path / "device"
+    # 30 files in units of 4 with batches of 3: pieces from several units share a batch,
+    # and most batches mix worker-decoded rows with raw JPEGs for the decode thread
+    assert extract(config([root], cpu_out, shard_size=4, batch=3)).exit_code == 0
+    res = device_decode_run(config([root], dev_out, shard_size=4, batch=3))
+    assert res.exit_code == 0
+    assert res.images == len(files) - len(img.BROKEN)
+    assert res.failures == len(img.BROKEN)
+    assert ledger(dev_out) == ledger(cpu_out) == {n: t for n, (_, t) in img.BROKEN.items()}
+    cpu_keys, cpu_cls = read_features(cpu_out)
+    dev_keys, dev_cls = read_features(dev_out)
+    assert dev_keys == cpu_keys
+    cos = (cpu_cls * dev_cls).sum(1) / np.linalg.norm(cpu_cls, axis=1) / np.linalg.norm(dev_cls, axis=1)
+    assert cos.min() >= 0.999, dict(zip(dev_keys, cos.round(5)))
+
+
+def test_device_decode_with_no_workers_and_one_unit(tmp_path: Path) -> None:
+    """No DataLoader workers: batches come from the main process; every row still lands."""
+    root = tmp_path / "jpegs"
+    root.mkdir()
+    for i in range(7):
+        (root / f"{i}.jpg").write_bytes(img.make_jpeg(64, 64, i))
+    res = device_decode_run(config([root], tmp_path / "out", workers=0, batch=5))
+    assert res.exit_code == 0 and res.images == 7 and res.failures == 0
+    keys, cls = read_features(tmp_path / "out")
+    assert keys == [f"{i}.jpg" for i in range(7)] and np.isfinite(cls).all()
