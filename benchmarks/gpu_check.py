@@ -1,5 +1,7 @@
-"""One-command GPU check: model throughput/MFU (eager and compiled), end-to-end extraction
-with CPU and GPU decoding, and bf16-vs-fp32 feature agreement. Prints one Markdown table.
+"""One-command GPU check: model throughput/MFU (eager and compiled), native vs transformers,
+end-to-end extraction with CPU and GPU decoding, and bf16-vs-fp32 feature agreement. Prints
+one Markdown table. transformers must be importable for the ``hf`` section (on the device
+machine: its wheels in ``.whl/``); a section that fails is reported and the rest still run.
 
     PYTHONPATH=. python benchmarks/gpu_check.py --out results.md          # ~5 min on an H100/H200
     PYTHONPATH=. python benchmarks/gpu_check.py --smoke --out /tmp/x.md   # tiny CPU dry run
@@ -45,12 +47,17 @@ def sync(dev: torch.device) -> None:
 
 def time_step(step: ModelStep, bs: int, res: int, dev: torch.device, seconds: float = 2.0) -> float:
     x = torch.randint(0, 256, (bs, 3, res, res), dtype=torch.uint8, device=dev)
+    return time_call(lambda: step(x), bs, dev, seconds)
+
+
+def time_call(fn, bs: int, dev: torch.device, seconds: float = 2.0) -> float:
+    """Images/s of ``fn`` (one batch of ``bs`` per call), after 3 warm-up calls."""
     for _ in range(3):
-        step(x)
+        fn()
     sync(dev)
     n, t0 = 0, time.perf_counter()
     while True:
-        step(x)
+        fn()
         n += 1
         if n >= 3:
             sync(dev)
@@ -202,6 +209,60 @@ def e2e_rows(args, dev, rows, tmp: Path):
         print(json.dumps(row), flush=True)
 
 
+HF_MODELS = [("dino300m-full2b-224", 256), ("mae300m-full2b-224", 256), ("dino1b-full2b-224", 128)]
+
+
+def hf_rows(args, dev, rows, tmp: Path):
+    """Native backbone vs transformers (Dinov2Model / ViTModel, SDPA) on the very same weights,
+    input and batch: HF as people run it (fp32 weights under bf16 autocast) and with bf16
+    weights; ours eager (bf16 weights) and compiled. Ratios are over HF's faster mode."""
+    from benchmarks.model_vs_transformers import hf_model
+    from webssl_cli.registry import ArchSpec
+    half = dev.type == "cuda"
+    for name, bs in ([("smoke", 4)] if args.smoke else HF_MODELS):
+        arch = ArchSpec.from_dict(SMOKE_SPEC) if args.smoke else resolve(name).record.arch
+        flops = 0.0 if args.smoke else flops_per_image(arch)
+        theirs = hf_model(arch)
+        folder = tmp / f"hf-{name}"
+        theirs.save_pretrained(folder)
+        ours = create_model(arch if args.smoke else name, weights=folder, device=dev,
+                            dtype=torch.bfloat16 if half else None)
+        theirs.to(dev)
+        x = torch.randn(bs, 3, arch.img_size, arch.img_size, device=dev)
+
+        def call(fn):
+            def run():
+                with torch.inference_mode(), torch.autocast(dev.type, torch.bfloat16, enabled=half):
+                    fn()
+            return run
+
+        with torch.inference_mode(), torch.autocast(dev.type, torch.bfloat16, enabled=half):
+            a = ours.forward_features(x[:2])["x_norm_clstoken"].float()
+            b = theirs(pixel_values=x[:2]).last_hidden_state[:, 0].float()
+        agree = float(torch.nn.functional.cosine_similarity(a, b, dim=-1).min())
+        ips = {"HF fp32 weights + autocast": time_call(call(lambda: theirs(pixel_values=x)),
+                                                        bs, dev, args.seconds)}
+        if half:
+            theirs.to(torch.bfloat16)
+            ips["HF bf16 weights"] = time_call(call(lambda: theirs(pixel_values=x)), bs, dev,
+                                               args.seconds)
+        ref = max(ips.values())
+        ips["ours eager"] = time_call(call(lambda: ours.forward_features(x)), bs, dev, args.seconds)
+        del theirs
+        compile_blocks(ours)
+        ips["ours compiled"] = time_call(call(lambda: ours.forward_features(x)), bs, dev,
+                                         args.seconds)
+        for mode, v in ips.items():
+            row = {"model": f"{name} vs transformers", "mode": f"{mode}: {v / ref:.2f}x of HF best"
+                   + (f" (CLS cos ours/HF {agree:.5f})" if mode == "ours eager" else ""),
+                   "batch": bs, "img_s": v, "tflops": v * flops / 1e12,
+                   "mfu": v * flops / 1e12 / args.peak, "peak_mem_gib": 0.0}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        del ours
+        torch.cuda.empty_cache() if half else None
+
+
 def cosine_rows(args, dev, rows):
     name = "dino300m-full2b-224"
     spec = SMOKE_SPEC if args.smoke else name
@@ -230,7 +291,7 @@ def main() -> None:
     ap.add_argument("--peak", type=float, default=790.0)
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--budget", type=float, default=330.0, help="seconds for the model section")
-    ap.add_argument("--skip", default="", help="comma list of sections to skip: models,e2e,cosine")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip: cosine,models,hf,e2e")
     args = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
@@ -243,6 +304,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as td:
         for section, fn in (("cosine", lambda: cosine_rows(args, dev, rows)),
                             ("models", lambda: model_rows(args, dev, rows, start + args.budget)),
+                            ("hf", lambda: hf_rows(args, dev, rows, Path(td))),
                             ("e2e", lambda: e2e_rows(args, dev, rows, Path(td)))):
             if section in skip:
                 continue

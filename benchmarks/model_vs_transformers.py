@@ -24,26 +24,28 @@ from typing import Any
 import torch
 
 from benchmarks.bench_util import best_of
+from webssl_cli.registry import ArchSpec, resolve
 
 
-def _hf_model(family: str, seed: int = 0):
+def hf_model(a: ArchSpec, seed: int = 0):
+    """A random transformers model with architecture ``a``: ``Dinov2Model`` for Web-DINO,
+    ``ViTModel`` (no pooler) for Web-MAE. Our HF converter loads its ``save_pretrained``."""
     from transformers import Dinov2Config, Dinov2Model, ViTConfig, ViTModel
     torch.manual_seed(seed)
-    if family == "dino":
-        cfg = Dinov2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                           mlp_ratio=4, use_swiglu_ffn=True, layer_norm_eps=1e-6,
-                           image_size=224, patch_size=14, qkv_bias=True, layerscale_value=0.1)
-        return Dinov2Model(cfg).eval()
-    cfg = ViTConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                    intermediate_size=4096, layer_norm_eps=1e-6, image_size=224, patch_size=16,
-                    qkv_bias=True)
-    return ViTModel(cfg, add_pooling_layer=False).eval()
+    common = dict(hidden_size=a.embed_dim, num_hidden_layers=a.depth,
+                  num_attention_heads=a.num_heads, layer_norm_eps=a.ln_eps,
+                  image_size=a.img_size, patch_size=a.patch_size, qkv_bias=a.qkv_bias)
+    if a.family == "dino":
+        return Dinov2Model(Dinov2Config(mlp_ratio=4, use_swiglu_ffn=True, layerscale_value=0.1,
+                                        **common)).eval()
+    return ViTModel(ViTConfig(intermediate_size=a.ffn_hidden, **common),
+                    add_pooling_layer=False).eval()
 
 
-def compare(family: str, name: str, batch: int, rounds: int, bf16_batch: int,
+def compare(name: str, batch: int, rounds: int, bf16_batch: int,
             bf16_rounds: int, out: Callable[[str], None]) -> dict[str, Any]:
     from webssl_cli.backbone.factory import create_model
-    theirs = _hf_model(family)
+    theirs = hf_model(resolve(name).record.arch)
     with tempfile.TemporaryDirectory(prefix="webssl-hf-") as d:
         theirs.save_pretrained(d)
         ours = create_model(name, weights=d)
@@ -104,7 +106,7 @@ def run(batch: int = 2, rounds: int = 2, bf16_batch: int = 1, bf16_rounds: int =
     """Ratios ours/theirs (images/s) per family and precision."""
     names = {"dino": "dino300m-full2b-224", "mae": "mae300m-full2b-224"}
     out(f"model vs transformers (torch threads: {torch.get_num_threads()})")
-    results = {fam: compare(fam, names[fam], batch, rounds, bf16_batch, bf16_rounds, out)
+    results = {fam: compare(names[fam], batch, rounds, bf16_batch, bf16_rounds, out)
                for fam in families}
     return {"results": results, "batch": batch, "rounds": rounds, "bf16_batch": bf16_batch,
             "bf16_rounds": bf16_rounds}
