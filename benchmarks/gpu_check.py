@@ -188,7 +188,8 @@ def e2e_rows(args, dev, rows, tmp: Path):
             row = {"model": f"{name} e2e extract",
                    "mode": f"decode {decode}{', compiled' if comp else ''}, {workers} workers: "
                            f"{rate / only:.2f}x of model-only {only:.0f} img/s "
-                           f"(wall incl. load {r.images / wall:.0f} img/s)",
+                           f"(first batch after {r.first_batch_seconds:.2f}s; wall incl. load "
+                           f"{r.images / wall:.0f} img/s)",
                    "batch": bs, "img_s": rate, "tflops": rate * flops / 1e12,
                    "mfu": rate * flops / 1e12 / args.peak, "peak_mem_gib": 0.0,
                    "images": r.images, "exit": r.exit_code}

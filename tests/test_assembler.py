@@ -29,3 +29,42 @@ def test_full_batches_across_units_and_rows_back_to_units() -> None:
     assert got[0] == [f"u0/{i}" for i in range(10)]
     assert got[1] == [f"u1/{i}" for i in range(10, 15)]
     assert got[2] == ["u2/20", "u2/21"]
+
+
+def test_workers_hand_over_pieces_and_the_assembler_makes_full_batches(tmp_path) -> None:
+    """Real DataLoader workers over real JPEG files: pieces of batch/workers rows, rebuilt
+    into full model batches with every row exactly once."""
+    from tests.helpers import images as img
+    from webssl_cli.config import InputConfig, PreprocessConfig
+    from webssl_cli.pipeline.loader import BatchSource, piece_size
+    from webssl_cli.readers import plan_units
+
+    for i in range(100):
+        (tmp_path / f"{i:03d}.jpg").write_bytes(img.make_jpeg(40, 30, i))
+    icfg = InputConfig((str(tmp_path),), shard_size=100)   # one unit, two parts of 50
+    assert piece_size(64, 2, gpu_decode=False) == 32
+    assert piece_size(64, 16, gpu_decode=False) == 16 and piece_size(8, 2, False) == 8
+    assert piece_size(64, 2, gpu_decode=True) == 64
+    source = BatchSource(icfg, PreprocessConfig(28), 64, 2, pin_memory=False)
+    asm, pieces, batches, keys = BatchAssembler(64, torch.device("cpu")), [], [], []
+    try:
+        for unit in plan_units(icfg):
+            source.submit(unit)
+        while source.outstanding:
+            b = source.next_batch()
+            if b.images is not None:
+                pieces.append(len(b.indices))
+                asm.add(Segment(b.unit_index, b.images, b.indices, b.keys, b.sources, b.metas))
+            while asm.ready():
+                segments, images = asm.take()
+                batches.append(images.shape[0])
+                keys += [k for s in segments for k in s.keys]
+    finally:
+        source.close()
+    while asm.rows:
+        segments, images = asm.take()
+        batches.append(images.shape[0])
+        keys += [k for s in segments for k in s.keys]
+    assert max(pieces) == 32 and sum(pieces) == 100
+    assert batches == [64, 36]
+    assert sorted(keys) == [f"{i:03d}.jpg" for i in range(100)]

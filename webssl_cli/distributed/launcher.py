@@ -83,4 +83,4 @@ def launch_local(cfg: ExtractConfig):
         code = EXIT_RUNTIME
     done = len(done_units(prep.layout))
     return RunResult(code, len(prep.units), done, [], 0, 0, counters.elapsed, counters.elapsed,
-                     f"--gpus {n}: worker exit codes {codes}; {done}/{len(prep.units)} units done")
+                     summary=f"--gpus {n}: worker exit codes {codes}; {done}/{len(prep.units)} units done")

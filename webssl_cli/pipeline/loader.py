@@ -65,6 +65,21 @@ class Batch:
         return self
 
 
+MIN_PIECE = 16
+
+
+def piece_size(batch_size: int, num_workers: int, gpu_decode: bool) -> int:
+    """Rows per worker piece. Workers hand over pieces of about ``batch_size / num_workers``
+    (at least 16) rather than whole batches: the assembler stacks pieces from all workers into
+    full model batches, so the first batch is ready after each worker decoded a few images
+    instead of one worker decoding a whole batch (16 workers x 256 images: ~0.05 s instead
+    of ~0.7 s of a cold GPU), and a unit's tail is never held back by a half-filled batch.
+    ``--decode gpu`` keeps whole batches: nvJPEG decodes a batch in one call."""
+    if gpu_decode or num_workers <= 1:
+        return batch_size
+    return min(batch_size, max(MIN_PIECE, -(-batch_size // num_workers)))
+
+
 def _worker_init(_: int) -> None:
     # The parent handles signals and shuts the workers down; one thread per worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -143,13 +158,15 @@ class WorkQueueDataset(IterableDataset):
 
 
 class BatchSource:
-    """Owns the work queue and the DataLoader; ``submit`` parts, iterate ready batches."""
+    """Owns the work queue and the DataLoader; ``submit`` parts, iterate ready pieces
+    (:class:`Batch` of at most :func:`piece_size` rows; the assembler makes model batches)."""
 
     def __init__(self, icfg: InputConfig, pcfg: PreprocessConfig, batch_size: int,
                  num_workers: int, pin_memory: bool, prefetch_factor: int = 4,
                  gpu_decode: bool = False) -> None:
         self.num_workers = num_workers
         self.gpu_decode = gpu_decode
+        batch_size = piece_size(batch_size, num_workers, gpu_decode)
         self.icfg, self.pcfg, self.batch_size = icfg, pcfg, batch_size
         if num_workers > 0:
             ctx = mp.get_context("fork")

@@ -22,6 +22,7 @@ class Counters:
     write_seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
     loop_started: float | None = None    # first batch requested (setup and model load excluded)
+    first_batch: float | None = None     # seconds from loop start to the first model batch
 
     @property
     def elapsed(self) -> float:
@@ -94,6 +95,7 @@ def summary(c: Counters, workers: int) -> str:
         hint = "the model is the bottleneck (as it should be)"
     times = ", ".join(f"{k} {v:.1f}s" for k, v in parts.items())
     return (f"{c.images} images in {wall:.1f}s ({c.images / wall:.1f} img/s; "
-            f"{c.elapsed - wall:.1f}s setup and model load before that), "
+            f"{c.elapsed - wall:.1f}s setup and model load before that; first model batch "
+            f"after {c.first_batch or 0.0:.1f}s), "
             f"{c.units_done} units done, {c.units_failed} units failed, {c.failures} failed "
             f"samples. Time: {times}, waiting for data {c.wait_seconds:.1f}s. Bottleneck: {hint}.")

@@ -42,6 +42,7 @@ class RunResult:
     failures: int = 0
     seconds: float = 0.0          # whole run, setup and model load included
     loop_seconds: float = 0.0     # streaming only: images / loop_seconds is the steady rate
+    first_batch_seconds: float = 0.0   # from the start of streaming to the first model batch
     summary: str = ""
 
 
@@ -176,6 +177,8 @@ class RankRun:
             return pending
         segments, images = taken
         t0 = time.perf_counter()
+        if self.counters.first_batch is None:
+            self.counters.first_batch = t0 - (self.counters.loop_started or t0)
         feats = self.backoff(self.step, images)     # queued on the device, not synced
         self.counters.model_seconds += time.perf_counter() - t0
         self.finalize(pending)
@@ -386,7 +389,7 @@ class RankRun:
         log(self.rank, text)
         c = self.counters
         return RunResult(exit_code, len(prep.units), c.units_done, self.failed, c.images,
-                         c.failures, c.elapsed, c.loop_seconds, text)
+                         c.failures, c.elapsed, c.loop_seconds, c.first_batch or 0.0, text)
 
     def release_all(self) -> None:
         """Release every claim still held: units in flight, and units whose queued write was
