@@ -33,13 +33,16 @@ SIZES = ((500, 375), (640, 480), (800, 600), (1024, 768), (768, 1024), (375, 500
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
-def make_jpegs(n_images: int, seed: int = 0) -> list[bytes]:
+BIG_SIZES = ((1280, 960), (1600, 1200), (2048, 1536), (1200, 1600), (3000, 2000), (4000, 3000))
+
+
+def make_jpegs(n_images: int, seed: int = 0, sizes=SIZES) -> list[bytes]:
     """``n_images`` JPEG byte strings of real-photo sizes (examples resized + Gaussian noise)."""
     rng = np.random.default_rng(seed)
     photos = [Image.open(p).convert("RGB") for p in sorted(EXAMPLES.glob("*.jpg"))]
     out = []
     for i in range(n_images):
-        w, h = SIZES[i % len(SIZES)]
+        w, h = sizes[i % len(sizes)]
         base = np.asarray(photos[i % len(photos)].resize((w, h), Image.BICUBIC), dtype=np.int16)
         noisy = np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
         buf = io.BytesIO()
@@ -106,7 +109,27 @@ def run(n_images: int = 60, repeats: int = 5, out: Callable[[str], None] = print
                   rates["ours+normalize"] / rates["seed PIL+BitImageProcessorPil"]}
     for name, ratio in ratios.items():
         out(f"  ratio {name:38s} {ratio:6.2f}x")
-    return {"images_per_s": rates, "ratios": ratios, "n_images": n_images}
+    return {"images_per_s": rates, "ratios": ratios, "n_images": n_images,
+            "jpeg_draft": draft(max(6, n_images // 5), repeats, out)}
+
+
+def draft(n_images: int, repeats: int, out: Callable[[str], None]) -> dict:
+    """``--jpeg-draft`` vs the exact path on big photos (1280x960 .. 4000x3000): images per
+    CPU-second and how far the 224x224 crops are from the exact ones (PSNR, mean |diff|)."""
+    images = make_jpegs(n_images, seed=1, sizes=BIG_SIZES)
+    exact, scaled = PreprocessConfig(224), PreprocessConfig(224, jpeg_draft=True)
+    rates = _rates({"exact": lambda d: load_sample(d, exact),
+                    "jpeg_draft": lambda d: load_sample(d, scaled)}, images, repeats)
+    diffs = [(load_sample(d, exact).float() - load_sample(d, scaled).float()) for d in images]
+    mse = float(np.mean([float((x ** 2).mean()) for x in diffs]))
+    res = {"images_per_s": rates, "ratio": rates["jpeg_draft"] / rates["exact"],
+           "psnr_db": 10 * np.log10(255 ** 2 / mse),
+           "mean_abs_diff": float(np.mean([float(x.abs().mean()) for x in diffs])),
+           "n_images": n_images}
+    out(f"{n_images} JPEGs 1280x960..4000x3000: exact {rates['exact']:.1f} img/s, --jpeg-draft "
+        f"{rates['jpeg_draft']:.1f} img/s ({res['ratio']:.2f}x); crops {res['psnr_db']:.1f} dB "
+        f"PSNR, mean |diff| {res['mean_abs_diff']:.2f} levels")
+    return res
 
 
 if __name__ == "__main__":

@@ -62,6 +62,12 @@ def rows_from(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, st
         add("data path: same vs HF processor (torchvision backend)", f"{r['ours']:.1f} img/s",
             f"{r['seed PIL+BitImageProcessor(torchvision)']:.1f} img/s",
             d["ratios"]["vs_torchvision_processor"], "(info)", None)
+        jd = d.get("jpeg_draft")
+        if jd:
+            add(f"data path: --jpeg-draft vs exact on 1280x960..4000x3000 JPEGs (crops "
+                f"{jd['psnr_db']:.1f} dB PSNR, mean |diff| {jd['mean_abs_diff']:.2f} levels)",
+                f"{jd['images_per_s']['jpeg_draft']:.1f} img/s",
+                f"{jd['images_per_s']['exact']:.1f} img/s", jd["ratio"], "(info)", None)
     p = results.get("pipeline")
     if p:
         o = p["overhead"]

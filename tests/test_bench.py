@@ -95,6 +95,9 @@ def test_bench_input_counts_images_and_failures(tmp_path):
     assert rep["images"] == 3 * len(jpgs) and rep["failures"] == 1 and rep["workers"] == 1
     fb = feature_bytes(ArchSpec.from_json_file(TINY), 56)
     assert rep["projection"]["output_bytes"] == 100 * fb["cls"]
+    r = run_cli("bench", "--input", str(imgs), "--num-workers", "0", "--resolution", "56",
+                "--jpeg-draft")
+    assert r.returncode == 0 and "+ --jpeg-draft" in r.stdout, r.stderr
 
 
 def test_projection_matches_registry_numbers():

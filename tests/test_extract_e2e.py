@@ -226,3 +226,22 @@ def test_files_added_later_never_reshuffle_finished_units(tmp_path: Path) -> Non
     keys, x = read_features(out)
     assert keys == keys_before == ["p0.jpg", "p1.jpg", "p2.jpg", "p3.jpg"]
     assert np.array_equal(x, x_before)
+
+
+def test_jpeg_draft_is_recorded_refused_on_a_mixed_output_and_close_to_exact(tmp_path: Path) -> None:
+    root = tmp_path / "big"
+    root.mkdir()
+    for i in range(4):
+        (root / f"{i}.jpg").write_bytes(img.make_jpeg(900 + 100 * i, 700, i))
+    exact, draft = tmp_path / "exact", tmp_path / "draft"
+    assert run_cli(cli_args([root], exact)).returncode == 0
+    r = run_cli(cli_args([root], exact, "--jpeg-draft"))
+    assert r.returncode == 2 and "jpeg_draft" in r.stderr        # not mixed into a finished run
+    r = run_cli(cli_args([root], draft, "--jpeg-draft"))
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(pq.read_table(sorted(draft.glob("part-*.parquet"))[0]).schema.metadata[b"webssl"])
+    assert "DCT" in json.dumps(meta)
+    (k1, a), (k2, b) = read_features(exact), read_features(draft)
+    assert k1 == k2 and not np.array_equal(a, b)
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() >= 0.98     # tiny random model at 56 px: pixel fidelity is tested in test_preprocess

@@ -208,3 +208,47 @@ def test_worker_init_sets_one_thread():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a.float() - b.float()) ** 2).mean())
+    return 10 * np.log10(255 ** 2 / max(mse, 1e-12))
+
+
+@pytest.mark.parametrize("mode", ["resize-crop", "squash", "shortest-crop"])
+def test_jpeg_draft_scales_big_jpegs_close_to_exact_and_leaves_small_ones_exact(mode):
+    exact, draft = PreprocessConfig(224, mode), PreprocessConfig(224, mode, jpeg_draft=True)
+    big = gen.encode(gen.photo(0, (1600, 1200)), "JPEG", quality=90)
+    a, b = load_sample(big, exact), load_sample(big, draft)
+    assert a.shape == b.shape == (3, 224, 224)
+    assert not torch.equal(a, b)                      # the DCT-scaled decode really ran
+    assert _psnr(a, b) > 30
+    for w, h in ((500, 400), (300, 1400)):            # < 2x the target on a side: exact path
+        small = gen.encode(gen.photo(1, (w, h)), "JPEG", quality=90)
+        assert torch.equal(load_sample(small, exact), load_sample(small, draft))
+    png = gen.encode(gen.photo(0, (1600, 1200)), "PNG")   # not a JPEG: untouched
+    assert torch.equal(load_sample(png, exact), load_sample(png, draft))
+
+
+def test_jpeg_draft_keeps_exif_orientation_gray_and_cmyk():
+    exact, draft = PreprocessConfig(112), PreprocessConfig(112, jpeg_draft=True)
+    im = gen.photo(2, (1000, 600))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    cases = {"exif6": gen.encode(im, "JPEG", quality=92, exif=exif.tobytes()),
+             "gray": gen.encode(im.convert("L"), "JPEG", quality=92),
+             "cmyk": gen.encode(im.convert("CMYK"), "JPEG", quality=92)}
+    for name, data in cases.items():
+        a, b = load_sample(data, exact), load_sample(data, draft)
+        assert not torch.equal(a, b), name
+        assert _psnr(a, b) > 30, name                 # a wrong rotation would be ~10 dB
+
+
+def test_jpeg_draft_is_described_only_when_on_and_keeps_big_jpegs_off_the_gpu_route():
+    from webssl_cli.pipeline.gpu_decode import route_to_gpu
+    assert "jpeg_draft" not in describe(PreprocessConfig(224))
+    assert "DCT" in describe(PreprocessConfig(224, jpeg_draft=True))["jpeg_draft"]
+    big, small = gen.make_jpeg(1600, 1200), gen.make_jpeg(400, 300)
+    assert route_to_gpu(big, PreprocessConfig(224))
+    assert not route_to_gpu(big, PreprocessConfig(224, jpeg_draft=True))
+    assert route_to_gpu(small, PreprocessConfig(224, jpeg_draft=True))

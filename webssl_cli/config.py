@@ -27,6 +27,7 @@ class PreprocessConfig:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     max_image_pixels: int = 178_956_970  # decompression-bomb limit (PIL's default x2)
+    jpeg_draft: bool = False            # decode big JPEGs at 1/2..1/8 scale (libjpeg DCT scaling)
 
     @property
     def resize_short(self) -> int:
@@ -84,3 +85,4 @@ class ExtractConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     preprocess_mode: str = "resize-crop"
     max_image_pixels: int = 178_956_970  # decompression-bomb limit (declared width x height)
+    jpeg_draft: bool = False             # --jpeg-draft (see PreprocessConfig.jpeg_draft)

@@ -21,4 +21,5 @@ def config_from_json(text: str) -> ExtractConfig:
         runtime=RuntimeConfig(**d["runtime"]),
         preprocess_mode=d["preprocess_mode"],
         max_image_pixels=d["max_image_pixels"],
+        jpeg_draft=d.get("jpeg_draft", False),
     )

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 def bench_input(src: str, workers: int, resolution: int, decode: str = "cpu",
                 seconds: float = 20.0, batch_size: int = 64, mode: str = "resize-crop",
-                input_cfg: InputConfig | None = None) -> dict[str, Any]:
+                input_cfg: InputConfig | None = None, jpeg_draft: bool = False) -> dict[str, Any]:
     """Images/s of read+decode+preprocess for ``src`` with ``workers`` processes.
 
     Stops after ``seconds`` of steady state or when the input is exhausted, whichever is first.
@@ -44,7 +44,7 @@ def bench_input(src: str, workers: int, resolution: int, decode: str = "cpu",
         raise UsageError(f"--resolution must be a positive number of pixels, got {resolution}")
     icfg = input_cfg or InputConfig((src,))
     units = plan_units(icfg)
-    pcfg = PreprocessConfig(resolution, mode)
+    pcfg = PreprocessConfig(resolution, mode, jpeg_draft=jpeg_draft)
     source = BatchSource(icfg, pcfg, batch_size, workers, pin_memory=device is not None,
                          gpu_decode=device is not None)
     t_start = time.perf_counter()
@@ -83,7 +83,8 @@ def bench_input(src: str, workers: int, resolution: int, decode: str = "cpu",
     else:   # a single batch: fall back to the whole time
         rate = images / max(end - t_start, 1e-9)
     return {"source": src, "units": len(units), "workers": workers, "decode": decode,
-            "resolution": resolution, "mode": mode, "batch_size": batch_size,
+            "resolution": resolution, "mode": mode, "jpeg_draft": jpeg_draft,
+            "batch_size": batch_size,
             "images": images, "failures": failures, "seconds": end - t_start,
             "startup_seconds": (first - t_start) if first is not None else None,
             "images_per_s": rate, "images_per_s_per_worker": rate / max(workers, 1)}
@@ -101,7 +102,7 @@ def _decode_raw(raws, pcfg: PreprocessConfig, device) -> tuple[int, int]:
 
 def bench_input_for(cfg: "BenchConfig", src: str, workers: int, decode: str = "cpu",
                     seconds: float = 20.0, batch_size: int | None = None,
-                    mode: str = "resize-crop") -> dict[str, Any]:
+                    mode: str = "resize-crop", jpeg_draft: bool = False) -> dict[str, Any]:
     """:func:`bench_input` at the resolution of ``cfg``'s model (224 without one), plus the
     projected input-bound wall time (and output size, given a model) for ``cfg.images``."""
     from ..model_step import parse_features
@@ -115,7 +116,7 @@ def bench_input_for(cfg: "BenchConfig", src: str, workers: int, decode: str = "c
     if spec is not None and res % spec.patch_size:
         raise UsageError(f"--resolution {res} is not a multiple of the patch size {spec.patch_size}")
     bs = batch_size or (cfg.batch_size if isinstance(cfg.batch_size, int) else 64)
-    out = bench_input(src, workers, res, decode, seconds, bs, mode)
+    out = bench_input(src, workers, res, decode, seconds, bs, mode, jpeg_draft=jpeg_draft)
     if cfg.images:
         if spec is not None:
             grid = res // spec.patch_size

@@ -29,6 +29,7 @@ def bench(
     decode: str = typer.Option("cpu", "--decode", help="With --input: cpu, or gpu (batched nvJPEG on the GPU, as `extract --decode gpu`)."),
     seconds: float = typer.Option(20.0, "--seconds", help="With --input: stop after this many seconds."),
     preprocess: str = typer.Option("resize-crop", "--preprocess", help="With --input: resize-crop, squash or shortest-crop."),
+    jpeg_draft: bool = typer.Option(False, "--jpeg-draft", help="With --input: DCT-scaled decoding of big JPEGs, as `extract --jpeg-draft`."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Measure images/s, TFLOP/s, MFU and peak memory of a model on this machine.
@@ -43,6 +44,7 @@ def bench(
       webssl bench --model dino7b-full8b-224 --batch-size auto --images 1000000
       webssl bench --model dino300m-full2b-224 --device cpu --batch-size 4 --iters 2
       webssl bench --input shards/{000..009}.tar --num-workers 8
+      webssl bench --input photos/ --num-workers 8 --jpeg-draft
     """
     from ..bench import BenchConfig
     from ..errors import UsageError
@@ -63,7 +65,8 @@ def bench(
         if input_src is not None:
             from ..bench import bench_input_for
             report = bench_input_for(cfg, input_src, num_workers, decode, seconds,
-                                     None if batch_size == "auto" else int(batch_size), preprocess)
+                                     None if batch_size == "auto" else int(batch_size), preprocess,
+                                     jpeg_draft)
             _print_input(report, as_json)
             return
         from ..bench import bench_model
@@ -120,7 +123,8 @@ def _print_input(r: dict, as_json: bool) -> None:
     rows = [
         ("units / images read", f"{r['units']} / {r['images']} ({r['failures']} failed)"),
         ("workers / decode", f"{r['workers']} / {r['decode']}"),
-        ("resolution / preprocess", f"{r['resolution']} px / {r['mode']}"),
+        ("resolution / preprocess", f"{r['resolution']} px / {r['mode']}"
+                                     + (" + --jpeg-draft" if r.get("jpeg_draft") else "")),
         ("images/s", f"{r['images_per_s']:.1f} ({r['images_per_s_per_worker']:.1f} per worker)"),
         ("worker start-up", f"{r['startup_seconds']:.2f} s" if r["startup_seconds"] is not None else "n/a"),
     ]

@@ -29,6 +29,7 @@ def extract(
     s3_endpoint_url: Optional[str] = typer.Option(None, "--s3-endpoint-url", envvar="WEBSSL_S3_ENDPOINT_URL", help="S3-compatible endpoint."),
     preprocess: str = typer.Option("resize-crop", "--preprocess", help="resize-crop (README), squash (demo) or shortest-crop (HF processor)."),
     max_image_pixels: int = typer.Option(178_956_970, "--max-image-pixels", help="Refuse images whose declared width x height is larger (decompression bombs); they go to the failure ledger."),
+    jpeg_draft: bool = typer.Option(False, "--jpeg-draft", help="Decode JPEGs at least twice the resize target at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling): 1.5-3x faster decoding of big photos (measured on 1000-4000 px JPEGs), pixels within ~1-2 levels of the exact path. Recorded in the output."),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Input side (multiple of the patch size); default: the model's."),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:N or cpu (default: cuda if available)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16, fp16 or fp32 (default: bf16 on CUDA and on CPUs with native bf16, else fp32)."),
@@ -77,6 +78,7 @@ def extract(
                                   decode=decode, gpus=gpus, limit_units=limit_units),
             preprocess_mode=preprocess,
             max_image_pixels=max_image_pixels,
+            jpeg_draft=jpeg_draft,
         )
         result = run(cfg)
     raise typer.Exit(result.exit_code)

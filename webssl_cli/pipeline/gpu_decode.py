@@ -20,6 +20,7 @@ def route_to_gpu(data: bytes, pcfg: PreprocessConfig) -> bool:
     from PIL import Image
 
     from ..preprocess.sniff import jpeg_size, sniff_format
+    from ..preprocess.transforms import draft_request
     if sniff_format(data) != "jpeg":
         return False
     if data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
@@ -27,6 +28,8 @@ def route_to_gpu(data: bytes, pcfg: PreprocessConfig) -> bool:
     size = jpeg_size(data)
     if size is None or size[0] * size[1] > pcfg.max_image_pixels:
         return False          # let the CPU path produce the precise error
+    if draft_request(size[0], size[1], pcfg) is not None:
+        return False          # --jpeg-draft: the worker's DCT-scaled decode, same as --decode cpu
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.mode != "RGB" and im.mode != "L":   # CMYK / YCCK: CPU

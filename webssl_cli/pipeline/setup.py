@@ -49,8 +49,10 @@ def preprocess_config(cfg: ExtractConfig, choice: ModelChoice) -> PreprocessConf
         raise UsageError(f"--max-image-pixels must be positive, got {cfg.max_image_pixels}")
     if choice.record is not None:
         pre = choice.record.preprocess
-        return PreprocessConfig(res, cfg.preprocess_mode, pre.mean, pre.std, cfg.max_image_pixels)
-    return PreprocessConfig(res, cfg.preprocess_mode, max_image_pixels=cfg.max_image_pixels)
+        return PreprocessConfig(res, cfg.preprocess_mode, pre.mean, pre.std, cfg.max_image_pixels,
+                                cfg.jpeg_draft)
+    return PreprocessConfig(res, cfg.preprocess_mode, max_image_pixels=cfg.max_image_pixels,
+                            jpeg_draft=cfg.jpeg_draft)
 
 
 def locate_weights(cfg: ExtractConfig, choice: ModelChoice) -> Path:

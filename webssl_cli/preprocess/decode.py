@@ -1,7 +1,10 @@
 """Encoded bytes -> uint8 RGB tensor (3, H, W), in DataLoader workers.
 
 * JPEG goes through ``torchvision.io.decode_jpeg`` (libjpeg-turbo, EXIF orientation applied);
-  if it refuses a file (odd JPEG flavours), PIL gets a second try.
+  if it refuses a file (odd JPEG flavours), PIL gets a second try. With ``jpeg_draft`` a JPEG
+  at least twice the resize target goes through PIL's draft mode instead: libjpeg decodes it
+  at 1/2, 1/4 or 1/8 scale in the DCT, still covering the target (1.5-3x faster on 1000-4000
+  px photos; pixels ~1-2 levels from the exact path).
 * Everything else (PNG, WebP, GIF, BMP, TIFF, ...) goes through PIL with
   ``ImageOps.exif_transpose``; PIL reads the first frame of animations.
 * Modes: gray / 1-bit / palette / CMYK / YCbCr / LAB -> RGB via PIL ``convert("RGB")``;
@@ -35,6 +38,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from ..config import PreprocessConfig
 from .errors import DecodeError
 from .sniff import jpeg_size, sniff_format
+from .transforms import draft_request
 
 # torchvision 0.29 deprecates its image codecs in favour of TorchCodec; they work and are the
 # measured fast path, so the per-call notice is silenced (only that message).
@@ -55,6 +59,9 @@ def decode_image(data: bytes, cfg: PreprocessConfig) -> torch.Tensor:
         size = jpeg_size(data)
         if size is not None:
             _check_pixels(size, cfg)
+            draft = draft_request(size[0], size[1], cfg)
+            if draft is not None:
+                return _decode_with_pil(data, cfg, draft)
             try:
                 return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8),
                                    mode=ImageReadMode.RGB, apply_exif_orientation=True)
@@ -72,7 +79,9 @@ def _check_pixels(size: tuple[int, int], cfg: PreprocessConfig) -> None:
                           "(PreprocessConfig.max_image_pixels)")
 
 
-def _decode_with_pil(data: bytes, cfg: PreprocessConfig) -> torch.Tensor:
+def _decode_with_pil(data: bytes, cfg: PreprocessConfig,
+                     draft: tuple[int, int] | None = None) -> torch.Tensor:
+    """PIL decode; ``draft`` asks a JPEG for a DCT-scaled size (at least that big)."""
     with _pil_limit_off():
         try:
             im = Image.open(io.BytesIO(data))
@@ -84,6 +93,8 @@ def _decode_with_pil(data: bytes, cfg: PreprocessConfig) -> torch.Tensor:
             raise DecodeError("CorruptImage", f"{type(exc).__name__}: {exc}") from None
         _check_pixels(im.size, cfg)
         try:
+            if draft is not None and im.format == "JPEG":
+                im.draft(None, draft)      # DCT scaling; mode and EXIF handled as usual
             im.load()
             im = _exif_transpose(im)
             arr = _to_rgb_array(im)

@@ -53,6 +53,21 @@ def preprocess(img: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
     return F.center_crop(_resize(img, new_h, new_w), [size, size]).contiguous()
 
 
+def draft_request(w: int, h: int, cfg: PreprocessConfig) -> tuple[int, int] | None:
+    """``--jpeg-draft``: the (width, height) to ask libjpeg's DCT scaling for, so the decoded
+    image still covers the resize target on both sides; None when not even a 2x reduction
+    would (the exact path then runs, bit for bit)."""
+    if not cfg.jpeg_draft:
+        return None
+    if cfg.mode == "squash":
+        need_w = need_h = cfg.resolution
+    else:
+        need_h, need_w = short_side_size(h, w, cfg.resize_short)
+    if w < 2 * need_w or h < 2 * need_h:
+        return None
+    return need_w, need_h
+
+
 def short_side_size(h: int, w: int, short: int) -> tuple[int, int]:
     """(new_h, new_w) with the shorter side at ``short`` (torchvision's and HF's truncation)."""
     if h <= w:
@@ -104,6 +119,9 @@ def describe(cfg: PreprocessConfig) -> dict[str, Any]:
         "alpha": "dropped, as PIL convert('RGB') (not composited)",
         "sixteen_bit": "scaled to 8 bits: round(x * 255 / 65535)",
         "max_image_pixels": cfg.max_image_pixels,
+        **({"jpeg_draft": "JPEGs at least twice the resize target decoded at 1/2, 1/4 or 1/8 "
+                          "scale by libjpeg DCT scaling (PIL draft), then resized as above"}
+           if cfg.jpeg_draft else {}),
         "normalize": {"mean": list(cfg.mean), "std": list(cfg.std),
                       "formula": "(x / 255 - mean) / std, in float32 on the model device"},
         "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
