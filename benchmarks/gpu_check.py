@@ -223,7 +223,8 @@ def hf_rows(args, dev, rows, tmp: Path):
     for name, bs in ([("smoke", 4)] if args.smoke else HF_MODELS):
         arch = ArchSpec.from_dict(SMOKE_SPEC) if args.smoke else resolve(name).record.arch
         flops = 0.0 if args.smoke else flops_per_image(arch)
-        theirs = hf_model(arch)
+        with torch.device(dev):          # random init on the GPU: seconds, not minutes
+            theirs = hf_model(arch)
         folder = tmp / f"hf-{name}"
         theirs.save_pretrained(folder)
         ours = create_model(arch if args.smoke else name, weights=folder, device=dev,
