@@ -11,7 +11,6 @@ memory while the model still reads it. On a CPU device the same code runs withou
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -93,8 +92,6 @@ class DeviceDecoder:
             yield d
 
     def close(self) -> None:
-        for f in self.queue:
-            f.cancel()
-        with contextlib.suppress(Exception):
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        """Drop queued batches (a stopped run redoes their units) and end the thread."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
         self.queue.clear()

@@ -23,7 +23,7 @@ def route_to_gpu(data: bytes, pcfg: PreprocessConfig) -> bool:
     from ..preprocess.transforms import draft_request
     if sniff_format(data) != "jpeg":
         return False
-    if data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
+    if not (data.endswith(b"\xff\xd9") or data.rstrip(b"\x00").endswith(b"\xff\xd9")):
         return False          # truncated: decoders disagree on it, the CPU path names it
     size = jpeg_size(data)
     if size is None or size[0] * size[1] > pcfg.max_image_pixels:

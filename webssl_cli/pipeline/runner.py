@@ -208,10 +208,9 @@ class RankRun:
         if b.raw:                      # --decode gpu: decoded on the side thread, added later
             st.pending_rows += len(b.indices) + len(b.raw)
             self.decoder.submit(b)
-        elif b.images is not None and len(b.indices):
+        else:
             st.pending_rows += len(b.indices)
-            self.assembler.add(Segment(b.unit_index, b.images, b.indices, b.keys, b.sources,
-                                       b.metas))
+            self.add_rows(b)
         pending = self.collect_decoded(pending, keep=DECODE_AHEAD)
         while self.assembler.ready():
             pending = self.run_batch(pending)
@@ -222,6 +221,12 @@ class RankRun:
             st.parts_left -= 1
             self.maybe_complete(st)
         return pending
+
+    def add_rows(self, b: Batch) -> None:
+        """Hand a batch's decoded rows (if any) to the assembler."""
+        if b.images is not None and b.indices:
+            self.assembler.add(Segment(b.unit_index, b.images, b.indices, b.keys, b.sources,
+                                       b.metas))
 
     def collect_decoded(self, pending, keep: int):
         """Take the batches the decode thread has finished (waiting while more than ``keep``
@@ -235,10 +240,7 @@ class RankRun:
                 st.failures += d.failures
                 st.pending_rows -= len(d.failures)
                 self.counters.failures += len(d.failures)
-                b = d.batch
-                if b.images is not None and len(b.indices):
-                    self.assembler.add(Segment(b.unit_index, b.images, b.indices, b.keys,
-                                               b.sources, b.metas))
+                self.add_rows(d.batch)
                 while self.assembler.ready():
                     pending = self.run_batch(pending)
                 self.maybe_complete(st)

@@ -126,14 +126,20 @@ def _resolve_pth(req: WeightsRequest, offline: bool) -> Path:
                       file=sys.stderr)
             return dest
         except CheckpointError as exc:
-            if offline:
-                raise
-            print(f"warning: {exc}", file=sys.stderr)
+            _reject_cached(exc, offline)
             print(f"note: not using {dest}; downloading it again", file=sys.stderr)
             _drop_if_unchanged(dest, seen)
     if offline:
         raise _pth_missing(req, dest)
     return download_file(url, dest, progress=req.progress)
+
+
+def _reject_cached(exc: CheckpointError, offline: bool) -> None:
+    """A cached copy failed verification: fatal offline (nothing to replace it with),
+    otherwise a warning before it is downloaded again."""
+    if offline:
+        raise exc
+    print(f"warning: {exc}", file=sys.stderr)
 
 
 def _resolve_hf(req: WeightsRequest, offline: bool) -> Path:
@@ -150,9 +156,7 @@ def _resolve_hf(req: WeightsRequest, offline: bool) -> Path:
                   file=sys.stderr)
             return found
         except CheckpointError as exc:
-            if offline:
-                raise
-            print(f"warning: {exc}", file=sys.stderr)
+            _reject_cached(exc, offline)
     if offline:
         raise _hf_missing(req, root)
     return download_snapshot(repo, root, progress=req.progress)
