@@ -40,6 +40,36 @@ SMOKE_SPEC = {"family": "dino", "embed_dim": 64, "depth": 2, "num_heads": 4, "pa
               "img_size": 56}
 
 
+class Table:
+    """The result rows: each one printed as JSON when added, and the Markdown table (plus its
+    JSON) rewritten at once, so a run cut short by the lease still leaves what it measured."""
+
+    def __init__(self, out: str, header: str) -> None:
+        self.out, self.header, self.rows = Path(out), header, []
+
+    def add(self, model: str, mode: str, batch: int = 0, img_s: float = 0.0, flops: float = 0.0,
+            peak: float = 1.0, peak_mem_gib: float = 0.0, **extra) -> None:
+        row = {"model": model, "mode": mode, "batch": batch, "img_s": img_s,
+               "tflops": img_s * flops / 1e12, "mfu": img_s * flops / 1e12 / peak,
+               "peak_mem_gib": peak_mem_gib, **extra}
+        self.rows.append(row)
+        print(json.dumps(row), flush=True)
+        self.write()
+
+    def markdown(self, footer: str = "") -> str:
+        lines = [self.header, "", "| model | mode | batch | img/s | TFLOP/s | MFU | peak GiB |",
+                 "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['mode']} | {r['batch']} | {r['img_s']:.1f} | "
+                  f"{r['tflops']:.1f} | {100 * r['mfu']:.1f}% | {r['peak_mem_gib']:.1f} |"
+                  for r in self.rows]
+        return "\n".join(lines + ([f"\n{footer}"] if footer else []))
+
+    def write(self, footer: str = "(run still going or cut short)") -> None:
+        self.out.write_text(self.markdown(footer) + "\n")
+        self.out.with_suffix(".json").write_text(
+            json.dumps({"header": self.header, "rows": self.rows}, indent=1))
+
+
 def sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -66,7 +96,7 @@ def time_call(fn, bs: int, dev: torch.device, seconds: float = 2.0) -> float:
     return n * bs / (time.perf_counter() - t0)
 
 
-def model_rows(args, dev, rows, deadline):
+def model_rows(args, dev, table: Table, deadline):
     models = [("smoke", (4, 8))] if args.smoke else MODELS
     for name, sizes in models:
         spec = SMOKE_SPEC if args.smoke else resolve(name).record.arch
@@ -90,11 +120,7 @@ def model_rows(args, dev, rows, deadline):
             if ips > best[0]:
                 best = (ips, bs, mem)
         ips, bs, mem = best
-        row = {"model": name, "mode": "eager", "batch": bs, "img_s": ips,
-               "tflops": ips * flops / 1e12, "mfu": ips * flops / 1e12 / args.peak,
-               "peak_mem_gib": mem}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        table.add(name, "eager", bs, ips, flops, args.peak, mem)
         if time.perf_counter() < deadline:
             t0 = time.perf_counter()
             compile_blocks(model)
@@ -105,11 +131,7 @@ def model_rows(args, dev, rows, deadline):
             torch.cuda.reset_peak_memory_stats() if dev.type == "cuda" else None
             ips = time_step(step, bs, res, dev, args.seconds)
             mem = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else 0.0
-            row = {"model": name, "mode": f"compiled ({ctime:.0f}s compile)", "batch": bs,
-                   "img_s": ips, "tflops": ips * flops / 1e12,
-                   "mfu": ips * flops / 1e12 / args.peak, "peak_mem_gib": mem}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            table.add(name, f"compiled ({ctime:.0f}s compile)", bs, ips, flops, args.peak, mem)
         del model
         torch.cuda.empty_cache() if dev.type == "cuda" else None
 
@@ -131,11 +153,22 @@ def _make_shard(args_):
             tw.write({"__key__": f"{i:06d}", "jpg": buf.getvalue()})
 
 
+def decode_path_on_cpu(cfg):
+    """Smoke only: the ``--decode gpu`` pipeline on the CPU device (the CLI refuses it there),
+    as tests/test_device_decode.py runs it, so the script's gpu-decode rows are exercised."""
+    from webssl_cli.distributed import detect_rank
+    from webssl_cli.distributed.signals import StopFlag
+    from webssl_cli.pipeline.runner import RankRun
+    from webssl_cli.pipeline.setup import prepare
+    rank = detect_rank()
+    return RankRun(prepare(cfg, rank, "fp32"), rank, torch.device("cpu"), "fp32").run(StopFlag())
+
+
 E2E_BIG_BATCH = {"dino1b-full2b-224": 256, "dino7b-full8b-224": 128}
 E2E_UNITS = {"dino7b-full8b-224": 16}     # 4,000 images (~25 s at 170 img/s)
 
 
-def e2e_rows(args, dev, rows, tmp: Path):
+def e2e_rows(args, dev, table: Table, tmp: Path):
     """End to end on a real-size JPEG WebDataset vs the model alone, same run and settings:
     dino300m (data-bound: CPU and GPU decoding) and dino1b compiled (compute-bound: MFU)."""
     from webssl_cli import read_features
@@ -148,8 +181,9 @@ def e2e_rows(args, dev, rows, tmp: Path):
     with mp.get_context("spawn").Pool(min(16, os.cpu_count() or 1)) as pool:
         pool.map(_make_shard, [(tmp / "shards" / f"s-{i:04d}.tar", per, i) for i in range(shards)])
     workers = 2 if args.smoke else min(14, (os.cpu_count() or 2) - 2)
-    plans = [("dino300m-full2b-224", [("cpu", False, 8 if args.smoke else 256)]
-              + ([("gpu", False, 256), ("gpu", True, 512)] if gpu else []))]
+    # --decode gpu on a CPU device (smoke) runs the same overlapped decode path, without streams
+    plans = [("dino300m-full2b-224", [("cpu", False, 8), ("gpu", False, 8)] if args.smoke else
+              [("cpu", False, 256)] + ([("gpu", False, 256), ("gpu", True, 512)] if gpu else []))]
     if gpu and not args.smoke:      # compute-bound models, compiled: end-to-end MFU
         for big in filter(None, args.e2e_big.split(",")):
             plans.append((big, [("cpu", True, E2E_BIG_BATCH.get(big, 64))]))
@@ -186,21 +220,18 @@ def e2e_rows(args, dev, rows, tmp: Path):
                 runtime=RuntimeConfig(batch_size=bs, num_workers=workers, decode=decode,
                                       progress_every=1e9, limit_units=E2E_UNITS.get(name)))
             t0 = time.perf_counter()
-            r = extract(cfg)
+            r = extract(cfg) if gpu or decode == "cpu" else decode_path_on_cpu(cfg)
             wall = time.perf_counter() - t0
             rate = r.images / max(r.loop_seconds, 1e-9)
             only = baseline[(comp, bs)]
-            row = {"model": f"{name} e2e extract",
-                   "mode": f"decode {decode}{', compiled' if comp else ''}, {workers} workers: "
-                           f"{rate / only:.2f}x of model-only {only:.0f} img/s "
-                           f"(first batch after {r.first_batch_seconds:.2f}s; wall incl. load "
-                           f"{r.images / wall:.0f} img/s)",
-                   "batch": bs, "img_s": rate, "tflops": rate * flops / 1e12,
-                   "mfu": rate * flops / 1e12 / args.peak, "peak_mem_gib": 0.0,
-                   "images": r.images, "exit": r.exit_code}
-            rows.append(row)
+            table.add(f"{name} e2e extract",
+                      f"decode {decode}{', compiled' if comp else ''}, {workers} workers: "
+                      f"{rate / only:.2f}x of model-only {only:.0f} img/s "
+                      f"(first batch after {r.first_batch_seconds:.2f}s; wall incl. load "
+                      f"{r.images / wall:.0f} img/s)",
+                      bs, rate, flops, args.peak, images=r.images, exit=r.exit_code,
+                      failed_samples=r.failures)
             outs[(name, decode, comp)] = out
-            print(json.dumps(row), flush=True)
     a_out, b_out = outs.get(("dino300m-full2b-224", "cpu", False)), outs.get(("dino300m-full2b-224", "gpu", False))
     if a_out and b_out:
         k1, a = read_features(a_out)
@@ -208,17 +239,14 @@ def e2e_rows(args, dev, rows, tmp: Path):
         assert k1 == k2
         cos = torch.nn.functional.cosine_similarity(torch.from_numpy(a).float(),
                                                     torch.from_numpy(b).float(), dim=-1)
-        row = {"model": "dino300m cls: --decode gpu vs cpu", "mode": f"cos min {cos.min():.5f} "
-               f"mean {cos.mean():.5f} over {len(k1)} images", "batch": 0, "img_s": 0.0,
-               "tflops": 0.0, "mfu": 0.0, "peak_mem_gib": 0.0}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        table.add("dino300m cls: --decode gpu vs cpu",
+                  f"cos min {cos.min():.5f} mean {cos.mean():.5f} over {len(k1)} images")
 
 
 HF_MODELS = [("dino300m-full2b-224", 256), ("mae300m-full2b-224", 256), ("dino1b-full2b-224", 128)]
 
 
-def hf_rows(args, dev, rows, tmp: Path):
+def hf_rows(args, dev, table: Table, tmp: Path):
     """Native backbone vs transformers (Dinov2Model / ViTModel, SDPA) on the very same weights,
     input and batch: HF as people run it (fp32 weights under bf16 autocast) and with bf16
     weights; ours eager (bf16 weights) and compiled. Ratios are over HF's faster mode."""
@@ -260,17 +288,14 @@ def hf_rows(args, dev, rows, tmp: Path):
         ips["ours compiled"] = time_call(call(lambda: ours.forward_features(x)), bs, dev,
                                          args.seconds)
         for mode, v in ips.items():
-            row = {"model": f"{name} vs transformers", "mode": f"{mode}: {v / ref:.2f}x of HF best"
-                   + (f" (CLS cos ours/HF {agree:.5f})" if mode == "ours eager" else ""),
-                   "batch": bs, "img_s": v, "tflops": v * flops / 1e12,
-                   "mfu": v * flops / 1e12 / args.peak, "peak_mem_gib": 0.0}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            table.add(f"{name} vs transformers", f"{mode}: {v / ref:.2f}x of HF best"
+                      + (f" (CLS cos ours/HF {agree:.5f})" if mode == "ours eager" else ""),
+                      bs, v, flops, args.peak)
         del ours
         torch.cuda.empty_cache() if half else None
 
 
-def cosine_rows(args, dev, rows):
+def cosine_rows(args, dev, table: Table):
     name = "dino300m-full2b-224"
     spec = SMOKE_SPEC if args.smoke else name
     m32 = create_model(spec, random_init=True, device=dev)
@@ -285,10 +310,7 @@ def cosine_rows(args, dev, rows):
     for k in ("cls", "patches"):
         a, b = ref[k].flatten(0, -2).float(), low[k].flatten(0, -2).float()
         cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
-        row = {"model": f"{name} bf16 vs fp32 ({k})", "mode": f"cos min {cos.min():.5f} mean {cos.mean():.5f}",
-               "batch": 32, "img_s": 0.0, "tflops": 0.0, "mfu": 0.0, "peak_mem_gib": 0.0}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        table.add(f"{name} bf16 vs fp32 ({k})", f"cos min {cos.min():.5f} mean {cos.mean():.5f}", 32)
 
 
 def main() -> None:
@@ -302,42 +324,39 @@ def main() -> None:
                     help="compute-bound models run end to end, compiled (comma list; "
                          "dino7b-full8b-224 adds ~2 min)")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: cosine,models,hf,e2e")
+    ap.add_argument("--order", default="cosine,models,hf,e2e",
+                    help="sections in the order to run them; e.g. e2e,hf,models,cosine puts the "
+                         "end-to-end rows first when the lease is short")
     args = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     header = (f"GPU check {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {name}, "
               f"torch {torch.__version__}, peak {args.peak} TFLOP/s")
     print(header, flush=True)
-    rows: list[dict] = []
+    table = Table(args.out, header)
     start = time.perf_counter()
     skip = set(args.skip.split(","))
     with tempfile.TemporaryDirectory() as td:
-        for section, fn in (("cosine", lambda: cosine_rows(args, dev, rows)),
-                            ("models", lambda: model_rows(args, dev, rows, start + args.budget)),
-                            ("hf", lambda: hf_rows(args, dev, rows, Path(td))),
-                            ("e2e", lambda: e2e_rows(args, dev, rows, Path(td)))):
+        sections = {"cosine": lambda: cosine_rows(args, dev, table),
+                    "models": lambda: model_rows(args, dev, table, start + args.budget),
+                    "hf": lambda: hf_rows(args, dev, table, Path(td)),
+                    "e2e": lambda: e2e_rows(args, dev, table, Path(td))}
+        for section in [s for s in args.order.split(",") if s in sections]:
+            fn = sections[section]
             if section in skip:
                 continue
             t0 = time.perf_counter()
             try:
                 fn()
             except Exception as exc:   # keep going: one failing section must not hide the others
-                rows.append({"model": section, "mode": f"FAILED {type(exc).__name__}: {exc}"[:200],
-                             "batch": 0, "img_s": 0, "tflops": 0, "mfu": 0, "peak_mem_gib": 0})
+                table.add(section, f"FAILED {type(exc).__name__}: {exc}"[:200])
                 import traceback
                 traceback.print_exc()
             print(f"section {section}: {time.perf_counter() - t0:.0f}s", flush=True)
-    lines = [header, "", "| model | mode | batch | img/s | TFLOP/s | MFU | peak GiB |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['mode']} | {r['batch']} | {r['img_s']:.1f} | "
-                     f"{r['tflops']:.1f} | {100 * r['mfu']:.1f}% | {r['peak_mem_gib']:.1f} |")
-    lines.append(f"\ntotal {time.perf_counter() - start:.0f}s; command: PYTHONPATH=. python "
-                 f"benchmarks/gpu_check.py {' '.join(sys.argv[1:])}")
-    text = "\n".join(lines)
-    print(text)
-    Path(args.out).write_text(text + "\n")
-    Path(args.out).with_suffix(".json").write_text(json.dumps({"header": header, "rows": rows}, indent=1))
+    footer = (f"total {time.perf_counter() - start:.0f}s; command: PYTHONPATH=. python "
+              f"benchmarks/gpu_check.py {' '.join(sys.argv[1:])}")
+    table.write(footer)
+    print(table.markdown(footer))
 
 
 if __name__ == "__main__":
