@@ -48,6 +48,10 @@ def test_folder_nested_rows_keys_and_direct_equality(tmp_path: Path) -> None:
     assert np.abs(cls - ref).max() <= 1e-5
     layout = OutputLayout(tmp_path / "out")
     assert len(done_units(layout)) == 2          # shard size 3 -> two units
+    # the timings nest: setup + model load > streaming > steady (first model batch on)
+    assert 0 < res.steady_seconds < res.loop_seconds < res.seconds
+    assert res.steady_seconds <= res.loop_seconds - res.first_batch_seconds
+    assert f"{4 / res.steady_seconds:.1f} img/s from it on" in res.summary
 
 
 def test_webdataset_local_shards(shards: Path, local_run) -> None:

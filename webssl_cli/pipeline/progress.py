@@ -20,9 +20,20 @@ class Counters:
     wait_seconds: float = 0.0        # main loop waiting for batches
     model_seconds: float = 0.0
     write_seconds: float = 0.0
+    write_wait_seconds: float = 0.0  # main loop blocked on a full write queue (and the drain)
     started: float = field(default_factory=time.perf_counter)
     loop_started: float | None = None    # first batch requested (setup and model load excluded)
     first_batch: float | None = None     # seconds from loop start to the first model batch
+    streamed: float | None = None        # every batch's features back in host memory
+
+    @property
+    def steady_seconds(self) -> float:
+        """From the first model batch to the last batch's features in host memory: the rate
+        over this window is what a long run sustains (worker start-up excluded)."""
+        if self.loop_started is None or self.first_batch is None:
+            return 0.0
+        end = self.streamed if self.streamed is not None else time.perf_counter()
+        return max(end - self.loop_started - self.first_batch, 0.0)
 
     @property
     def elapsed(self) -> float:
@@ -89,13 +100,16 @@ def summary(c: Counters, workers: int) -> str:
     if c.wait_seconds > 0.2 * wall and c.wait_seconds > c.model_seconds * 0.25:
         hint = ("the input pipeline is the bottleneck (the model waited "
                 f"{c.wait_seconds:.1f}s for data): raise --num-workers or use --decode gpu")
-    elif c.write_seconds > c.model_seconds:
+    elif c.write_seconds > c.model_seconds or c.write_wait_seconds > 0.2 * wall:
         hint = "writing is the bottleneck: use a faster output filesystem or fewer features"
     else:
         hint = "the model is the bottleneck (as it should be)"
     times = ", ".join(f"{k} {v:.1f}s" for k, v in parts.items())
+    steady = (f", {c.images / c.steady_seconds:.1f} img/s from it on"
+              if c.steady_seconds > 0 else "")
     return (f"{c.images} images in {wall:.1f}s ({c.images / wall:.1f} img/s; "
             f"{c.elapsed - wall:.1f}s setup and model load before that; first model batch "
-            f"after {c.first_batch or 0.0:.1f}s), "
+            f"after {c.first_batch or 0.0:.1f}s{steady}), "
             f"{c.units_done} units done, {c.units_failed} units failed, {c.failures} failed "
-            f"samples. Time: {times}, waiting for data {c.wait_seconds:.1f}s. Bottleneck: {hint}.")
+            f"samples. Time: {times}, waiting for data {c.wait_seconds:.1f}s, waiting for writes "
+            f"{c.write_wait_seconds:.1f}s. Bottleneck: {hint}.")

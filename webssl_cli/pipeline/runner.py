@@ -7,7 +7,6 @@ completion, so a rerun skips done units and redoes the rest.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import sys
 import threading
 import time
@@ -19,7 +18,8 @@ import torch
 from ..config import ExtractConfig
 from ..distributed import RankInfo, detect_rank
 from ..distributed.signals import StopFlag, preemption_handlers
-from ..errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, Preempted, UsageError
+from ..errors import (EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, Preempted, UsageError,
+                      WebsslError)
 from ..model_step import ModelStep, pick_device, pick_precision
 from .assembler import BatchAssembler, Segment, split_rows
 from .device_decode import DeviceDecoder
@@ -27,9 +27,11 @@ from .loader import Batch, BatchSource
 from .progress import Counters, Progress, summary
 from .setup import Prepared, prepare
 from .unit_state import UnitState
+from .write_queue import WriteQueue
 
 
 DECODE_AHEAD = 2      # --decode gpu: raw batches queued for decoding before the main loop waits
+WRITE_AHEAD = 2       # finished units (features in memory) queued behind the one being written
 
 
 @dataclass
@@ -43,6 +45,8 @@ class RunResult:
     seconds: float = 0.0          # whole run, setup and model load included
     loop_seconds: float = 0.0     # streaming only: images / loop_seconds is the steady rate
     first_batch_seconds: float = 0.0   # from the start of streaming to the first model batch
+    steady_seconds: float = 0.0   # first model batch to the last one's features: images /
+                                  # steady_seconds is the rate a long run sustains
     summary: str = ""
 
 
@@ -137,8 +141,7 @@ class RankRun:
         self.inflight: dict[int, UnitState] = {}
         self.failed: list[str] = []
         self.skip: set[str] = set()      # units this rank failed or lost: not claimed again
-        self.writes: list[cf.Future] = []
-        self.pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="webssl-writer")
+        self.writes = WriteQueue(WRITE_AHEAD)
         self.feature_names = [f.name for f in prep.features]
         t = (prep.pcfg.resolution // prep.choice.spec.patch_size) ** 2
         self.shapes = {f.name: f.shape(prep.choice.spec.embed_dim, t) for f in prep.features}
@@ -279,9 +282,21 @@ class RankRun:
             self.fail_unit(st, f"accounting mismatch: {st.samples_seen} samples read, "
                                f"{st.rows} rows + {len(st.failures)} failures")
             return
-        self.writes.append(self.pool.submit(self.write_unit, st))
+        self.writes.submit(lambda: self.write_unit(st), self.flag.waiting)
+        self.counters.write_wait_seconds = self.writes.wait_seconds
 
     def write_unit(self, st: UnitState) -> None:
+        """Stage, fsync and commit one finished unit (on the writer thread). A filesystem
+        error becomes a message naming the unit, the output folder and what to check."""
+        try:
+            self._write_unit(st)
+        except OSError as exc:
+            raise WebsslError(
+                f"writing unit {st.unit.id} ({st.unit.name}) under {self.prep.layout.out_dir} "
+                f"failed: {exc}. Check free space, quota and permissions of --out; finished "
+                "units are kept, rerun the same command to resume.") from exc
+
+    def _write_unit(self, st: UnitState) -> None:
         from ..store import (DoneRecord, UnitRows, commit_unit, discard_staged, write_failures,
                              write_unit)
         t0 = time.perf_counter()
@@ -364,9 +379,8 @@ class RankRun:
             flag.check()
             self.drain(pending)
             pending = None
-            for f in self.writes:
-                with flag.waiting():
-                    f.result()
+            self.counters.streamed = time.perf_counter()
+            self.writes.drain(flag.waiting)
         except Preempted as exc:
             exit_code = EXIT_PREEMPTED
             log(self.rank, str(exc))
@@ -376,22 +390,23 @@ class RankRun:
                 self.decoder.close()
             if source is not None:
                 source.close()
-            self.pool.shutdown(wait=True, cancel_futures=exit_code == EXIT_PREEMPTED)
+            write_error = self.writes.close(cancel=exit_code == EXIT_PREEMPTED)
+            self.counters.write_wait_seconds = self.writes.wait_seconds
             self.release_all()
             self.heartbeat.stop.set()
             if progress is not None:
                 progress.update(self.counters, force=True)
                 progress.close()
-        for f in self.writes:
-            if f.done() and not f.cancelled() and f.exception() is not None:
-                raise f.exception()
+        if write_error is not None:
+            raise write_error
         if exit_code == EXIT_OK and self.failed:
             exit_code = EXIT_INCOMPLETE
         text = summary(self.counters, max(rt.num_workers, 1))
         log(self.rank, text)
         c = self.counters
         return RunResult(exit_code, len(prep.units), c.units_done, self.failed, c.images,
-                         c.failures, c.elapsed, c.loop_seconds, c.first_batch or 0.0, text)
+                         c.failures, c.elapsed, c.loop_seconds, c.first_batch or 0.0,
+                         c.steady_seconds, text)
 
     def release_all(self) -> None:
         """Release every claim still held: units in flight, and units whose queued write was

@@ -1,0 +1,96 @@
+"""Writes on the background thread: bounded (a slow disk slows the model down instead of
+filling memory) and failing fast (the first failed write stops the run)."""
+from __future__ import annotations
+
+import resource
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.extract_helpers import cli_args
+from tests.helpers import images as img
+from webssl_cli import read_features
+from webssl_cli.store import OutputLayout, done_units
+from webssl_cli.pipeline.write_queue import WriteQueue
+
+
+def test_submit_blocks_while_more_than_ahead_writes_wait() -> None:
+    q = WriteQueue(ahead=1)
+    gate = threading.Event()
+    written: list[int] = []
+
+    def write(i: int):
+        def fn() -> None:
+            gate.wait(10)
+            written.append(i)
+        return fn
+
+    q.submit(write(0))          # running (blocked on the gate)
+    q.submit(write(1))          # waiting: 1 = ahead
+    third = threading.Thread(target=q.submit, args=(write(2),))
+    third.start()
+    third.join(0.3)
+    assert third.is_alive() and written == []      # the main loop is held back
+    gate.set()
+    third.join(10)
+    assert not third.is_alive()
+    q.drain()
+    assert written == [0, 1, 2] and len(q) == 0 and q.wait_seconds >= 0.2
+    assert q.close(cancel=False) is None
+
+
+def test_a_failed_write_is_raised_at_the_next_submit_and_close_reports_it() -> None:
+    q = WriteQueue(ahead=2)
+
+    def fail() -> None:
+        raise OSError(28, "No space left on device")
+
+    q.submit(fail)
+    q.futures[0].exception(10)                     # let it run and fail
+    with pytest.raises(OSError, match="No space left"):
+        q.submit(lambda: None)
+    q.submit(fail)
+    q.futures[-1].exception(10)
+    assert isinstance(q.close(cancel=False), OSError)
+
+
+def test_close_with_cancel_drops_writes_not_started() -> None:
+    q = WriteQueue(ahead=5)
+    gate, ran = threading.Event(), []
+    q.submit(lambda: gate.wait(10))
+    for i in range(3):
+        q.submit(lambda i=i: ran.append(i))
+    threading.Timer(0.2, gate.set).start()
+    assert q.close(cancel=True) is None and ran == []
+
+
+def test_extract_stops_at_the_first_failed_write_and_a_rerun_finishes(tmp_path: Path) -> None:
+    """A real write failure: files over RLIMIT_FSIZE fail with EFBIG. Shard 1 is the only
+    one whose output exceeds the limit; the run must stop there (exit 1, a message naming
+    the unit and what to check), not grind through every other shard first."""
+    shards = tmp_path / "shards"
+    img.write_shards(shards, 1, 2, prefix="a", seed=1)
+    img.write_shards(shards, 1, 60, prefix="b", seed=2)
+    img.write_shards(shards, 12, 2, prefix="c", seed=3)
+    out = tmp_path / "out"
+    args = cli_args([shards], out, "--features", "patches", "--num-workers", "0",
+                    "--batch-size", "2")
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (96 * 1024, 96 * 1024))
+
+    p = subprocess.run(args, capture_output=True, text=True, timeout=180, preexec_fn=limit)
+    assert p.returncode == 1, p.stderr[-2000:]
+    assert "writing unit" in p.stderr and "b-000000" in p.stderr
+    assert "File too large" in p.stderr and "rerun the same command" in p.stderr
+    assert "Traceback" not in p.stderr
+    done = done_units(OutputLayout(out))
+    assert 1 <= len(done) <= 4, sorted(r.unit_name for r in done.values())   # of 14 units
+    assert all(r.unit_name != "b-000000.tar" for r in done.values())
+
+    p = subprocess.run(args, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stderr[-2000:]
+    keys, patches = read_features(out, "patches")
+    assert len(keys) == len(set(keys)) == 2 + 60 + 24 and patches.shape[1:] == (16, 64)
