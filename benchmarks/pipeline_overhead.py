@@ -2,7 +2,7 @@
 
 1. Overhead: ``webssl_cli.pipeline.api.extract`` on real-size JPEGs with a random-weight
    ViT-L (dino300m-full2b-224 architecture; a random checkpoint is written to a temp file and
-   passed as ``--weights``), steady-state images/s (model load excluded: ``loop_seconds``),
+   passed as ``--weights``), streaming images/s (model load excluded, workers' start-up included: ``loop_seconds``),
    over model-only images/s of the same model step on pre-made uint8 tensors with the same
    batch size (a fresh model from the same file, first batch included, like the extract).
    Passes alternate (extract, model-only, extract, ...) and the best of each side is kept,

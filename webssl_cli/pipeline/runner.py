@@ -43,7 +43,7 @@ class RunResult:
     images: int = 0
     failures: int = 0
     seconds: float = 0.0          # whole run, setup and model load included
-    loop_seconds: float = 0.0     # streaming only: images / loop_seconds is the steady rate
+    loop_seconds: float = 0.0     # streaming, workers' start-up included (setup and load not)
     first_batch_seconds: float = 0.0   # from the start of streaming to the first model batch
     steady_seconds: float = 0.0   # first model batch to the last one's features: images /
                                   # steady_seconds is the rate a long run sustains
