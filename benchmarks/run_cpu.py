@@ -71,8 +71,8 @@ def rows_from(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, st
     p = results.get("pipeline")
     if p:
         o = p["overhead"]
-        add(f"pipeline: extract img/s (worker start-up included) over model-only ({o['images']} images, batch "
-            f"{o['batch']}, {o['precision']})", f"{o['extract_images_per_s']:.3f} img/s",
+        add(f"pipeline: extract img/s (worker start-up included) over model-only "
+            f"({o['images']} images, batch {o['batch']}, {o['precision']})", f"{o['extract_images_per_s']:.3f} img/s",
             f"{o['model_only_images_per_s']:.3f} img/s", o["ratio"], ">= 0.9", o["ratio"] >= 0.9)
         m = p["memory"]
         big = next(k for k in m if k.endswith("x") and k != "1x")
