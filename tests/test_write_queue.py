@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.extract_helpers import cli_args
+from tests.extract_helpers import cli_args, config
 from tests.helpers import images as img
-from webssl_cli import read_features
+from webssl_cli import extract, read_features
 from webssl_cli.store import OutputLayout, done_units
+from webssl_cli.pipeline.held_memory import HeldFeatures, available_memory
 from webssl_cli.pipeline.write_queue import WriteQueue
 
 
@@ -94,3 +95,33 @@ def test_extract_stops_at_the_first_failed_write_and_a_rerun_finishes(tmp_path: 
     assert p.returncode == 0, p.stderr[-2000:]
     keys, patches = read_features(out, "patches")
     assert len(keys) == len(set(keys)) == 2 + 60 + 24 and patches.shape[1:] == (16, 64)
+
+
+def test_features_held_in_memory_are_released_as_units_are_written(tmp_path: Path) -> None:
+    """A 60-row unit then twelve 2-row units, one at a time: the peak is the big unit plus
+    the few small ones in flight or queued behind its write, not everything (which is what
+    it would be if written units were not released)."""
+    shards = tmp_path / "shards"
+    img.write_shards(shards, 1, 60, prefix="b", seed=2)
+    img.write_shards(shards, 12, 2, prefix="c", seed=3)
+    res = extract(config([shards], tmp_path / "out", features=("patches",), workers=0, batch=2))
+    assert res.exit_code == 0 and res.images == 84
+    row = 16 * 64 * 4                      # patches, 16 tokens x 64 dims, float32
+    assert 60 * row <= res.peak_feature_bytes <= 66 * row, res.peak_feature_bytes / row
+    assert f"at most {res.peak_feature_bytes / 2**20:.1f} MiB" in res.summary
+
+
+def test_held_features_peak_and_one_warning_past_half_the_available_memory() -> None:
+    said: list[str] = []
+    held = HeldFeatures(available=1000, warn=said.append)
+    held.add(400)
+    held.add(100)
+    assert said == []                      # 500 is not over half of 1000
+    held.add(1)
+    held.add(300)
+    held.release(700)
+    held.add(600)
+    assert held.bytes == 701 and held.peak == 801
+    assert len(said) == 1 and "--shard-size" in said[0]
+    avail = available_memory()
+    assert avail is None or avail > 0

@@ -21,6 +21,7 @@ class Counters:
     model_seconds: float = 0.0
     write_seconds: float = 0.0
     write_wait_seconds: float = 0.0  # main loop blocked on a full write queue (and the drain)
+    peak_feature_bytes: int = 0      # features in host memory waiting for their unit's write
     started: float = field(default_factory=time.perf_counter)
     loop_started: float | None = None    # first batch requested (setup and model load excluded)
     first_batch: float | None = None     # seconds from loop start to the first model batch
@@ -112,4 +113,5 @@ def summary(c: Counters, workers: int) -> str:
             f"after {c.first_batch or 0.0:.1f}s{steady}), "
             f"{c.units_done} units done, {c.units_failed} units failed, {c.failures} failed "
             f"samples. Time: {times}, waiting for data {c.wait_seconds:.1f}s, waiting for writes "
-            f"{c.write_wait_seconds:.1f}s. Bottleneck: {hint}.")
+            f"{c.write_wait_seconds:.1f}s; features held in memory at most "
+            f"{c.peak_feature_bytes / 2**20:.1f} MiB. Bottleneck: {hint}.")

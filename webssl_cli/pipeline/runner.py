@@ -23,6 +23,7 @@ from ..errors import (EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, Preempted, Usage
 from ..model_step import ModelStep, pick_device, pick_precision
 from .assembler import BatchAssembler, Segment, split_rows
 from .device_decode import DeviceDecoder
+from .held_memory import HeldFeatures, available_memory
 from .loader import Batch, BatchSource
 from .progress import Counters, Progress, summary
 from .setup import Prepared, prepare
@@ -48,6 +49,7 @@ class RunResult:
     steady_seconds: float = 0.0   # first model batch to the last one's features: images /
                                   # steady_seconds is the rate a long run sustains
     summary: str = ""
+    peak_feature_bytes: int = 0   # features held in host memory waiting for their unit's write
 
 
 def log(rank: RankInfo, msg: str) -> None:
@@ -142,6 +144,7 @@ class RankRun:
         self.failed: list[str] = []
         self.skip: set[str] = set()      # units this rank failed or lost: not claimed again
         self.writes = WriteQueue(WRITE_AHEAD)
+        self.held = HeldFeatures(available_memory(), lambda msg: log(self.rank, msg))
         self.feature_names = [f.name for f in prep.features]
         t = (prep.pcfg.resolution // prep.choice.spec.patch_size) ** 2
         self.shapes = {f.name: f.shape(prep.choice.spec.embed_dim, t) for f in prep.features}
@@ -197,7 +200,9 @@ class RankRun:
         self.counters.model_seconds += time.perf_counter() - t0
         for seg, rows in split_rows(segments, host):
             st = self.inflight[seg.unit_index]
+            before = st.nbytes
             st.add_rows(seg.indices, seg.keys, seg.sources, seg.metas, rows)
+            self.held.add(st.nbytes - before)
             st.pending_rows -= len(seg)
             self.counters.images += len(seg)
             self.maybe_complete(st)
@@ -321,6 +326,7 @@ class RankRun:
             log(self.rank, f"unit {unit.id} ({unit.name}) was committed by another rank; "
                            "this copy was discarded")
         self.release(unit.id)
+        self.held.release(st.nbytes)
         self.counters.units_done += 1 if won else 0
         self.counters.write_seconds += time.perf_counter() - t0
 
@@ -335,6 +341,7 @@ class RankRun:
         log(self.rank, f"unit {unit.id} ({unit.source}) could not be completed: {why}. "
                        "It was not written; rerun the same command to retry it.")
         self.release(unit.id)
+        self.held.release(st.nbytes)
 
     def release(self, unit_id: str) -> None:
         with self.heartbeat.lock:
@@ -401,12 +408,13 @@ class RankRun:
             raise write_error
         if exit_code == EXIT_OK and self.failed:
             exit_code = EXIT_INCOMPLETE
+        self.counters.peak_feature_bytes = self.held.peak
         text = summary(self.counters, max(rt.num_workers, 1))
         log(self.rank, text)
         c = self.counters
         return RunResult(exit_code, len(prep.units), c.units_done, self.failed, c.images,
                          c.failures, c.elapsed, c.loop_seconds, c.first_batch or 0.0,
-                         c.steady_seconds, text)
+                         c.steady_seconds, text, c.peak_feature_bytes)
 
     def release_all(self) -> None:
         """Release every claim still held: units in flight, and units whose queued write was

@@ -23,6 +23,7 @@ class UnitState:
     samples_seen: int = 0
     pending_rows: int = 0           # rows handed to the model whose features are not back yet
     read_errors: list[str] = field(default_factory=list)
+    nbytes: int = 0                 # features held for this unit
 
     def add_rows(self, indices, keys, sources, metas, feats: dict[str, np.ndarray]) -> None:
         self.indices += indices
@@ -31,6 +32,7 @@ class UnitState:
         self.metas += metas
         for name, arr in feats.items():
             self.chunks.setdefault(name, []).append(arr)
+            self.nbytes += arr.nbytes
 
     @property
     def rows(self) -> int:

@@ -1,0 +1,60 @@
+"""How many bytes of features sit in host memory waiting for their unit to be written.
+
+A unit's features stay in memory until the whole unit is written (one output file per unit).
+With large features (``patches``) on large units this adds up: the run's summary reports the
+peak, and one warning is logged when it passes half the memory that was available at the
+start (the host's MemAvailable, or the cgroup's limit under SLURM or a container).
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still use: MemAvailable, capped by a cgroup v2 limit."""
+    avail = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        cg = Path("/sys/fs/cgroup")
+        limit = (cg / "memory.max").read_text().strip()
+        if limit != "max":
+            left = int(limit) - int((cg / "memory.current").read_text())
+            avail = left if avail is None else min(avail, left)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+class HeldFeatures:
+    def __init__(self, available: int | None, warn: Callable[[str], None],
+                 fraction: float = 0.5) -> None:
+        self.available, self.warn, self.fraction = available, warn, fraction
+        self.bytes = self.peak = 0
+        self.warned = False
+        self.lock = threading.Lock()     # the writer thread releases, the main thread adds
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.bytes += n
+            self.peak = max(self.peak, self.bytes)
+            over = (not self.warned and self.available is not None
+                    and self.bytes > self.fraction * self.available)
+            self.warned |= over
+        if over:
+            self.warn(f"warning: {self.bytes / 2**30:.1f} GiB of features are held in memory "
+                      f"until their units are written, over half of the "
+                      f"{self.available / 2**30:.1f} GiB available at the start. Lower "
+                      "--shard-size or --num-workers (tar shards: one in flight per worker), "
+                      "or write smaller features (patch_mean, patch_grid:N, float16); "
+                      "see docs/performance.md")
+
+    def release(self, n: int) -> None:
+        with self.lock:
+            self.bytes -= n
