@@ -125,3 +125,43 @@ def test_held_features_peak_and_one_warning_past_half_the_available_memory() -> 
     assert len(said) == 1 and "--shard-size" in said[0]
     avail = available_memory()
     assert avail is None or avail > 0
+
+
+def _own_cgroup_v1_memory_dir() -> Path | None:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.strip().split(":", 2)
+        if "memory" in controllers.split(","):
+            d = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+            return d if (d / "memory.limit_in_bytes").exists() else None
+    return None
+
+
+def test_available_memory_honours_the_cgroup_limit_of_the_process(tmp_path: Path) -> None:
+    """A real cgroup (v1 memory controller, as on this machine) with a 3 GiB limit: a process
+    inside it sees at most 3 GiB available, whatever the host has free."""
+    import os
+    import sys
+    parent = _own_cgroup_v1_memory_dir()
+    if parent is None or not os.access(parent, os.W_OK):
+        pytest.skip("no writable cgroup v1 memory controller here")
+    cg = parent / f"webssl-test-{os.getpid()}"
+    try:
+        cg.mkdir()
+    except OSError as exc:
+        pytest.skip(f"cannot create a cgroup: {exc}")
+    try:
+        (cg / "memory.limit_in_bytes").write_text(str(3 * 2**30))
+
+        def join() -> None:
+            (cg / "cgroup.procs").write_text(str(os.getpid()))
+
+        code = ("from webssl_cli.pipeline.held_memory import available_memory as a; print(a())")
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=60, preexec_fn=join)
+        assert p.returncode == 0, p.stderr
+        inside = int(p.stdout)
+        assert 0 < inside <= 3 * 2**30
+        host = available_memory()
+        assert host is not None and (host > 3 * 2**30 or host >= inside)
+    finally:
+        cg.rmdir()

@@ -21,15 +21,37 @@ def available_memory() -> int | None:
                 avail = int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
+    for limit_file, used_file in _cgroup_files():
+        try:
+            limit = limit_file.read_text().strip()
+            if limit != "max" and int(limit) < 2**60:        # v1 writes "no limit" as ~2**63
+                left = int(limit) - int(used_file.read_text())
+                avail = left if avail is None else min(avail, left)
+                break
+        except (OSError, ValueError):
+            continue
+    return avail
+
+
+def _cgroup_files() -> list[tuple[Path, Path]]:
+    """(limit, usage) files: this process's own cgroup (a SLURM job step's limit), v2 or v1,
+    then the root ones (a container's limit, where the namespace hides the path)."""
+    root = Path("/sys/fs/cgroup")
+    v2 = ("memory.max", "memory.current")
+    v1 = ("memory.limit_in_bytes", "memory.usage_in_bytes")
+    found = []
     try:
-        cg = Path("/sys/fs/cgroup")
-        limit = (cg / "memory.max").read_text().strip()
-        if limit != "max":
-            left = int(limit) - int((cg / "memory.current").read_text())
-            avail = left if avail is None else min(avail, left)
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.strip().split(":", 2)
+            if path == "/":
+                continue
+            if controllers == "":
+                found.append((root / path[1:] / v2[0], root / path[1:] / v2[1]))
+            elif "memory" in controllers.split(","):
+                found.append((root / "memory" / path[1:] / v1[0], root / "memory" / path[1:] / v1[1]))
     except (OSError, ValueError):
         pass
-    return avail
+    return found + [(root / v2[0], root / v2[1]), (root / "memory" / v1[0], root / "memory" / v1[1])]
 
 
 class HeldFeatures:
