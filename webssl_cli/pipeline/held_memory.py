@@ -13,7 +13,8 @@ from pathlib import Path
 
 
 def available_memory() -> int | None:
-    """Bytes this process may still use: MemAvailable, capped by a cgroup v2 limit."""
+    """Bytes this process may still use: MemAvailable, capped by the first cgroup memory limit
+    found (v2 or v1; see :func:`_cgroup_files`). None where neither can be read."""
     avail = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -71,7 +72,7 @@ class HeldFeatures:
             self.warned |= over
         if over:
             self.warn(f"warning: {self.bytes / 2**30:.1f} GiB of features are held in memory "
-                      f"until their units are written, over half of the "
+                      f"until their units are written, over {self.fraction:.0%} of the "
                       f"{self.available / 2**30:.1f} GiB available at the start. Lower "
                       "--shard-size or --num-workers (tar shards: one in flight per worker), "
                       "or write smaller features (patch_mean, patch_grid:N, float16); "

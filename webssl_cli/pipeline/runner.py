@@ -288,7 +288,6 @@ class RankRun:
                                f"{st.rows} rows + {len(st.failures)} failures")
             return
         self.writes.submit(lambda: self.write_unit(st), self.flag.waiting)
-        self.counters.write_wait_seconds = self.writes.wait_seconds
 
     def write_unit(self, st: UnitState) -> None:
         """Stage, fsync and commit one finished unit (on the writer thread). A filesystem
