@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from webssl_cli.backbone.factory import compile_blocks, create_model
+from webssl_cli.backbone.factory import compile_blocks, create_model, pad_ffn, want_pad_ffn
 from webssl_cli.model_step import ModelStep
 from webssl_cli.model_step.features import parse_features
 from webssl_cli.registry import flops_per_image, resolve
@@ -70,6 +70,25 @@ class Table:
             json.dumps({"header": self.header, "rows": self.rows}, indent=1))
 
 
+def as_extract_runs(model, dev: torch.device):
+    """The model as `webssl extract` runs it by default on this device (FFN padding)."""
+    if want_pad_ffn(None, dev):
+        pad_ffn(model)
+    return model
+
+
+def fresh_compile(model, mode: str | None = None) -> None:
+    """compile_blocks with dynamo's caches cleared first: every model of this script shares
+    Block.forward, whose recompile limit (8) would otherwise silently send later models
+    (e.g. dino7b@518) back to eager. (A `webssl` process compiles one model.)"""
+    torch._dynamo.reset()
+    if mode is None:
+        compile_blocks(model)
+    else:
+        for blk in model.blocks:
+            blk.compile(dynamic=False, mode=mode)
+
+
 def sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -104,7 +123,8 @@ def model_rows(args, dev, table: Table, deadline):
         res = spec["img_size"] if args.smoke else arch.img_size
         flops = 0.0 if args.smoke else flops_per_image(arch)
         dtype = torch.bfloat16 if dev.type == "cuda" else None
-        model = create_model(spec if args.smoke else name, random_init=True, device=dev, dtype=dtype)
+        model = as_extract_runs(create_model(spec if args.smoke else name, random_init=True,
+                                             device=dev, dtype=dtype), dev)
         feats = parse_features("cls", model.spec.depth, (res // 14, res // 14))
         mk = lambda m, pad=None: ModelStep(m, feats, dev, "bf16" if dev.type == "cuda" else "fp32",  # noqa: E731
                                           (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), pad_to=pad)
@@ -123,7 +143,7 @@ def model_rows(args, dev, table: Table, deadline):
         table.add(name, "eager", bs, ips, flops, args.peak, mem)
         if time.perf_counter() < deadline:
             t0 = time.perf_counter()
-            compile_blocks(model)
+            fresh_compile(model)
             step = mk(model, bs)
             step(torch.zeros(bs, 3, res, res, dtype=torch.uint8, device=dev))
             sync(dev)
@@ -201,10 +221,10 @@ def e2e_rows(args, dev, table: Table, tmp: Path):
         for _, comp, bs in modes:     # the model alone on synthetic uint8, same batch and mode
             if (comp, bs) in baseline:
                 continue
-            m = create_model(spec, random_init=True, device=dev,
-                             dtype=torch.bfloat16 if gpu else None)
+            m = as_extract_runs(create_model(spec, random_init=True, device=dev,
+                                             dtype=torch.bfloat16 if gpu else None), dev)
             if comp:
-                compile_blocks(m)
+                fresh_compile(m)
             feats = parse_features("cls", m.spec.depth, (res // 14, res // 14))
             step = ModelStep(m, feats, dev, "bf16" if gpu else "fp32", (0.485, 0.456, 0.406),
                              (0.229, 0.224, 0.225), pad_to=bs if comp else None)
@@ -263,8 +283,9 @@ def hf_rows(args, dev, table: Table, tmp: Path):
             theirs = hf_model(arch)
         folder = tmp / f"hf-{name}"
         theirs.save_pretrained(folder)
-        ours = create_model(arch if args.smoke else name, weights=folder, device=dev,
-                            dtype=torch.bfloat16 if half else None)
+        ours = as_extract_runs(create_model(arch if args.smoke else name, weights=folder,
+                                            device=dev, dtype=torch.bfloat16 if half else None),
+                               dev)
         theirs.to(dev)
         x = torch.randn(bs, 3, arch.img_size, arch.img_size, device=dev)
 
@@ -287,7 +308,7 @@ def hf_rows(args, dev, table: Table, tmp: Path):
         ref = max(ips.values())
         ips["ours eager"] = time_call(call(lambda: ours.forward_features(x)), bs, dev, args.seconds)
         del theirs
-        compile_blocks(ours)
+        fresh_compile(ours)
         ips["ours compiled"] = time_call(call(lambda: ours.forward_features(x)), bs, dev,
                                          args.seconds)
         for mode, v in ips.items():
@@ -296,6 +317,54 @@ def hf_rows(args, dev, table: Table, tmp: Path):
                       bs, v, flops, args.peak)
         del ours
         torch.cuda.empty_cache() if half else None
+
+
+VARIANT_MODELS = [("dino300m-full2b-224", 256), ("dino1b-full2b-224", 256)]
+
+
+def variant_rows(args, dev, table: Table):
+    """Compiled model-only rates under other settings, over the default (as `webssl
+    extract --compile` runs: SDPA 'auto', FFN padded on CUDA): no FFN padding, forced
+    attention kernels, and with --autotune inductor's max-autotune (1.5-3 min of compile)."""
+    from webssl_cli.registry import ArchSpec
+    gpu = dev.type == "cuda"
+    for name, bs in ([("smoke", 8)] if args.smoke else VARIANT_MODELS):
+        arch = ArchSpec.from_dict(SMOKE_SPEC) if args.smoke else resolve(name).record.arch
+        res, flops = arch.img_size, 0.0 if args.smoke else flops_per_image(arch)
+        # (label, attention, pad the FFN, compile mode)
+        variants = [("default", "auto", want_pad_ffn(None, dev), None),
+                    ("FFN not padded" if gpu else "FFN padded", "auto", not gpu, None),
+                    ("attention flash", "flash", gpu, None)]
+        if gpu:
+            variants += [("attention cudnn", "cudnn", True, None),
+                         ("attention efficient", "efficient", True, None)]
+            if args.autotune:
+                variants.append(("max-autotune-no-cudagraphs", "auto", True,
+                                 "max-autotune-no-cudagraphs"))
+        ref = None
+        for label, attention, pad, mode in variants:
+            try:
+                m = create_model(arch, random_init=True, device=dev,
+                                 dtype=torch.bfloat16 if gpu else None, attention=attention)
+                hidden = pad_ffn(m) if pad else 0
+                t0 = time.perf_counter()
+                fresh_compile(m, mode)
+                feats = parse_features("cls", m.spec.depth, (res // 14, res // 14))
+                step = ModelStep(m, feats, dev, "bf16" if gpu else "fp32", (0.485, 0.456, 0.406),
+                                 (0.229, 0.224, 0.225), pad_to=bs)
+                step(torch.zeros(bs, 3, res, res, dtype=torch.uint8, device=dev))
+                sync(dev)
+                ctime = time.perf_counter() - t0
+                ips = time_step(step, bs, res, dev, args.seconds)
+            except Exception as exc:   # e.g. a kernel this card or torch lacks
+                table.add(f"{name} compiled", f"{label}: FAILED {type(exc).__name__}: {exc}"[:200])
+                continue
+            ref = ref or ips
+            table.add(f"{name} compiled", f"{label}{f' (FFN {hidden})' if hidden else ''}: "
+                      f"{ips / ref:.2f}x of default ({ctime:.0f}s compile)", bs, ips, flops,
+                      args.peak)
+            del m, step
+            torch.cuda.empty_cache() if gpu else None
 
 
 def cosine_rows(args, dev, table: Table):
@@ -326,9 +395,12 @@ def main() -> None:
     ap.add_argument("--e2e-big", default="dino1b-full2b-224",
                     help="compute-bound models run end to end, compiled (comma list; "
                          "dino7b-full8b-224 adds ~2 min)")
-    ap.add_argument("--skip", default="", help="comma list of sections to skip: cosine,models,hf,e2e")
-    ap.add_argument("--order", default="cosine,models,hf,e2e",
-                    help="sections in the order to run them; e.g. e2e,hf,models,cosine puts the "
+    ap.add_argument("--autotune", action="store_true",
+                    help="variants: also inductor max-autotune (adds 1.5-3 min of compile per model)")
+    ap.add_argument("--skip", default="",
+                    help="comma list of sections to skip: cosine,models,hf,e2e,variants")
+    ap.add_argument("--order", default="cosine,models,hf,e2e,variants",
+                    help="sections in the order to run them; e.g. e2e,variants,models puts the "
                          "end-to-end rows first when the lease is short")
     args = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
@@ -343,7 +415,8 @@ def main() -> None:
         sections = {"cosine": lambda: cosine_rows(args, dev, table),
                     "models": lambda: model_rows(args, dev, table, time.perf_counter() + args.budget),
                     "hf": lambda: hf_rows(args, dev, table, Path(td)),
-                    "e2e": lambda: e2e_rows(args, dev, table, Path(td))}
+                    "e2e": lambda: e2e_rows(args, dev, table, Path(td)),
+                    "variants": lambda: variant_rows(args, dev, table)}
         for section in [s for s in args.order.split(",") if s in sections]:
             fn = sections[section]
             if section in skip:

@@ -47,9 +47,10 @@ class ModelConfig:
     offline: bool = False
     device: str | None = None           # default: cuda if available else cpu
     precision: str | None = None        # bf16 | fp16 | fp32 (default bf16 on cuda)
-    attention: str = "auto"             # auto | sdpa | flash | efficient | math | cudnn | xformers
+    attention: str = "auto"             # auto | flash | efficient | cudnn | math | xformers
     compile: bool = False
     resolution: int | None = None       # override the model's training resolution
+    pad_ffn: bool | None = None         # zero-pad SwiGLU hidden to x256; None: on CUDA only
 
 
 @dataclass(frozen=True)

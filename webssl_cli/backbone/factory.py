@@ -101,6 +101,30 @@ def create_model(name_or_spec: str | Path | ArchSpec | dict[str, Any], weights: 
     return model.eval().requires_grad_(False)
 
 
+FFN_PAD_MULTIPLE = 256
+
+
+def pad_ffn(model: WebSSLViT, multiple: int = FFN_PAD_MULTIPLE) -> int:
+    """Pad every SwiGLU FFN's hidden size to a multiple of ``multiple`` with zero weights
+    (same outputs, aligned GEMMs). Returns the new hidden size, or 0 when nothing changed
+    (aligned already, or no SwiGLU FFN: Web-MAE's 4*D GELU MLPs are aligned). An
+    inference-time change: the checkpoint, the spec and the FLOPs counted for MFU keep the
+    original size."""
+    from .ffn import SwiGLUFFN
+    grown = 0
+    for blk in model.blocks:
+        if isinstance(blk.mlp, SwiGLUFFN):
+            before = blk.mlp.w3.in_features
+            after = blk.mlp.pad_hidden(multiple)
+            grown = after if after != before else grown
+    return grown
+
+
+def want_pad_ffn(pad: bool | None, device: torch.device) -> bool:
+    """--pad-ffn / --no-pad-ffn, default (None): on CUDA only, where it was measured faster."""
+    return device.type == "cuda" if pad is None else pad
+
+
 def compile_blocks(model: WebSSLViT) -> None:
     """Regional compilation: every block shares one compiled graph, so a 32-block model
     compiles in about the time of one block; use fixed batch sizes to avoid recompiles."""

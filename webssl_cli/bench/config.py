@@ -21,6 +21,7 @@ class BenchConfig:
     images: int | None = None            # project wall time + output size for this many images
     model_config: str | None = None      # JSON architecture instead of a registry name
     out_dtype: str = "float16"           # output dtype assumed by the projection
+    pad_ffn: bool | None = None          # as ModelConfig.pad_ffn (None: on CUDA only)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class BenchResult:
     seconds: float = 0.0                 # timed wall seconds (all iters)
     features: tuple[str, ...] = ()
     attention: str = "auto"
+    padded_ffn_hidden: int = 0           # SwiGLU hidden size run (--pad-ffn), 0: not padded
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

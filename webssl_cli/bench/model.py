@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from ..backbone.factory import ModelChoice, choose, compile_blocks, create_model
+from ..backbone.factory import (ModelChoice, choose, compile_blocks, create_model, pad_ffn,
+                                want_pad_ffn)
 from ..errors import UsageError, WebsslError
 from ..model_step import ModelStep, parse_features, pick_device, pick_precision
 from ..model_step.autobatch import find_batch_size, is_oom, step_probe
@@ -103,6 +104,7 @@ def bench_model(cfg: BenchConfig) -> BenchResult:
     hold = torch.bfloat16 if (device.type == "cuda" and precision == "bf16") else None
     model = create_model(choice.record.name if choice.record else spec, device=device,
                          dtype=hold, random_init=True, attention=cfg.attention)
+    ffn_hidden = pad_ffn(model) if want_pad_ffn(cfg.pad_ffn, device) else 0   # as extract
     pre = choice.record.preprocess if choice.record else None
     mean = pre.mean if pre else (0.485, 0.456, 0.406)
     std = pre.std if pre else (0.229, 0.224, 0.225)
@@ -149,4 +151,4 @@ def bench_model(cfg: BenchConfig) -> BenchResult:
                        projection=proj, device=str(device), peak_tflops=peak,
                        peak_source=source, peak_mem_kind=kind, gflops_per_image=gflops,
                        iters=cfg.iters, seconds=seconds, features=tuple(f.name for f in features),
-                       attention=cfg.attention)
+                       attention=cfg.attention, padded_ffn_hidden=ffn_hidden)

@@ -39,6 +39,17 @@ def route_to_gpu(data: bytes, pcfg: PreprocessConfig) -> bool:
         return False
 
 
+def _settle_stream(device: torch.device) -> None:
+    """Wait for the calling stream's queued work before an nvJPEG call. torchvision decodes on
+    an internal stream into tensors allocated on the caller's stream, and that internal stream
+    does not wait for the caller's: memory freed by our earlier (still queued) resize kernels
+    could be handed to the decoder and overwritten under them. The main thread no longer syncs
+    on every batch, so this stream can run far behind the host: an H100 run without this wait
+    gave a few rows with cosine < 0 against CPU decoding."""
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
+
+
 def decode_on_gpu(raws: list[torch.Tensor], pcfg: PreprocessConfig, device: torch.device):
     """Decode + preprocess raw JPEG byte tensors. Returns (images (n,3,S,S) uint8 on device,
     ok positions, {position: (error_type, message)})."""
@@ -50,6 +61,7 @@ def decode_on_gpu(raws: list[torch.Tensor], pcfg: PreprocessConfig, device: torc
     ok: list[int] = []
     bad: dict[int, tuple[str, str]] = {}
     try:
+        _settle_stream(device)
         decoded = decode_jpeg(raws, mode=ImageReadMode.RGB, device=device)
     except RuntimeError:
         decoded = [None] * len(raws)
@@ -57,6 +69,7 @@ def decode_on_gpu(raws: list[torch.Tensor], pcfg: PreprocessConfig, device: torc
         try:
             if img is None:
                 try:
+                    _settle_stream(device)
                     img = decode_jpeg(raws[i], mode=ImageReadMode.RGB, device=device)
                 except RuntimeError:
                     img = load_sample(raws[i].numpy().tobytes(), pcfg).to(device)

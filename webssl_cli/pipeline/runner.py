@@ -24,6 +24,7 @@ from ..model_step import ModelStep, pick_device, pick_precision
 from .assembler import BatchAssembler, Segment, split_rows
 from .device_decode import DeviceDecoder
 from .held_memory import HeldFeatures, available_memory
+from .host_copy import HostCopy
 from .loader import Batch, BatchSource
 from .progress import Counters, Progress, summary
 from .setup import Prepared, prepare
@@ -66,11 +67,13 @@ def rank_device(requested: str | None, rank: RankInfo) -> torch.device:
 
 
 def build_step(prep: Prepared, device: torch.device, precision: str) -> ModelStep:
-    from ..backbone.factory import create_model
+    from ..backbone.factory import create_model, pad_ffn, want_pad_ffn
     m = prep.cfg.model
     hold = torch.bfloat16 if (device.type == "cuda" and precision == "bf16") else None
     model = create_model(prep.choice.spec if prep.choice.record is None else prep.choice.record.name,
                          weights=prep.weights, device=device, dtype=hold, attention=m.attention)
+    if want_pad_ffn(m.pad_ffn, device):
+        pad_ffn(model)
     return ModelStep(model, prep.features, device, precision, prep.pcfg.mean, prep.pcfg.std,
                      normalize=prep.cfg.output.normalize, out_dtype=prep.cfg.output.out_dtype)
 
@@ -176,8 +179,8 @@ class RankRun:
 
     # -- model -------------------------------------------------------------------------
     def run_batch(self, pending):
-        """Queue the next assembled batch on the device, then bring the previous one home
-        (the host copy of batch i-1 overlaps the compute of batch i)."""
+        """Queue the next assembled batch on the device (its host copy queued right behind
+        it), then bring the previous one home while this one computes."""
         taken = self.assembler.take()
         if taken is None:
             return pending
@@ -185,18 +188,18 @@ class RankRun:
         t0 = time.perf_counter()
         if self.counters.first_batch is None:
             self.counters.first_batch = t0 - (self.counters.loop_started or t0)
-        feats = self.backoff(self.step, images)     # queued on the device, not synced
+        copy = HostCopy(self.backoff(self.step, images))   # queued on the device, not synced
         self.counters.model_seconds += time.perf_counter() - t0
         self.finalize(pending)
-        return (segments, feats)
+        return (segments, copy)
 
     def finalize(self, pending) -> None:
         """Bring one batch's features to host memory and file them under their units."""
         if pending is None:
             return
-        segments, feats = pending
+        segments, copy = pending
         t0 = time.perf_counter()
-        host = {k: v.cpu().numpy() for k, v in feats.items()}
+        host = copy.wait()
         self.counters.model_seconds += time.perf_counter() - t0
         for seg, rows in split_rows(segments, host):
             st = self.inflight[seg.unit_index]
