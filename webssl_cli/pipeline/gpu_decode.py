@@ -44,8 +44,9 @@ def _settle_stream(device: torch.device) -> None:
     an internal stream into tensors allocated on the caller's stream, and that internal stream
     does not wait for the caller's: memory freed by our earlier (still queued) resize kernels
     could be handed to the decoder and overwritten under them. The main thread no longer syncs
-    on every batch, so this stream can run far behind the host: an H100 run without this wait
-    gave a few rows with cosine < 0 against CPU decoding."""
+    on every batch, so this stream can run far behind the host. That is the likely cause of
+    the few rows with cosine < 0 against CPU decoding in an H100 run without this wait; the
+    wait has not run on a GPU yet (benchmarks/README.md)."""
     if device.type == "cuda":
         torch.cuda.current_stream(device).synchronize()
 
