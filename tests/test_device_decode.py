@@ -81,3 +81,38 @@ def test_device_decode_with_no_workers_and_one_unit(tmp_path: Path) -> None:
     assert res.exit_code == 0 and res.images == 7 and res.failures == 0
     keys, cls = read_features(tmp_path / "out")
     assert keys == [f"{i}.jpg" for i in range(7)] and np.isfinite(cls).all()
+
+
+def test_raw_jpegs_cross_from_a_worker_as_one_blob_with_their_exact_bytes(tmp_path: Path) -> None:
+    """A real DataLoader worker hands over each batch's raw JPEGs packed in one tensor; the
+    views the decode thread gets are byte-for-byte the files, in row order."""
+    from webssl_cli.config import InputConfig
+    from webssl_cli.pipeline.loader import BatchSource
+    from webssl_cli.readers import plan_units
+    root = tmp_path / "jpegs"
+    root.mkdir()
+    files = {f"{i}.jpg": img.make_jpeg(60 + 9 * i, 50, i) for i in range(7)}
+    files["x.png"] = img.make_png(40, 40, 1)          # decoded in the worker instead
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    icfg = InputConfig((str(root),))
+    source = BatchSource(icfg, PreprocessConfig(56), batch_size=4, num_workers=1,
+                         pin_memory=False, gpu_decode=True)
+    got: dict[str, bytes] = {}
+    worker_rows = []
+    try:
+        for unit in plan_units(icfg):
+            source.submit(unit)
+        while source.outstanding:
+            b = source.next_batch()
+            if b.raw_sizes:
+                assert isinstance(b.raw_blob, torch.Tensor) and b.raw_blob.dim() == 1
+                assert b.raw_blob.numel() == sum(b.raw_sizes)
+                views = b.raw
+                assert all(v.is_contiguous() for v in views)
+                got.update({k: v.numpy().tobytes() for k, v in zip(b.raw_keys, views)})
+            worker_rows += b.keys
+    finally:
+        source.close()
+    assert got == {k: v for k, v in files.items() if k.endswith(".jpg")}
+    assert worker_rows == ["x.png"]

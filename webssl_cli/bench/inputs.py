@@ -60,7 +60,7 @@ def bench_input(src: str, workers: int, resolution: int, decode: str = "cpu",
             b = source.next_batch()
             failures += len(b.failures)
             n = len(b.indices) if b.images is not None else 0
-            if device is not None and b.raw:     # --decode gpu: the runner's device step
+            if device is not None and b.raw_sizes:   # --decode gpu: the runner's device step
                 n_ok, n_bad = _decode_raw(b.raw, pcfg, device)
                 n, failures = n + n_ok, failures + n_bad
             images += n

@@ -46,7 +46,7 @@ def merge_decoded(b: Batch, pcfg: PreprocessConfig, device: torch.device) -> Dec
         b.metas = b.metas + [b.raw_metas[i] for i in ok]
     else:
         b.images = cpu
-    b.raw, b.raw_indices, b.raw_keys, b.raw_sources, b.raw_metas = [], [], [], [], []
+    b.drop_raw()
     return Decoded(b, failures, time.perf_counter() - t0)
 
 

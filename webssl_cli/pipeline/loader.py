@@ -36,7 +36,8 @@ class Batch:
     unit_index: int
     part: int
     images: torch.Tensor | None            # uint8 (b,3,S,S); None for an end-of-part marker
-    raw: list[torch.Tensor] = field(default_factory=list)   # --decode gpu: JPEG bytes
+    raw_blob: torch.Tensor | None = None    # --decode gpu: the JPEGs' bytes back to back
+    raw_sizes: list[int] = field(default_factory=list)
     raw_indices: list[int] = field(default_factory=list)
     raw_keys: list[str] = field(default_factory=list)
     raw_sources: list[str] = field(default_factory=list)
@@ -57,6 +58,19 @@ class Batch:
                 else (self.indices, self.keys, self.sources, self.metas))
         for col, value in zip(cols, (s.index, s.key, s.source, s.meta)):
             col.append(value)
+
+    @property
+    def raw(self) -> list[torch.Tensor]:
+        """The raw JPEGs (--decode gpu), as 1-D uint8 views of one blob. One tensor per batch
+        crosses from the worker (one shared-memory segment, not one per image: 256 separate
+        tensors cost about 7x more to pass, measured in benchmarks/raw_ipc.py)."""
+        if self.raw_blob is None:
+            return []
+        return list(torch.split(self.raw_blob, self.raw_sizes))
+
+    def drop_raw(self) -> None:
+        self.raw_blob, self.raw_sizes = None, []
+        self.raw_indices, self.raw_keys, self.raw_sources, self.raw_metas = [], [], [], []
 
     def pin_memory(self) -> "Batch":
         """Called by the DataLoader's pinning thread (pin_memory=True) on CUDA runs."""
@@ -97,15 +111,19 @@ def iter_part(item: WorkItem, icfg: InputConfig, pcfg: PreprocessConfig,
     unit = item.unit
     batch = Batch(unit.index, item.part, None)
     imgs: list[torch.Tensor] = []
+    raws: list[bytes] = []          # --decode gpu: packed into one tensor at flush
     seen = 0
     t0 = time.perf_counter()
 
     def flush() -> Batch:
-        nonlocal batch, imgs, t0
+        nonlocal batch, imgs, raws, t0
         out = batch
         out.images = torch.stack(imgs) if imgs else None
+        if raws:
+            out.raw_blob = torch.frombuffer(bytearray(b"".join(raws)), dtype=torch.uint8)
+            out.raw_sizes = [len(r) for r in raws]
         out.decode_seconds = time.perf_counter() - t0
-        batch, imgs, t0 = Batch(unit.index, item.part, None), [], time.perf_counter()
+        batch, imgs, raws, t0 = Batch(unit.index, item.part, None), [], [], time.perf_counter()
         return out
 
     error = None
@@ -117,9 +135,9 @@ def iter_part(item: WorkItem, icfg: InputConfig, pcfg: PreprocessConfig,
                                               s.error or "unreadable", s.index))
                 continue
             if gpu_decode and route_to_gpu(s.data, pcfg):
-                batch.raw.append(torch.frombuffer(bytearray(s.data), dtype=torch.uint8))
+                raws.append(s.data)
                 batch.add_row(s, raw=True)
-                if len(imgs) + len(batch.raw) >= batch_size:
+                if len(imgs) + len(raws) >= batch_size:
                     yield flush()
                 continue
             try:
@@ -134,11 +152,11 @@ def iter_part(item: WorkItem, icfg: InputConfig, pcfg: PreprocessConfig,
                 continue
             imgs.append(img)
             batch.add_row(s)
-            if len(imgs) + len(batch.raw) >= batch_size:
+            if len(imgs) + len(raws) >= batch_size:
                 yield flush()
     except Exception as exc:   # the shard itself broke (truncated tar, dropped connection)
         error = f"{type(exc).__name__}: {exc}"
-    if imgs or batch.raw or batch.failures:
+    if imgs or raws or batch.failures:
         yield flush()
     yield Batch(unit.index, item.part, None, end=True, samples_seen=seen, read_error=error)
 

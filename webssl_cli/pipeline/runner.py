@@ -216,8 +216,8 @@ class RankRun:
         if b.failures:
             st.failures += b.failures
             self.counters.failures += len(b.failures)
-        if b.raw:                      # --decode gpu: decoded on the side thread, added later
-            st.pending_rows += len(b.indices) + len(b.raw)
+        if b.raw_sizes:                # --decode gpu: decoded on the side thread, added later
+            st.pending_rows += len(b.indices) + len(b.raw_sizes)
             self.decoder.submit(b)
         else:
             st.pending_rows += len(b.indices)
