@@ -3,7 +3,7 @@ end-to-end extraction with CPU and GPU decoding, and bf16-vs-fp32 feature agreem
 one Markdown table. transformers must be importable for the ``hf`` section (on the device
 machine: its wheels in ``.whl/``); a section that fails is reported and the rest still run.
 
-    PYTHONPATH=. python benchmarks/gpu_check.py --out results.md          # ~5 min on an H100/H200
+    PYTHONPATH=. python benchmarks/gpu_check.py --out results.md          # ~6 min on an H100
     PYTHONPATH=. python benchmarks/gpu_check.py --smoke --out /tmp/x.md   # tiny CPU dry run
 
 Random weights throughout (real-size architectures). MFU is against a dense bf16 peak of
@@ -392,7 +392,9 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="tiny model on CPU: checks the script")
     ap.add_argument("--peak", type=float, default=790.0)
     ap.add_argument("--seconds", type=float, default=2.0)
-    ap.add_argument("--budget", type=float, default=330.0, help="seconds for the model section, from its start: past it, no more compiled rows")
+    ap.add_argument("--budget", type=float, default=330.0,
+                    help="seconds for the model section, from its start: past it, no more "
+                         "compiled rows")
     ap.add_argument("--e2e-big", default="dino1b-full2b-224,dino7b-full8b-224",
                     help="compute-bound models run end to end, compiled (comma list; "
                          "dino7b-full8b-224 takes ~1.5 min of it, dino7b-full8b-518 adds ~1.5 min)")
@@ -414,7 +416,8 @@ def main() -> None:
     skip = set(args.skip.split(","))
     with tempfile.TemporaryDirectory() as td:
         sections = {"cosine": lambda: cosine_rows(args, dev, table),
-                    "models": lambda: model_rows(args, dev, table, time.perf_counter() + args.budget),
+                    "models": lambda: model_rows(args, dev, table,
+                                                 time.perf_counter() + args.budget),
                     "hf": lambda: hf_rows(args, dev, table, Path(td)),
                     "e2e": lambda: e2e_rows(args, dev, table, Path(td)),
                     "variants": lambda: variant_rows(args, dev, table)}
