@@ -368,6 +368,36 @@ def variant_rows(args, dev, table: Table):
             torch.cuda.empty_cache() if gpu else None
 
 
+def decode_rows(args, dev, table: Table):
+    """--decode gpu's device step alone on batches of 256 same-size JPEGs (as img2dataset
+    writes them): same-size images resized together vs one by one (group_pixels=1), and on
+    mixed sizes, where grouping cannot help."""
+    from PIL import Image
+
+    from webssl_cli.config import PreprocessConfig
+    from webssl_cli.pipeline.gpu_decode import decode_on_gpu
+    base = [Image.open(p).convert("RGB") for p in sorted(Path("examples/images").glob("*.jpg"))]
+    n = 16 if args.smoke else 256
+
+    def jpeg(i: int, w: int, h: int) -> torch.Tensor:
+        buf = io.BytesIO()
+        base[i % len(base)].resize((w, h)).save(buf, "JPEG", quality=90)
+        return torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
+
+    rng = np.random.default_rng(0)
+    sets = {"same size 512x384": [jpeg(i, 512, 384) for i in range(n)],
+            "mixed sizes": [jpeg(i, int(rng.integers(400, 900)), int(rng.integers(300, 700)))
+                            for i in range(n)]}
+    pcfg = PreprocessConfig(224)
+    for label, raws in sets.items():
+        rates = {how: time_call(lambda b=b: decode_on_gpu(raws, pcfg, dev, group_pixels=b), n,
+                                dev, args.seconds)
+                 for how, b in (("one by one", 1), ("grouped", 32_000_000))}
+        for how, r in rates.items():
+            table.add("decode_on_gpu (device step alone)",
+                      f"{label}, {how}: {r / rates['one by one']:.2f}x of one by one", n, r)
+
+
 def cosine_rows(args, dev, table: Table):
     name = "dino300m-full2b-224"
     spec = SMOKE_SPEC if args.smoke else name
@@ -401,8 +431,8 @@ def main() -> None:
     ap.add_argument("--autotune", action="store_true",
                     help="variants: also inductor max-autotune (adds 1.5-3 min of compile per model)")
     ap.add_argument("--skip", default="",
-                    help="comma list of sections to skip: cosine,models,hf,e2e,variants")
-    ap.add_argument("--order", default="cosine,models,hf,e2e,variants",
+                    help="comma list of sections to skip: cosine,models,hf,e2e,variants,decode")
+    ap.add_argument("--order", default="cosine,models,hf,e2e,variants,decode",
                     help="sections in the order to run them; e.g. e2e,variants,models puts the "
                          "end-to-end rows first when the lease is short")
     args = ap.parse_args()
@@ -420,7 +450,8 @@ def main() -> None:
                                                  time.perf_counter() + args.budget),
                     "hf": lambda: hf_rows(args, dev, table, Path(td)),
                     "e2e": lambda: e2e_rows(args, dev, table, Path(td)),
-                    "variants": lambda: variant_rows(args, dev, table)}
+                    "variants": lambda: variant_rows(args, dev, table),
+                    "decode": lambda: decode_rows(args, dev, table)}
         for section in [s for s in args.order.split(",") if s in sections]:
             fn = sections[section]
             if section in skip:

@@ -116,3 +116,30 @@ def test_raw_jpegs_cross_from_a_worker_as_one_blob_with_their_exact_bytes(tmp_pa
         source.close()
     assert got == {k: v for k, v in files.items() if k.endswith(".jpg")}
     assert worker_rows == ["x.png"]
+
+
+def test_same_size_images_resized_together_equal_one_by_one() -> None:
+    """decode_on_gpu groups decoded images by size (in chunks under a pixel budget); the
+    result is exactly the per-image one, a size-decided error hits every image of that size,
+    and nothing is lost or reordered."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    from webssl_cli.pipeline.gpu_decode import decode_on_gpu
+    from webssl_cli.preprocess import DecodeError, preprocess
+    pcfg = PreprocessConfig(56, max_image_pixels=100_000)
+    sizes = [(90, 70), (64, 64), (90, 70), (640, 20), (90, 70), (64, 64), (640, 20), (120, 80)]
+    datas = [img.make_jpeg(w, h, i) for i, (w, h) in enumerate(sizes)]
+    raws = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+    cpu = torch.device("cpu")
+    for budget in (10**9, 2 * 90 * 70):        # one chunk per size; chunks of two images
+        images, ok, bad = decode_on_gpu(raws, pcfg, cpu, group_pixels=budget)
+        assert ok == [0, 1, 2, 4, 5, 7]
+        assert set(bad) == {3, 6} and bad[3][0] == "ExtremeAspectRatio"
+        for row, i in enumerate(ok):
+            one = preprocess(decode_jpeg(raws[i], mode=ImageReadMode.RGB), pcfg)
+            assert torch.equal(images[row], one), i
+    try:
+        preprocess(decode_jpeg(raws[3], mode=ImageReadMode.RGB), pcfg)
+        raise AssertionError("640x20 should exceed the pixel limit once resized")
+    except DecodeError as exc:
+        assert exc.error_type == bad[3][0]
