@@ -82,11 +82,7 @@ def fresh_compile(model, mode: str | None = None) -> None:
     Block.forward, whose recompile limit (8) would otherwise silently send later models
     (e.g. dino7b@518) back to eager. (A `webssl` process compiles one model.)"""
     torch._dynamo.reset()
-    if mode is None:
-        compile_blocks(model)
-    else:
-        for blk in model.blocks:
-            blk.compile(dynamic=False, mode=mode)
+    compile_blocks(model, mode)
 
 
 def sync(dev: torch.device) -> None:

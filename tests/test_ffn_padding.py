@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.extract_helpers import cli_args, run_cli
+from tests.extract_helpers import WEBSSL, cli_args, run_cli
 from tests.helpers import images as img
+from tests.test_backbone_fidelity import DINO, MAE, TOL, _maxdiff
 from webssl_cli import create_model, read_features
 from webssl_cli.backbone.factory import pad_ffn, want_pad_ffn
-
-FIX = Path(__file__).parent / "fixtures" / "official"
-DINO, MAE = FIX / "dino-tiny", FIX / "mae-tiny-p16"
-WEBSSL = str(Path(sys.executable).with_name("webssl"))
 
 
 @pytest.mark.parametrize("hw", ["56x56", "84x70"])
@@ -35,10 +31,9 @@ def test_padded_model_reproduces_the_official_outputs(hw: str) -> None:
         inter = model.get_intermediate_layers(x, n=2, return_class_token=True, norm=True)
     for key in ("x_norm_clstoken", "x_norm_patchtokens", "x_prenorm"):
         assert float((after[key] - before[key]).abs().max()) <= 1e-5
-    cls = np.load(DINO / f"expected_{hw}_cls.npy")
-    assert np.abs(after["x_norm_clstoken"].numpy() - cls).max() <= 1e-4
-    last2 = np.load(DINO / f"expected_{hw}_last2_patch.npy")
-    assert np.abs(torch.stack([p for p, _ in inter]).numpy() - last2).max() <= 1e-4
+    assert _maxdiff(after["x_norm_clstoken"], DINO / f"expected_{hw}_cls.npy") <= TOL
+    assert _maxdiff(torch.stack([p for p, _ in inter]),
+                    DINO / f"expected_{hw}_last2_patch.npy") <= TOL
     assert pad_ffn(model) == 0                         # aligned now: nothing more to do
 
 

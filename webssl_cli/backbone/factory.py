@@ -125,10 +125,11 @@ def want_pad_ffn(pad: bool | None, device: torch.device) -> bool:
     return device.type == "cuda" if pad is None else pad
 
 
-def compile_blocks(model: WebSSLViT) -> None:
+def compile_blocks(model: WebSSLViT, mode: str | None = None) -> None:
     """Regional compilation: every block shares one compiled graph, so a 32-block model
-    compiles in about the time of one block; use fixed batch sizes to avoid recompiles."""
+    compiles in about the time of one block; use fixed batch sizes to avoid recompiles.
+    ``mode``: torch.compile's mode (None: the default)."""
     for blk in model.blocks:
-        blk.compile(dynamic=False)
+        blk.compile(dynamic=False, mode=mode)
 
 

@@ -65,7 +65,7 @@ def decode_on_gpu(raws: list[torch.Tensor], pcfg: PreprocessConfig, device: torc
     one size, e.g. img2dataset's 256x256 output), with the same result as one by one."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    from ..preprocess import DecodeError, load_sample
+    from ..preprocess import load_sample
 
     done: dict[int, torch.Tensor] = {}                   # position -> (3,S,S)
     by_shape: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
@@ -83,10 +83,8 @@ def decode_on_gpu(raws: list[torch.Tensor], pcfg: PreprocessConfig, device: torc
             except RuntimeError:
                 try:
                     done[i] = load_sample(raws[i].numpy().tobytes(), pcfg).to(device)
-                except DecodeError as exc:
-                    bad[i] = (exc.error_type, exc.message)
                 except Exception as exc:
-                    bad[i] = (type(exc).__name__, str(exc)[:500])
+                    bad[i] = _failure(exc)
                 continue
         by_shape.setdefault(tuple(img.shape), []).append((i, img))
     for group in by_shape.values():
@@ -105,19 +103,23 @@ def _preprocess_together(chunk: list[tuple[int, torch.Tensor]], pcfg: Preprocess
     from ..preprocess import DecodeError, preprocess
     try:
         out = preprocess(torch.stack([img for _, img in chunk]), pcfg)
-    except DecodeError as exc:        # decided by the size: the same for every image here
-        for i, _ in chunk:
-            bad[i] = (exc.error_type, exc.message)
-        return
-    except Exception:
-        out = None
-    if out is not None:
         done.update((i, o) for (i, _), o in zip(chunk, out))
         return
+    except DecodeError as exc:        # decided by the size: the same for every image here
+        bad.update((i, _failure(exc)) for i, _ in chunk)
+        return
+    except Exception:
+        pass
     for i, img in chunk:
         try:
             done[i] = preprocess(img, pcfg)
-        except DecodeError as exc:
-            bad[i] = (exc.error_type, exc.message)
         except Exception as exc:
-            bad[i] = (type(exc).__name__, str(exc)[:500])
+            bad[i] = _failure(exc)
+
+
+def _failure(exc: Exception) -> tuple[str, str]:
+    """(error_type, message) for the failure ledger: a DecodeError's own, else the exception's."""
+    from ..preprocess import DecodeError
+    if isinstance(exc, DecodeError):
+        return exc.error_type, exc.message
+    return type(exc).__name__, str(exc)[:500]
