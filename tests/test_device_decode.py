@@ -38,10 +38,19 @@ def ledger(out: Path) -> dict[str, str]:
     return found
 
 
-def test_routing_sends_only_plain_complete_jpegs() -> None:
+def progressive_jpeg(w: int, h: int, seed: int) -> bytes:
+    return img.encode(img.photo(seed, (w, h)), "JPEG", quality=90, progressive=True)
+
+
+def test_routing_sends_only_plain_complete_baseline_jpegs() -> None:
+    from webssl_cli.preprocess.sniff import jpeg_frame
     pcfg = PreprocessConfig(56)
     assert route_to_gpu(img.make_jpeg(90, 70), pcfg)
     assert route_to_gpu(img.gray_jpeg(), pcfg)
+    prog = progressive_jpeg(90, 70, 1)
+    assert jpeg_frame(prog).sof == 0xC2 and jpeg_frame(img.make_jpeg(90, 70)).sof == 0xC0
+    assert (jpeg_frame(prog).width, jpeg_frame(prog).height) == (90, 70)
+    assert not route_to_gpu(prog, pcfg)       # nvJPEG's hardware decoder takes baseline only
     for name in ("exif6.jpg", "cmyk.jpg", "gray16.png", "rgba.png", "anim.gif"):
         assert not route_to_gpu(img.GOOD_SPECIAL[name](), pcfg), name
     for name in ("truncated.jpg", "empty.jpg", "text.jpg", "huge.jpg"):
@@ -52,6 +61,7 @@ def test_device_decode_matches_cpu_decode_rows_features_and_ledger(tmp_path: Pat
     root = tmp_path / "mixed"
     root.mkdir()
     files = {f"good{i:02d}.jpg": img.make_jpeg(60 + 7 * i, 50 + 5 * i, i) for i in range(13)}
+    files.update({f"prog{i}.jpg": progressive_jpeg(80, 60 + 9 * i, 20 + i) for i in range(2)})
     files.update(img.broken_and_special())
     for name, data in files.items():
         (root / name).write_bytes(data)
@@ -118,26 +128,38 @@ def test_raw_jpegs_cross_from_a_worker_as_one_blob_with_their_exact_bytes(tmp_pa
     assert worker_rows == ["x.png"]
 
 
-def test_same_size_images_resized_together_equal_one_by_one() -> None:
-    """decode_on_gpu groups decoded images by size (in chunks under a pixel budget); the
-    result is exactly the per-image one, a size-decided error hits every image of that size,
-    and nothing is lost or reordered."""
+def test_decoded_images_resized_together_match_one_by_one_and_pin_size_errors() -> None:
+    """decode_on_gpu resizes all decoded images in batched chunks: whatever the chunking, each
+    image is within one level of the per-image path on the GPU's arithmetic (float32, rounded
+    once), a size-decided error hits exactly the images of that size, and nothing is lost or
+    reordered. ``batched=False`` is the per-image path itself."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
+    from tests.test_batch_resize import gpu_reference
     from webssl_cli.pipeline.gpu_decode import decode_on_gpu
     from webssl_cli.preprocess import DecodeError, preprocess
+    from webssl_cli.preprocess.batch_resize import resize_crop_chunk
+    from webssl_cli.preprocess.transforms import plan_resize
     pcfg = PreprocessConfig(56, max_image_pixels=100_000)
     sizes = [(90, 70), (64, 64), (90, 70), (640, 20), (90, 70), (64, 64), (640, 20), (120, 80)]
     datas = [img.make_jpeg(w, h, i) for i, (w, h) in enumerate(sizes)]
     raws = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
     cpu = torch.device("cpu")
-    for budget in (10**9, 2 * 90 * 70):        # one chunk per size; chunks of two images
-        images, ok, bad = decode_on_gpu(raws, pcfg, cpu, group_pixels=budget)
+    for chunk in (10**9, 2 * 90 * 70, 1):        # one chunk; chunks of two; one image each
+        images, ok, bad = decode_on_gpu(raws, pcfg, cpu, chunk_pixels=chunk)
         assert ok == [0, 1, 2, 4, 5, 7]
         assert set(bad) == {3, 6} and bad[3][0] == "ExtremeAspectRatio"
         for row, i in enumerate(ok):
-            one = preprocess(decode_jpeg(raws[i], mode=ImageReadMode.RGB), pcfg)
-            assert torch.equal(images[row], one), i
+            dec = decode_jpeg(raws[i], mode=ImageReadMode.RGB)
+            assert (images[row].int() - gpu_reference(dec, pcfg).int()).abs().max() <= 1, i
+            if chunk == 1:     # the batched path ran (it did not fall back to one by one)
+                plan = plan_resize(dec.shape[-2], dec.shape[-1], pcfg)
+                assert torch.equal(images[row], resize_crop_chunk([dec], [plan])[0]), i
+    images, ok, bad = decode_on_gpu(raws, pcfg, cpu, batched=False)
+    assert ok == [0, 1, 2, 4, 5, 7] and set(bad) == {3, 6}
+    for row, i in enumerate(ok):
+        assert torch.equal(images[row], preprocess(decode_jpeg(raws[i], mode=ImageReadMode.RGB),
+                                                   pcfg)), i
     try:
         preprocess(decode_jpeg(raws[3], mode=ImageReadMode.RGB), pcfg)
         raise AssertionError("640x20 should exceed the pixel limit once resized")

@@ -21,7 +21,7 @@ def run_script(script: str, out: Path, *extra: str) -> subprocess.CompletedProce
 
 def test_gpu_check_smoke_runs_every_section_and_keeps_its_table(tmp_path: Path) -> None:
     out = tmp_path / "gpu.md"
-    p = run_script("gpu_check.py", out, "--order", "e2e,hf,models,cosine")
+    p = run_script("gpu_check.py", out, "--order", "e2e,hf,models,cosine,decode")
     assert p.returncode == 0, p.stderr[-3000:]
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     failed = [r["mode"] for r in rows if r["mode"].startswith("FAILED")]
@@ -31,7 +31,11 @@ def test_gpu_check_smoke_runs_every_section_and_keeps_its_table(tmp_path: Path) 
     assert models[:3] == ["dino300m-full2b-224 e2e extract"] * 2 + ["dino300m cls: --decode gpu vs cpu"]
     assert models[3:6] == ["smoke vs transformers"] * 3
     assert models[6:8] == ["smoke", "smoke"]
-    assert [m.split(" (")[1] for m in models[8:]] == ["cls)", "patches)"]
+    assert [m.split(" (")[1] for m in models[8:10]] == ["cls)", "patches)"]
+    decode = [r["mode"] for r in rows[10:]]
+    assert models[10:] == ["decode_on_gpu (device step alone)"] * 6
+    assert [m.split(":")[0] for m in decode] == [
+        f"{s}{w}" for s in ("same size 512x384", "mixed sizes") for w in (", per-image", ", batched", "")]
     e2e = [r for r in rows if r["model"].endswith("e2e extract")]
     assert [r["mode"].split(",")[0] for r in e2e] == ["decode cpu", "decode gpu"]
     assert all(r["images"] == 32 and r["exit"] == 0 and r["failed_samples"] == 0 for r in e2e)

@@ -1,35 +1,46 @@
 """`--decode gpu`: batched JPEG decoding (nvJPEG via torchvision) and resize/crop on the GPU.
 
-Workers only read bytes and route each sample: a plain, complete JPEG (end-of-image marker
-present, size within the bomb limit, RGB or grey, no EXIF rotation) travels as raw bytes;
-anything else is decoded on the CPU in the worker as usual. On the GPU a batch is decoded in
+Workers only read bytes and route each sample: a plain, complete baseline JPEG (end-of-image
+marker present, size within the bomb limit, RGB or grey, no EXIF rotation) travels as raw
+bytes; anything else (progressive JPEGs included) is decoded on the CPU in the worker as usual. On the GPU a batch is decoded in
 one call; if that call fails, each image is retried alone on the GPU and then on the CPU, so
 an image the GPU cannot decode is still decoded or recorded as a failure, never dropped.
-Same-size images are then resized together.
+All decoded images are then resized and cropped together (``preprocess.batch_resize``).
 """
 from __future__ import annotations
 
 import io
+import logging
 
 import torch
 
 from ..config import PreprocessConfig
+from ..preprocess.batch_resize import CHUNK_PIXELS, resize_crop_batch
+from ..preprocess.transforms import ResizePlan, plan_resize
+
+log = logging.getLogger("webssl.decode")
 
 
 def route_to_gpu(data: bytes, pcfg: PreprocessConfig) -> bool:
-    """True for JPEGs the GPU path can take as they are."""
+    """True for JPEGs the GPU path can take as they are: complete baseline JPEGs.
+
+    Progressive (and other non-baseline) JPEGs go to the CPU workers: nvJPEG's batched
+    hardware decoder (A100/H100) takes baseline files only, and torchvision decodes the rest
+    one at a time, Huffman-decoding on the decode thread with a stream sync per image."""
     from PIL import Image
 
-    from ..preprocess.sniff import jpeg_size, sniff_format
+    from ..preprocess.sniff import BASELINE_SOF, jpeg_frame, sniff_format
     from ..preprocess.transforms import draft_request
     if sniff_format(data) != "jpeg":
         return False
     if not (data.endswith(b"\xff\xd9") or data.rstrip(b"\x00").endswith(b"\xff\xd9")):
         return False          # truncated: decoders disagree on it, the CPU path names it
-    size = jpeg_size(data)
-    if size is None or size[0] * size[1] > pcfg.max_image_pixels:
+    frame = jpeg_frame(data)
+    if frame is None or frame.width * frame.height > pcfg.max_image_pixels:
         return False          # let the CPU path produce the precise error
-    if draft_request(size[0], size[1], pcfg) is not None:
+    if frame.sof != BASELINE_SOF:
+        return False          # progressive, 12-bit, arithmetic, lossless: CPU workers
+    if draft_request(frame.width, frame.height, pcfg) is not None:
         return False          # --jpeg-draft: the worker's DCT-scaled decode, same as --decode cpu
     try:
         with Image.open(io.BytesIO(data)) as im:
@@ -52,23 +63,22 @@ def _settle_stream(device: torch.device) -> None:
         torch.cuda.current_stream(device).synchronize()
 
 
-GROUP_PIXELS = 32_000_000   # decoded pixels resized in one call (~384 MB as float32 on the GPU)
-
-
 def decode_on_gpu(raws: list[torch.Tensor], pcfg: PreprocessConfig, device: torch.device,
-                  group_pixels: int = GROUP_PIXELS):
+                  chunk_pixels: int = CHUNK_PIXELS, batched: bool = True):
     """Decode + preprocess raw JPEG byte tensors. Returns (images (n,3,S,S) uint8 on device,
     ok positions, {position: (error_type, message)}).
 
-    Decoded images of the same size are resized together, in chunks of at most
-    ``group_pixels`` pixels: one call instead of one per image (web datasets are often all
-    one size, e.g. img2dataset's 256x256 output), with the same result as one by one."""
+    All decoded images are resized and cropped together (``preprocess.batch_resize``: two
+    batched matmuls per chunk of at most ``chunk_pixels`` padded pixels), not one call per
+    image: the per-image path cost ~0.2 ms of Python and kernel launches per image, holding
+    the GIL against the model's thread. ``batched=False`` is that per-image path (kept for
+    benchmarks/gpu_check.py's comparison)."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     from ..preprocess import load_sample
 
     done: dict[int, torch.Tensor] = {}                   # position -> (3,S,S)
-    by_shape: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
+    todo: list[tuple[int, torch.Tensor, ResizePlan]] = []
     bad: dict[int, tuple[str, str]] = {}
     try:
         _settle_stream(device)
@@ -86,31 +96,32 @@ def decode_on_gpu(raws: list[torch.Tensor], pcfg: PreprocessConfig, device: torc
                 except Exception as exc:
                     bad[i] = _failure(exc)
                 continue
-        by_shape.setdefault(tuple(img.shape), []).append((i, img))
-    for group in by_shape.values():
-        per = max(1, group_pixels // (group[0][1].shape[-2] * group[0][1].shape[-1]))
-        for k in range(0, len(group), per):
-            _preprocess_together(group[k:k + per], pcfg, done, bad)
+        try:
+            todo.append((i, img, plan_resize(int(img.shape[-2]), int(img.shape[-1]), pcfg)))
+        except Exception as exc:          # decided by the size (ExtremeAspectRatio)
+            bad[i] = _failure(exc)
+    _resize_all(todo, pcfg, chunk_pixels, batched, done, bad)
     ok = sorted(done)
     images = torch.stack([done[i] for i in ok]) if ok else None
     return images, ok, bad
 
 
-def _preprocess_together(chunk: list[tuple[int, torch.Tensor]], pcfg: PreprocessConfig,
-                         done: dict[int, torch.Tensor], bad: dict[int, tuple[str, str]]) -> None:
-    """Resize/crop same-size images in one call; on an unexpected error, one by one, so the
-    failure is pinned on the image that caused it."""
-    from ..preprocess import DecodeError, preprocess
-    try:
-        out = preprocess(torch.stack([img for _, img in chunk]), pcfg)
-        done.update((i, o) for (i, _), o in zip(chunk, out))
-        return
-    except DecodeError as exc:        # decided by the size: the same for every image here
-        bad.update((i, _failure(exc)) for i, _ in chunk)
-        return
-    except Exception:
-        pass
-    for i, img in chunk:
+def _resize_all(todo: list[tuple[int, torch.Tensor, ResizePlan]], pcfg: PreprocessConfig,
+                chunk_pixels: int, batched: bool, done: dict[int, torch.Tensor],
+                bad: dict[int, tuple[str, str]]) -> None:
+    """Resize/crop every decoded image in batched chunks; unbatched, or on an unexpected error,
+    one by one with ``preprocess``, so a failure is pinned on the image that caused it."""
+    from ..preprocess import preprocess
+    if batched and todo:
+        try:
+            out = resize_crop_batch([img for _, img, _ in todo], [p for _, _, p in todo],
+                                    chunk_pixels)
+            done.update((i, o) for (i, _, _), o in zip(todo, out))
+            return
+        except Exception as exc:
+            log.warning("batched resize of %d decoded images failed (%s: %s); resizing them one "
+                        "at a time instead", len(todo), type(exc).__name__, str(exc)[:200])
+    for i, img, _ in todo:
         try:
             done[i] = preprocess(img, pcfg)
         except Exception as exc:

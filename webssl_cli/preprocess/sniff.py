@@ -1,9 +1,12 @@
-"""Cheap looks at encoded image bytes: which format, and (for JPEG) the declared size.
+"""Cheap looks at encoded image bytes: which format, and (for JPEG) the declared size and
+coding process (baseline, progressive, ...).
 
 Used before decoding so that a decompression bomb is refused from its header alone,
 without allocating its pixels.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 _SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7,
                           0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
@@ -28,8 +31,24 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+BASELINE_SOF = 0xC0      # baseline DCT, Huffman, 8-bit: what nvJPEG's hardware decoder takes
+
+
+@dataclass(frozen=True)
+class JpegFrame:
+    width: int
+    height: int
+    sof: int            # the frame marker: 0xC0 baseline, 0xC1 extended, 0xC2 progressive, ...
+
+
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the first SOF segment of a JPEG, or None if not found.
+    """(width, height) from the first SOF segment of a JPEG, or None if not found."""
+    frame = jpeg_frame(data)
+    return None if frame is None else (frame.width, frame.height)
+
+
+def jpeg_frame(data: bytes) -> JpegFrame | None:
+    """The first SOF segment of a JPEG (size and coding process), or None if not found.
 
     Walks the marker segments from SOI; stops at SOS (no frame header before the scan
     means a broken file, which the decoder then reports).
@@ -55,6 +74,6 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
                 return None
             height = (data[i + 4] << 8) | data[i + 5]
             width = (data[i + 6] << 8) | data[i + 7]
-            return width, height
+            return JpegFrame(width, height, marker)
         i += 1 + seg_len
     return None

@@ -19,6 +19,7 @@ Normalization is not done here: workers ship uint8, :func:`normalize` runs on th
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 import PIL
@@ -38,19 +39,39 @@ _FOLLOWS = {
 }
 
 
-def preprocess(img: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
-    """uint8 (3, H, W) -> uint8 (3, S, S) following ``cfg.mode`` (see the module docstring)."""
+@dataclass(frozen=True)
+class ResizePlan:
+    """Where an image goes: resized to ``new_h`` x ``new_w``, then rows ``top`` .. ``top + S``
+    and columns ``left`` .. ``left + S`` kept (S = ``size``)."""
+    new_h: int
+    new_w: int
+    top: int
+    left: int
+    size: int
+
+
+def plan_resize(h: int, w: int, cfg: PreprocessConfig) -> ResizePlan:
+    """The resize and crop ``cfg.mode`` gives an h x w image (see the module docstring).
+    Raises DecodeError when the resized image would pass the pixel limit."""
     _check_mode(cfg)
     size = cfg.resolution
     if cfg.mode == "squash":
-        return _resize(img, size, size).contiguous()
-    h, w = int(img.shape[-2]), int(img.shape[-1])
+        return ResizePlan(size, size, 0, 0, size)
     new_h, new_w = short_side_size(h, w, cfg.resize_short)
     if new_h * new_w > cfg.max_image_pixels:
         raise DecodeError("ExtremeAspectRatio",
                           f"a {w}x{h} image resized to shorter side {cfg.resize_short} would be "
                           f"{new_w}x{new_h}, over the {cfg.max_image_pixels:,}-pixel limit")
-    return F.center_crop(_resize(img, new_h, new_w), [size, size]).contiguous()
+    # torchvision CenterCrop's offsets (Python round); both sides are >= S here
+    return ResizePlan(new_h, new_w, int(round((new_h - size) / 2.0)),
+                      int(round((new_w - size) / 2.0)), size)
+
+
+def preprocess(img: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
+    """uint8 (3, H, W) -> uint8 (3, S, S) following ``cfg.mode`` (see the module docstring)."""
+    p = plan_resize(int(img.shape[-2]), int(img.shape[-1]), cfg)
+    out = _resize(img, p.new_h, p.new_w)
+    return out[..., p.top:p.top + p.size, p.left:p.left + p.size].contiguous()
 
 
 def draft_request(w: int, h: int, cfg: PreprocessConfig) -> tuple[int, int] | None:
