@@ -74,3 +74,21 @@ def test_same_size_input_is_left_as_is_and_plans_must_share_a_size() -> None:
     assert resize_crop_batch([], []) == []
     with pytest.raises(ValueError, match="different output sizes"):
         resize_crop_chunk([img, img], [p, ResizePlan(64, 64, 0, 0, 64)])
+
+
+def test_images_already_at_their_resize_size_are_only_cropped_in_order() -> None:
+    """img2dataset's 256 px output for a 224 model: resize_short is 256, so nothing to resize;
+    those rows are exact crops, mixed with resized rows in input order."""
+    from webssl_cli.preprocess import preprocess
+    cfg = PreprocessConfig(224)
+    g = torch.Generator().manual_seed(3)
+    shapes = [(256, 256), (300, 420), (256, 256), (256, 301), (180, 200)]
+    imgs = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in shapes]
+    plans = [plan_resize(h, w, cfg) for h, w in shapes]
+    assert [(p.new_h, p.new_w) == s for p, s in zip(plans, shapes)] == [True, False, True, True,
+                                                                         False]
+    out = resize_crop_batch(imgs, plans)
+    for k in (0, 2, 3):
+        assert torch.equal(out[k], preprocess(imgs[k], cfg)), k
+    for k in (1, 4):
+        assert (out[k].int() - gpu_reference(imgs[k], cfg).int()).abs().max() <= 1, k
