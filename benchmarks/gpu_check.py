@@ -366,7 +366,7 @@ def variant_rows(args, dev, table: Table):
 
 def decode_rows(args, dev, table: Table):
     """--decode gpu's device step alone (nvJPEG + resize/crop) on batches of 256 JPEGs, same
-    size (as img2dataset writes them) and mixed sizes: the batched resize (two matmuls per
+    size (256x256 as img2dataset writes them: crop only; 512x384) and mixed sizes: the batched resize (two matmuls per
     chunk) vs one ``preprocess`` call per image. Rows give images/s with the device synced,
     the host time per call (Python + launches: what holds the GIL against the model's thread)
     and how far the two outputs are apart in levels."""
@@ -392,10 +392,13 @@ def decode_rows(args, dev, table: Table):
         return best * 1e3
 
     rng = np.random.default_rng(0)
-    sets = {"same size 512x384": [jpeg(i, 512, 384) for i in range(n)],
-            "mixed sizes": [jpeg(i, int(rng.integers(400, 900)), int(rng.integers(300, 700)))
-                            for i in range(n)]}
-    pcfg = PreprocessConfig(224)
+    k = 4 if args.smoke else 1     # smoke: a quarter of every side (a CPU runs the matmuls)
+    sets = {"same size 256x256 (crop only at 224)": [jpeg(i, 256 // k, 256 // k)
+                                                     for i in range(n)],
+            "same size 512x384": [jpeg(i, 512 // k, 384 // k) for i in range(n)],
+            "mixed sizes": [jpeg(i, int(rng.integers(400, 900)) // k,
+                                 int(rng.integers(300, 700)) // k) for i in range(n)]}
+    pcfg = PreprocessConfig(224 // k)
     for label, raws in sets.items():
         calls = {"per-image": lambda: decode_on_gpu(raws, pcfg, dev, batched=False),
                  "batched": lambda: decode_on_gpu(raws, pcfg, dev)}

@@ -33,9 +33,10 @@ def test_gpu_check_smoke_runs_every_section_and_keeps_its_table(tmp_path: Path) 
     assert models[6:8] == ["smoke", "smoke"]
     assert [m.split(" (")[1] for m in models[8:10]] == ["cls)", "patches)"]
     decode = [r["mode"] for r in rows[10:]]
-    assert models[10:] == ["decode_on_gpu (device step alone)"] * 6
+    assert models[10:] == ["decode_on_gpu (device step alone)"] * 9
     assert [m.split(":")[0] for m in decode] == [
-        f"{s}{w}" for s in ("same size 512x384", "mixed sizes") for w in (", per-image", ", batched", "")]
+        f"{s}{w}" for s in ("same size 256x256 (crop only at 224)", "same size 512x384",
+                            "mixed sizes") for w in (", per-image", ", batched", "")]
     e2e = [r for r in rows if r["model"].endswith("e2e extract")]
     assert [r["mode"].split(",")[0] for r in e2e] == ["decode cpu", "decode gpu"]
     assert all(r["images"] == 32 and r["exit"] == 0 and r["failed_samples"] == 0 for r in e2e)
