@@ -3,8 +3,8 @@ CUDA, a side stream) while the main thread keeps the model busy.
 
 The runner submits every batch that carries raw JPEGs and moves on; :meth:`finished` hands the
 decoded batches back in submission order. On CUDA, nvJPEG decoding and the resize/crop run on
-the decoder's own stream; an event recorded after them makes the model's stream wait for
-exactly that work, and ``record_stream`` stops the caching allocator from reusing the images'
+the decoder's own high-priority stream; an event recorded after them makes the model's stream
+wait for exactly that work, and ``record_stream`` stops the caching allocator from reusing the images'
 memory while the model still reads it. On a CPU device the same code runs without streams
 (torchvision's CPU decoder), which is how the tests exercise it.
 """
@@ -55,7 +55,11 @@ class DeviceDecoder:
 
     def __init__(self, pcfg: PreprocessConfig, device: torch.device) -> None:
         self.pcfg, self.device = pcfg, device
-        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        # high priority: the model's stream keeps the SMs busy, and each decode waits for the
+        # previous batch's resize (gpu_decode._settle_stream); at high priority those few
+        # kernels are scheduled ahead of the model's queued blocks instead of behind them
+        self.stream = (torch.cuda.Stream(device, priority=-1) if device.type == "cuda"
+                       else None)
         self.pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="webssl-decode")
         self.queue: deque[cf.Future] = deque()
 
