@@ -16,6 +16,7 @@ import io
 import json
 import multiprocessing as mp
 import os
+import re
 import sys
 import tempfile
 import time
@@ -244,13 +245,17 @@ def e2e_rows(args, dev, table: Table, tmp: Path):
             rate = r.images / max(r.steady_seconds, 1e-9)
             loop = r.images / max(r.loop_seconds, 1e-9)
             only = baseline[(comp, bs)]
+            busy = re.search(r"GPU decode thread (\d+\.\d)s", r.summary)
+            busy_note = (f"; decode thread busy {float(busy.group(1)) / r.loop_seconds:.0%}"
+                         if busy else "")
             table.add(f"{name} e2e extract",
                       f"decode {decode}{', compiled' if comp else ''}, {workers} workers: steady "
                       f"{rate / only:.2f}x of model-only {only:.0f} img/s (with start-up "
                       f"{loop / only:.2f}x, first batch after {r.first_batch_seconds:.2f}s; "
-                      f"wall incl. load {r.images / wall:.0f} img/s)",
+                      f"wall incl. load {r.images / wall:.0f} img/s{busy_note})",
                       bs, rate, flops, args.peak, images=r.images, exit=r.exit_code,
-                      failed_samples=r.failures, loop_img_s=loop, model_only_img_s=only)
+                      failed_samples=r.failures, loop_img_s=loop, model_only_img_s=only,
+                      summary=r.summary)
             outs[(name, decode, comp)] = out
     a_out, b_out = outs.get(("dino300m-full2b-224", "cpu", False)), outs.get(("dino300m-full2b-224", "gpu", False))
     if a_out and b_out:

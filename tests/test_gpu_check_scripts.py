@@ -40,6 +40,8 @@ def test_gpu_check_smoke_runs_every_section_and_keeps_its_table(tmp_path: Path) 
     e2e = [r for r in rows if r["model"].endswith("e2e extract")]
     assert [r["mode"].split(",")[0] for r in e2e] == ["decode cpu", "decode gpu"]
     assert all(r["images"] == 32 and r["exit"] == 0 and r["failed_samples"] == 0 for r in e2e)
+    assert "decode thread busy" in e2e[1]["mode"] and "decode thread" not in e2e[0]["mode"]
+    assert all("Bottleneck:" in r["summary"] for r in e2e)
     assert "cos min 1.0000" in rows[2]["mode"] or "cos min 0.999" in rows[2]["mode"]
     text = out.read_text()
     assert text.count("\n| ") == len(rows) + 1 and "total " in text

@@ -247,7 +247,7 @@ class RankRun:
         while True:
             for d in self.decoder.finished():
                 st = self.inflight[d.batch.unit_index]
-                self.counters.read_seconds += d.seconds
+                self.counters.device_decode_seconds += d.seconds
                 st.failures += d.failures
                 st.pending_rows -= len(d.failures)
                 self.counters.failures += len(d.failures)
