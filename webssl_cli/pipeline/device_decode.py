@@ -4,9 +4,9 @@ CUDA, a side stream) while the main thread keeps the model busy.
 The runner submits every batch that carries raw JPEGs and moves on; :meth:`finished` hands the
 decoded batches back in submission order. On CUDA, nvJPEG decoding and the resize/crop run on
 the decoder's own high-priority stream; an event recorded after them makes the model's stream
-wait for exactly that work, and ``record_stream`` stops the caching allocator from reusing the images'
-memory while the model still reads it. On a CPU device the same code runs without streams
-(torchvision's CPU decoder), which is how the tests exercise it.
+wait for exactly that work, and ``record_stream`` stops the caching allocator from reusing
+the images' memory while the model still reads it. On a CPU device the same code runs
+without streams (torchvision's CPU decoder), which is how the tests exercise it.
 """
 from __future__ import annotations
 

@@ -2,9 +2,10 @@
 
 Workers only read bytes and route each sample: a plain, complete baseline JPEG (end-of-image
 marker present, size within the bomb limit, RGB or grey, no EXIF rotation) travels as raw
-bytes; anything else (progressive JPEGs included) is decoded on the CPU in the worker as usual. On the GPU a batch is decoded in
-one call; if that call fails, each image is retried alone on the GPU and then on the CPU, so
-an image the GPU cannot decode is still decoded or recorded as a failure, never dropped.
+bytes; anything else (progressive JPEGs included) is decoded on the CPU in the worker as
+usual. On the GPU a batch is decoded in one call; if that call fails, each image is retried
+alone on the GPU and then on the CPU, so an image the GPU cannot decode is still decoded or
+recorded as a failure, never dropped.
 All decoded images are then resized and cropped together (``preprocess.batch_resize``).
 """
 from __future__ import annotations
@@ -70,7 +71,7 @@ def decode_on_gpu(raws: list[torch.Tensor], pcfg: PreprocessConfig, device: torc
 
     All decoded images are resized and cropped together (``preprocess.batch_resize``: two
     batched matmuls per chunk of at most ``chunk_pixels`` padded pixels), not one call per
-    image: the per-image path cost ~0.2 ms of Python and kernel launches per image, holding
+    image: on a GPU, ``preprocess`` launches about six kernels per image from Python, holding
     the GIL against the model's thread. ``batched=False`` is that per-image path (kept for
     benchmarks/gpu_check.py's comparison)."""
     from torchvision.io import ImageReadMode, decode_jpeg

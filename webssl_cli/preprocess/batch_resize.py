@@ -4,9 +4,10 @@ An antialiased bicubic resize is separable and linear: output = Wy @ image @ Wx^
 where row i of Wy holds the filter weights output row i takes from the input rows (same for
 Wx and columns). Keeping only the cropped rows of Wy and Wx folds the center crop in. Images
 of different sizes are zero-padded to the largest in their chunk and the weights to match,
-so a whole chunk costs a handful of kernels (pad, two batched matmuls, round) instead of
-several per image: on a GPU the per-image Python and launch overhead of ``preprocess`` held
-the GIL against the model's thread for every image of every batch.
+so a chunk costs one copy per image into the padded buffer plus a handful of kernels (the
+weights, two batched matmuls, rounding) instead of about six kernels per image: on a GPU the
+per-image Python and launches of ``preprocess`` held the GIL against the model's thread for
+every image of every batch.
 
 The weights are torch's own antialias bicubic weights (``F.interpolate(..., antialias=True)``,
 the filter PIL uses, a = -0.5), computed in float32 on the images' device; the result is what
