@@ -181,8 +181,12 @@ def decode_path_on_cpu(cfg):
     return RankRun(prepare(cfg, rank, "fp32"), rank, torch.device("cpu"), "fp32").run(StopFlag())
 
 
-E2E_BIG_BATCH = {"dino1b-full2b-224": 256, "dino7b-full8b-224": 128, "dino7b-full8b-518": 16}
-E2E_UNITS = {"dino7b-full8b-224": 16,     # 4,000 images (~25 s at 170 img/s)
+E2E_BIG_BATCH = {"dino1b-full2b-224": 256, "dino2b-full2b-224": 256, "dino3b-full2b-224": 128,
+                 "dino5b-full2b-224": 128, "dino7b-full8b-224": 128, "dino7b-full8b-518": 16}
+E2E_UNITS = {"dino2b-full2b-224": 40,     # 10,000 images (~21 s at 65% MFU, 472 img/s)
+             "dino3b-full2b-224": 28,     # 7,000 images (~21 s at 334 img/s)
+             "dino5b-full2b-224": 16,     # 4,000 images (~20 s at 200 img/s)
+             "dino7b-full8b-224": 16,     # 4,000 images (~25 s at 170 img/s)
              "dino7b-full8b-518": 3}      # 750 images (~27 s at 28 img/s)
 
 
@@ -447,7 +451,9 @@ def main() -> None:
                          "compiled rows")
     ap.add_argument("--e2e-big", default="dino1b-full2b-224,dino7b-full8b-224",
                     help="compute-bound models run end to end, compiled (comma list; "
-                         "dino7b-full8b-224 takes ~1.5 min of it, dino7b-full8b-518 adds ~1.5 min)")
+                         "dino7b-full8b-224 takes ~1.5 min of it, dino7b-full8b-518 adds ~1.5 "
+                         "min; dino2b/3b/5b-full2b-224 have batch sizes and image counts set, "
+                         "~1-1.5 min each, not yet timed)")
     ap.add_argument("--autotune", action="store_true",
                     help="variants: also inductor max-autotune (adds 1.5-3 min of compile per model)")
     ap.add_argument("--skip", default="",
