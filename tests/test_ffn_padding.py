@@ -2,7 +2,7 @@
 (official fixtures), keeps every parameter's dtype, and reaches extract and bench."""
 from __future__ import annotations
 
-import json
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -78,13 +78,14 @@ def test_extract_with_pad_ffn_matches_without(tmp_path: Path) -> None:
 
 
 def test_bench_reports_the_padded_size() -> None:
-    base = [WEBSSL, "bench", "--model-config", str(DINO / "spec.json"), "--device", "cpu",
-            "--batch-size", "2", "--iters", "1", "--warmup", "0", "--json"]
-    padded = json.loads(subprocess.run(base + ["--pad-ffn"], capture_output=True, text=True,
-                                       check=True, timeout=120).stdout)
-    plain = json.loads(subprocess.run(base, capture_output=True, text=True, check=True,
-                                      timeout=120).stdout)
-    assert padded["padded_ffn_hidden"] == 256 and plain["padded_ffn_hidden"] == 0
-    table = subprocess.run(base[:-1] + ["--pad-ffn"], capture_output=True, text=True,
-                           check=True, timeout=120).stdout
+    """The API result carries the padded size (0 without padding); the CLI table prints it."""
+    from webssl_cli.bench import BenchConfig, bench_model
+    cfg = BenchConfig(None, batch_size=2, device="cpu", warmup=0, iters=1,
+                      model_config=str(DINO / "spec.json"))
+    assert bench_model(dataclasses.replace(cfg, pad_ffn=True)).padded_ffn_hidden == 256
+    assert bench_model(cfg).padded_ffn_hidden == 0
+    table = subprocess.run([WEBSSL, "bench", "--model-config", str(DINO / "spec.json"),
+                            "--device", "cpu", "--batch-size", "2", "--iters", "1", "--warmup",
+                            "0", "--pad-ffn"], capture_output=True, text=True, check=True,
+                           timeout=120).stdout
     assert "FFN padded to 256" in table
