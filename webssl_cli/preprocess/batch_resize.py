@@ -12,7 +12,12 @@ every image of every batch.
 The weights are torch's own antialias bicubic weights (``F.interpolate(..., antialias=True)``,
 the filter PIL uses, a = -0.5), computed in float32 on the images' device; the result is what
 torchvision's resize gives a uint8 tensor on a GPU (float32, clamped to 0..255, rounded once),
-up to float32 summation order: at most one level apart, rarely.
+up to float32 summation order: at most one level apart, rarely. That assumes plain float32
+matmuls, torch's default; with TF32 switched on for the whole process (e.g.
+``TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1``) about a tenth of a level of error per pass is added,
+so more values land one level off: far below what changes a feature. Unlike torch's CUDA
+kernel, which refuses downscales past ~47x (its weights must fit in shared memory), any
+scale works here, as on the CPU path.
 """
 from __future__ import annotations
 
