@@ -16,7 +16,6 @@ import io
 import json
 import multiprocessing as mp
 import os
-import re
 import sys
 import tempfile
 import time
@@ -249,9 +248,8 @@ def e2e_rows(args, dev, table: Table, tmp: Path):
             rate = r.images / max(r.steady_seconds, 1e-9)
             loop = r.images / max(r.loop_seconds, 1e-9)
             only = baseline[(comp, bs)]
-            busy = re.search(r"GPU decode thread (\d+\.\d)s", r.summary)
-            busy_note = (f"; decode thread busy {float(busy.group(1)) / r.loop_seconds:.0%}"
-                         if busy else "")
+            busy_note = (f"; decode thread busy {r.decode_thread_seconds / r.loop_seconds:.0%}"
+                         if r.decode_thread_seconds else "")
             table.add(f"{name} e2e extract",
                       f"decode {decode}{', compiled' if comp else ''}, {workers} workers: steady "
                       f"{rate / only:.2f}x of model-only {only:.0f} img/s (with start-up "
@@ -375,10 +373,10 @@ def variant_rows(args, dev, table: Table):
 
 def decode_rows(args, dev, table: Table):
     """--decode gpu's device step alone (nvJPEG + resize/crop) on batches of 256 JPEGs, same
-    size (256x256 as img2dataset writes them: crop only; 512x384) and mixed sizes: the batched resize (two matmuls per
-    chunk) vs one ``preprocess`` call per image. Rows give images/s with the device synced,
-    the host time per call (Python + launches: what holds the GIL against the model's thread)
-    and how far the two outputs are apart in levels."""
+    size (256x256 as img2dataset writes them: crop only; 512x384) and mixed sizes: the
+    batched resize (two matmuls per chunk) vs one ``preprocess`` call per image. Rows give
+    images/s with the device synced, the host time per call (Python + launches: what holds
+    the GIL against the model's thread) and how far the two outputs are apart in levels."""
     from PIL import Image
 
     from webssl_cli.config import PreprocessConfig

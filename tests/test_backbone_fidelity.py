@@ -14,6 +14,12 @@ DINO, MAE = FIX / "dino-tiny", FIX / "mae-tiny-p16"
 TOL = 1e-4
 
 
+def official_dino(hw: str, **kw):
+    """The tiny Web-DINO fixture with its official weights, and its ``input_{hw}`` array."""
+    model = create_model(DINO / "spec.json", weights=DINO / "official.pth", **kw)
+    return model, torch.from_numpy(np.load(DINO / f"input_{hw}.npy"))
+
+
 def _maxdiff(a: torch.Tensor, expected_file: Path) -> float:
     return float(np.abs(a.detach().float().numpy() - np.load(expected_file)).max())
 
@@ -36,8 +42,7 @@ def test_dino_fixture_all_outputs(fmt: str, hw: str) -> None:
 
 
 def test_intermediate_layers_reshape_and_indices() -> None:
-    model = create_model(DINO / "spec.json", weights=DINO / "official.pth")
-    x = torch.from_numpy(np.load(DINO / "input_84x70.npy"))
+    model, x = official_dino("84x70")
     with torch.inference_mode():
         grid = model.get_intermediate_layers(x, n=[7, 8], reshape=True)
     assert grid[0].shape == (2, 64, 6, 5)
@@ -74,8 +79,7 @@ def test_against_transformers(folder: Path, cls_name: str, hw: str) -> None:
 
 @pytest.mark.parametrize("hw", ["56x56", "84x70"])
 def test_bf16_autocast_close_to_fp32(hw: str) -> None:
-    model = create_model(DINO / "spec.json", weights=DINO / "official.pth")
-    x = torch.from_numpy(np.load(DINO / f"input_{hw}.npy"))
+    model, x = official_dino(hw)
     with torch.inference_mode():
         ref = model.forward_features(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -12,15 +12,14 @@ import torch
 
 from tests.extract_helpers import WEBSSL, cli_args, run_cli
 from tests.helpers import images as img
-from tests.test_backbone_fidelity import DINO, MAE, TOL, _maxdiff
+from tests.test_backbone_fidelity import DINO, MAE, TOL, _maxdiff, official_dino
 from webssl_cli import create_model, read_features
 from webssl_cli.backbone.factory import pad_ffn, want_pad_ffn
 
 
 @pytest.mark.parametrize("hw", ["56x56", "84x70"])
 def test_padded_model_reproduces_the_official_outputs(hw: str) -> None:
-    model = create_model(DINO / "spec.json", weights=DINO / "official.pth")
-    x = torch.from_numpy(np.load(DINO / f"input_{hw}.npy"))
+    model, x = official_dino(hw)
     with torch.inference_mode():
         before = model.forward_features(x)
     assert pad_ffn(model) == 256                       # hidden 176 -> 256 (fixture spec)

@@ -17,7 +17,7 @@ class Counters:
     units_done: int = 0
     units_failed: int = 0
     read_seconds: float = 0.0        # summed over workers (decode+read time)
-    device_decode_seconds: float = 0.0   # --decode gpu: the decode thread's busy time
+    decode_thread_seconds: float = 0.0   # --decode gpu: the decode thread's busy time
     wait_seconds: float = 0.0        # main loop waiting for batches
     model_seconds: float = 0.0
     write_seconds: float = 0.0
@@ -99,12 +99,12 @@ def summary(c: Counters, workers: int) -> str:
     wall = max(c.loop_seconds, 1e-9)
     read_wall = c.read_seconds / max(workers, 1)
     parts = {"reading/decoding": read_wall, "model": c.model_seconds, "writing": c.write_seconds}
-    if c.device_decode_seconds:
-        parts["GPU decode thread"] = c.device_decode_seconds
+    if c.decode_thread_seconds:
+        parts["GPU decode thread"] = c.decode_thread_seconds
     if c.wait_seconds > 0.2 * wall and c.wait_seconds > c.model_seconds * 0.25:
-        if c.device_decode_seconds > 0.8 * wall:
+        if c.decode_thread_seconds > 0.8 * wall:
             hint = ("the GPU decode thread is the bottleneck (busy "
-                    f"{c.device_decode_seconds:.1f}s of {wall:.1f}s; the model waited "
+                    f"{c.decode_thread_seconds:.1f}s of {wall:.1f}s; the model waited "
                     f"{c.wait_seconds:.1f}s): use --decode cpu with more --num-workers")
         else:
             hint = ("the input pipeline is the bottleneck (the model waited "

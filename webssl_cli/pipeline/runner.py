@@ -51,6 +51,7 @@ class RunResult:
                                   # steady_seconds is the rate a long run sustains
     summary: str = ""
     peak_feature_bytes: int = 0   # features held in host memory waiting for their unit's write
+    decode_thread_seconds: float = 0.0   # --decode gpu: the decode thread's busy time
 
 
 def log(rank: RankInfo, msg: str) -> None:
@@ -247,7 +248,7 @@ class RankRun:
         while True:
             for d in self.decoder.finished():
                 st = self.inflight[d.batch.unit_index]
-                self.counters.device_decode_seconds += d.seconds
+                self.counters.decode_thread_seconds += d.seconds
                 st.failures += d.failures
                 st.pending_rows -= len(d.failures)
                 self.counters.failures += len(d.failures)
@@ -416,7 +417,8 @@ class RankRun:
         c = self.counters
         return RunResult(exit_code, len(prep.units), c.units_done, self.failed, c.images,
                          c.failures, c.elapsed, c.loop_seconds, c.first_batch or 0.0,
-                         c.steady_seconds, text, c.peak_feature_bytes)
+                         c.steady_seconds, text, c.peak_feature_bytes,
+                         c.decode_thread_seconds)
 
     def release_all(self) -> None:
         """Release every claim still held: units in flight, and units whose queued write was
