@@ -1,9 +1,6 @@
 """Shared helpers for the end-to-end extraction tests (tiny fixture model, CPU)."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +11,6 @@ from webssl_cli.config import (ExtractConfig, InputConfig, ModelConfig, OutputCo
 
 FIX = Path(__file__).parent / "fixtures" / "official" / "dino-tiny"
 SPEC, WEIGHTS = FIX / "spec.json", FIX / "official.pth"
-WEBSSL = str(Path(sys.executable).with_name("webssl"))
 RES = 56
 
 
@@ -33,17 +29,13 @@ def config(inputs, out, *, features=("cls",), fmt="parquet", workers=2, batch=4,
 
 
 def cli_args(inputs, out, *extra: str) -> list[str]:
-    args = [WEBSSL, "extract", "--model-config", str(SPEC), "--weights", str(WEIGHTS),
+    """``webssl extract`` arguments (after the program name) for the fixture model on CPU."""
+    args = ["extract", "--model-config", str(SPEC), "--weights", str(WEIGHTS),
             "--resolution", str(RES), "--device", "cpu", "--precision", "fp32",
             "--out-dtype", "float32", "--out", str(out), "--progress-every", "1000"]
     for i in inputs:
         args += ["--input", str(i)]
     return args + list(extra)
-
-
-def run_cli(args: list[str], env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, **(env or {})))
 
 
 def direct_cls(images: list[bytes]) -> np.ndarray:

@@ -9,22 +9,23 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.cli import cli_here
 from webssl_cli.bench import KNOWN_PEAKS, bench_input, human_seconds, peak_for, project
 from webssl_cli.model_step import parse_features
 from webssl_cli.registry import ArchSpec, feature_bytes, flops_per_image, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "fixtures" / "official" / "dino-tiny" / "spec.json"
-WEBSSL = [sys.executable, "-m", "webssl_cli"]
 
 
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*WEBSSL, *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT)
+def run_module(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -m webssl_cli ARGS`` as a real process."""
+    return subprocess.run([sys.executable, "-m", "webssl_cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
 
 
 def test_bench_tiny_model_json_through_console_script():
-    r = run_cli("bench", "--model-config", str(TINY), "--device", "cpu", "--batch-size", "3",
+    r = run_module("bench", "--model-config", str(TINY), "--device", "cpu", "--batch-size", "3",
                 "--warmup", "1", "--iters", "2", "--features", "cls,patches,layers:2",
                 "--images", "1000", "--peak-tflops", "2", "--precision", "fp32", "--json")
     assert r.returncode == 0, r.stderr
@@ -48,8 +49,8 @@ def test_bench_tiny_model_json_through_console_script():
 
 
 def test_bench_table_and_cpu_auto_batch_without_peak():
-    r = run_cli("bench", "--model-config", str(TINY), "--device", "cpu", "--warmup", "0",
-                "--iters", "1", "--images", "5000")
+    r = cli_here(["bench", "--model-config", TINY, "--device", "cpu", "--warmup", "0",
+                  "--iters", "1", "--images", "5000"])
     assert r.returncode == 0, r.stderr
     assert "images/s" in r.stdout and "ms per image" in r.stdout
     assert "n/a (no known peak" in r.stdout        # CPU: no MFU without --peak-tflops
@@ -66,13 +67,10 @@ def test_bench_table_and_cpu_auto_batch_without_peak():
     (["--model-config", str(TINY), "--iters", "0"], "--iters"),
     ([], "--model NAME"),
 ])
-def test_bench_usage_errors_exit_2(args, needle, capsys):
+def test_bench_usage_errors_exit_2(args, needle):
     # In-process through the CLI entry point (the subprocess path is covered above).
-    from webssl_cli.cli.app import main
-    with pytest.raises(SystemExit) as exc:
-        main(["bench", "--device", "cpu", "--iters", "1", "--warmup", "0", *args])
-    assert exc.value.code == 2
-    assert needle in capsys.readouterr().err
+    r = cli_here(["bench", "--device", "cpu", "--iters", "1", "--warmup", "0", *args])
+    assert r.returncode == 2 and needle in r.stderr
 
 
 def test_bench_input_counts_images_and_failures(tmp_path):
@@ -88,15 +86,15 @@ def test_bench_input_counts_images_and_failures(tmp_path):
     assert out["images"] == 3 * len(jpgs)
     assert out["failures"] == 1
     assert out["images_per_s"] > 0 and out["units"] == 1
-    r = run_cli("bench", "--input", str(imgs), "--num-workers", "1", "--resolution", "56",
-                "--json", "--model-config", str(TINY), "--images", "100")
+    r = cli_here(["bench", "--input", imgs, "--num-workers", "1", "--resolution", "56",
+                  "--json", "--model-config", TINY, "--images", "100"])
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["images"] == 3 * len(jpgs) and rep["failures"] == 1 and rep["workers"] == 1
     fb = feature_bytes(ArchSpec.from_json_file(TINY), 56)
     assert rep["projection"]["output_bytes"] == 100 * fb["cls"]
-    r = run_cli("bench", "--input", str(imgs), "--num-workers", "0", "--resolution", "56",
-                "--jpeg-draft")
+    r = cli_here(["bench", "--input", imgs, "--num-workers", "0", "--resolution", "56",
+                  "--jpeg-draft"])
     assert r.returncode == 0 and "+ --jpeg-draft" in r.stdout, r.stderr
 
 

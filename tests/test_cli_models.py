@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-WEBSSL = str(Path(sys.executable).with_name("webssl"))
+from tests.helpers.cli import WEBSSL
 
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.extract_helpers import cli_args, config, run_cli
+from tests.extract_helpers import cli_args, config
 from tests.helpers import images as img
+from tests.helpers.cli import WEBSSL, cli_here, run_cli
 from webssl_cli import extract, read_features
 from webssl_cli.errors import EXIT_PREEMPTED
 from webssl_cli.store import OutputLayout, done_units, list_claims
@@ -54,7 +55,7 @@ def assert_complete_and_equal(out: Path, single) -> None:
 
 
 def start_rank(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen(args, env=dict(os.environ, **env), stdout=subprocess.PIPE,
+    return subprocess.Popen([WEBSSL, *args], env=dict(os.environ, **env), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -82,8 +83,8 @@ def test_torchrun_standalone(shards: Path, single, tmp_path: Path) -> None:
     torchrun = str(Path(sys.executable).with_name("torchrun"))
     out = tmp_path / "out"
     args = cli_args([shards], out, "--num-workers", "1")
-    args = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "webssl_cli"] + args[1:]
-    r = run_cli(args, timeout=300)
+    r = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "webssl_cli",
+                        *args], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert_complete_and_equal(out, single)
 
@@ -97,11 +98,13 @@ def test_gpus_flag_on_cpu_workers(shards: Path, single, tmp_path: Path) -> None:
 
 
 def test_stalled_rank_others_take_more_units(shards: Path, single, tmp_path: Path) -> None:
-    """Rank 1 is stopped (SIGSTOP) right after its first claim: rank 0 does all the rest."""
+    """Rank 1 is stopped (SIGSTOP) right after its first claim: rank 0 does all the rest,
+    then waits for rank 1's units instead of exiting 0 on an incomplete output; once rank 1
+    runs again, both finish."""
     out = tmp_path / "out"
     layout = OutputLayout(out)
     args = cli_args([shards], out, "--num-workers", "0", "--batch-size", "2")
-    plan = run_cli(args + ["--limit-units", "0"])          # plan + run config, no unit
+    plan = cli_here(args + ["--limit-units", "0"])         # plan + run config, no unit
     assert plan.returncode == 0, plan.stderr
     slow = start_rank(args, {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"})
     try:
@@ -110,16 +113,56 @@ def test_stalled_rank_others_take_more_units(shards: Path, single, tmp_path: Pat
             assert time.time() < deadline and slow.poll() is None, "rank 1 never claimed"
             time.sleep(0.01)
         os.kill(slow.pid, signal.SIGSTOP)
+        held = sum(c.owner.endswith("rank1") for c in list_claims(layout))   # 1 or 2
         fast = start_rank(args, {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"})
-        _, err = fast.communicate(timeout=240)
-        assert fast.returncode == 0, err
+        wait_for_done(out, N_SHARDS - held, fast, timeout=240)
+        time.sleep(2)
+        assert fast.poll() is None, "rank 0 exited while rank 1's units were open"
     finally:
         os.kill(slow.pid, signal.SIGCONT)
+    _, err = fast.communicate(timeout=240)
+    assert fast.returncode == 0, err
+    assert "waiting for the ranks that hold them" in err and f"rank1: {held} unit" in err
     _, err = slow.communicate(timeout=240)
     assert slow.returncode == 0, err
     counts = units_by_rank(out)
-    assert counts.get("rank0", 0) >= N_SHARDS - 2 and counts.get("rank1", 0) >= 1, counts
+    assert counts == {"rank0": N_SHARDS - held, "rank1": held}, counts
     assert_complete_and_equal(out, single)
+
+
+def test_unit_of_a_rank_that_exits_is_taken_over_by_the_waiting_rank(
+        shards: Path, single, tmp_path: Path) -> None:
+    """Another process claims a unit and exits without finishing it (a crash): the rank that
+    did everything else waits, sees the process gone and does that unit too, well inside the
+    300 s lease; exit 0 means complete."""
+    out = tmp_path / "out"
+    args = cli_args([shards], out, "--num-workers", "0", "--batch-size", "2")
+    assert cli_here(args + ["--limit-units", "0"]).returncode == 0
+    holder = subprocess.Popen([sys.executable, "-c", CLAIM_AND_EXIT_LATER, str(out)],
+                              stdout=subprocess.PIPE, text=True)
+    held = holder.stdout.readline().strip()
+    t0 = time.time()
+    r = cli_here(args)
+    assert holder.wait(timeout=60) == 0
+    assert r.returncode == 0, r.stderr
+    assert time.time() - t0 < 120
+    assert "waiting for the ranks that hold them" in r.stderr and "crashed:" in r.stderr
+    assert done_units(OutputLayout(out))[held].rank.endswith("rank0")   # done here
+    assert_complete_and_equal(out, single)
+
+
+CLAIM_AND_EXIT_LATER = """
+import os, sys, time
+from webssl_cli.store import ClaimStore, OutputLayout, load_plan
+layout = OutputLayout(sys.argv[1])
+units = load_plan(layout)
+store = ClaimStore(layout, "crashed:%d:rank5" % os.getpid(), lease_seconds=300)
+print(store.claim_next(units[3:], set()).id, flush=True)
+while len(list(layout.done_dir.glob("*.json"))) < len(units) - 1:   # the others are done
+    time.sleep(0.05)
+time.sleep(1.0)
+os._exit(0)       # no release: the claim stays behind, fresh, as after a crash
+"""
 
 
 def wait_for_done(out: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -142,8 +185,10 @@ def test_sigkill_mid_run_then_resume(shards: Path, single, tmp_path: Path) -> No
     done_before = len(done_units(OutputLayout(out)))
     assert done_before < N_SHARDS, "the run finished before the kill; make the inputs larger"
     assert visible_data_files(out) <= committed_files(out)    # no partial file visible
-    r = run_cli(cli_args([shards], out, "--num-workers", "1", "--lease", "1"))
+    # at once, without waiting out the 300 s lease: the killed process is gone
+    r = cli_here(cli_args([shards], out, "--num-workers", "1"))
     assert r.returncode == 0, r.stderr
+    assert "waiting for the ranks" not in r.stderr
     assert_complete_and_equal(out, single)
 
 
@@ -161,11 +206,10 @@ def test_sigterm_exits_with_code_and_releases_claim(shards: Path, single, tmp_pa
     layout = OutputLayout(out)
     assert [c for c in list_claims(layout) if not c.stale] == []   # released, not left to the lease
     assert visible_data_files(out) <= committed_files(out)
-    r = run_cli(cli_args([shards], out, "--num-workers", "1"))
+    r = cli_here(cli_args([shards], out, "--num-workers", "1"))
     assert r.returncode == 0, r.stderr
     assert_complete_and_equal(out, single)
-    status = subprocess.run([str(Path(sys.executable).with_name("webssl")), "status", str(out),
-                             "--json"], capture_output=True, text=True, timeout=60)
+    status = cli_here(["status", str(out), "--json"])
     assert status.returncode == 0
     assert json.loads(status.stdout)["units_done"] == N_SHARDS
 
@@ -182,7 +226,7 @@ def test_gpus_parent_ctrl_c_stops_all_workers(shards: Path, single, tmp_path: Pa
     layout = OutputLayout(out)
     assert [c for c in list_claims(layout) if not c.stale] == []
     assert visible_data_files(out) <= committed_files(out)
-    r = run_cli(cli_args([shards], out, "--num-workers", "1"))
+    r = cli_here(cli_args([shards], out, "--num-workers", "1"))
     assert r.returncode == 0, r.stderr
     assert_complete_and_equal(out, single)
 
@@ -196,6 +240,6 @@ def test_second_signal_exits_at_once(shards: Path, single, tmp_path: Path) -> No
     _, err = p.communicate(timeout=30)
     assert p.returncode == EXIT_PREEMPTED, err
     assert visible_data_files(out) <= committed_files(out)
-    r = run_cli(cli_args([shards], out, "--num-workers", "1", "--lease", "1"))
+    r = cli_here(cli_args([shards], out, "--num-workers", "1"))
     assert r.returncode == 0, r.stderr
     assert_complete_and_equal(out, single)

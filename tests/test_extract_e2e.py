@@ -10,8 +10,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.extract_helpers import cli_args, config, direct_cls, run_cli
+from tests.extract_helpers import cli_args, config, direct_cls
 from tests.helpers import images as img
+from tests.helpers.cli import cli_here, run_cli
 from tests.helpers.servers import http_server, s3_server, upload_folder
 from webssl_cli import extract, read_features
 from webssl_cli.store import OutputLayout, done_units, get_status
@@ -171,26 +172,27 @@ def test_parquet_file_is_self_describing(local_run, shards: Path, tmp_path: Path
 
 def test_empty_input_is_exit_2_before_model(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    r = run_cli(cli_args([tmp_path / "empty"], tmp_path / "out"))
+    r = cli_here(cli_args([tmp_path / "empty"], tmp_path / "out"))
     assert r.returncode == 2, r.stderr
     assert "empty" in r.stderr.lower() and str(tmp_path / "empty") in r.stderr
-    r = run_cli(cli_args([tmp_path / "missing"], tmp_path / "out"))
+    r = cli_here(cli_args([tmp_path / "missing"], tmp_path / "out"))
     assert r.returncode == 2 and "missing" in r.stderr
 
 
 def test_resolution_not_multiple_of_patch_is_exit_2(tmp_path: Path) -> None:
     args = cli_args([tmp_path], tmp_path / "out")
     args[args.index("--resolution") + 1] = "60"
-    r = run_cli(args)
+    r = cli_here(args)
     assert r.returncode == 2 and "multiple of the patch size 14" in r.stderr
 
 
 def test_fingerprint_change_refused_then_overwrite(shards: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
+    # the console script as a real process once in this file; in-process runs below
     assert run_cli(cli_args([shards], out, "--batch-size", "auto")).returncode == 0
-    r = run_cli(cli_args([shards], out, "--normalize"))
+    r = cli_here(cli_args([shards], out, "--normalize"))
     assert r.returncode == 2 and "normalize: false -> true" in r.stderr
-    r = run_cli(cli_args([shards], out, "--normalize", "--overwrite"))
+    r = cli_here(cli_args([shards], out, "--normalize", "--overwrite"))
     assert r.returncode == 0, r.stderr
     _, x = read_features(out)
     assert np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
@@ -202,13 +204,13 @@ def test_truncated_shard_is_incomplete_exit_3_then_repaired(shards: Path, tmp_pa
     victim = d / "shard-000001.tar"
     good = victim.read_bytes()
     victim.write_bytes(good[: len(good) // 2 + 7])
-    r = run_cli(cli_args([d], tmp_path / "out"))
+    r = cli_here(cli_args([d], tmp_path / "out"))
     assert r.returncode == 3, r.stderr
     assert "shard-000001" in r.stderr and "could not be completed" in r.stderr
     st = get_status(tmp_path / "out")
     assert st.to_dict()["units_done"] == 2
     victim.write_bytes(good)              # repaired: the rerun finishes the missing unit only
-    r = run_cli(cli_args([d], tmp_path / "out"))
+    r = cli_here(cli_args([d], tmp_path / "out"))
     assert r.returncode == 0, r.stderr
     keys, _ = read_features(tmp_path / "out")
     assert len(keys) == 15
@@ -238,10 +240,10 @@ def test_jpeg_draft_is_recorded_refused_on_a_mixed_output_and_close_to_exact(tmp
     for i in range(4):
         (root / f"{i}.jpg").write_bytes(img.make_jpeg(900 + 100 * i, 700, i))
     exact, draft = tmp_path / "exact", tmp_path / "draft"
-    assert run_cli(cli_args([root], exact)).returncode == 0
-    r = run_cli(cli_args([root], exact, "--jpeg-draft"))
+    assert cli_here(cli_args([root], exact)).returncode == 0
+    r = cli_here(cli_args([root], exact, "--jpeg-draft"))
     assert r.returncode == 2 and "jpeg_draft" in r.stderr        # not mixed into a finished run
-    r = run_cli(cli_args([root], draft, "--jpeg-draft"))
+    r = cli_here(cli_args([root], draft, "--jpeg-draft"))
     assert r.returncode == 0, r.stderr
     meta = json.loads(pq.read_table(sorted(draft.glob("part-*.parquet"))[0]).schema.metadata[b"webssl"])
     assert "DCT" in json.dumps(meta)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.extract_helpers import WEBSSL, run_cli
+from tests.helpers.cli import cli_here, run_cli
 from tests.helpers.http_range_server import RangeServer
 from webssl_cli import create_model, read_features
 
@@ -18,8 +18,10 @@ EXAMPLES = Path(__file__).parent.parent / "examples" / "images"
 MODEL, FILE = "mae300m-full2b-224", "webssl_mae300m_full2b_224.pth"
 
 
-def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "WEBSSL_"))}
+def clean_env(tmp_path: Path, **extra: str) -> dict[str, str | None]:
+    """Environment changes: caches in tmp_path, servers on 127.0.0.1 (port 9: refused), every
+    other HF_* / WEBSSL_* variable of this environment unset."""
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith(("HF_", "WEBSSL_"))}
     env.update({"WEBSSL_CACHE": str(tmp_path / "cache"), "HF_HOME": str(tmp_path / "hf"),
                 "HF_ENDPOINT": "http://127.0.0.1:9",
                 "WEBSSL_PTH_BASE_URL": "http://127.0.0.1:9/webssl", **extra})
@@ -28,14 +30,14 @@ def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def extract_args(out: Path, *extra: str) -> list[str]:
     # 32 px = a 2x2 patch grid: real-size weights, tiny compute (interpolated pos-embed)
-    return [WEBSSL, "extract", "--model", MODEL, "--input", str(EXAMPLES), "--out", str(out),
+    return ["extract", "--model", MODEL, "--input", str(EXAMPLES), "--out", str(out),
             "--resolution", "32", "--device", "cpu", "--precision", "fp32", "--num-workers", "0",
             "--progress-every", "1000", *extra]
 
 
 def test_offline_and_missing_is_exit_2_naming_model_and_command(tmp_path: Path) -> None:
-    r = run_cli(extract_args(tmp_path / "out", "--offline", "--source", "pth"),
-                env=clean_env(tmp_path))
+    r = cli_here(extract_args(tmp_path / "out", "--offline", "--source", "pth"),
+                 env=clean_env(tmp_path))
     assert r.returncode == 2, r.stderr
     assert MODEL in r.stderr and "not in the cache" in r.stderr
     assert f"webssl download {MODEL} --source pth" in r.stderr
@@ -58,9 +60,9 @@ def test_first_extract_downloads_then_offline(real_size_checkpoint: bytes, tmp_p
         cached = tmp_path / "cache" / FILE
         assert cached.read_bytes() == real_size_checkpoint
         assert len(srv.requests("GET")) == 1
-    # server gone: the same model now runs from the cache, offline
-    r = run_cli(extract_args(tmp_path / "b", "--source", "pth", "--offline"),
-                env=clean_env(tmp_path), timeout=300)
+    # server gone: the same model now runs from the cache, offline (in this process)
+    r = cli_here(extract_args(tmp_path / "b", "--source", "pth", "--offline"),
+                 env=clean_env(tmp_path))
     assert r.returncode == 0, r.stderr[-2000:]
     ka, a = read_features(tmp_path / "a")
     kb, b = read_features(tmp_path / "b")

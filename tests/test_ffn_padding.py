@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.extract_helpers import WEBSSL, cli_args, run_cli
+from tests.extract_helpers import cli_args
 from tests.helpers import images as img
+from tests.helpers.cli import cli_here
 from tests.test_backbone_fidelity import DINO, MAE, TOL, _maxdiff, official_dino
 from webssl_cli import create_model, read_features
 from webssl_cli.backbone.factory import pad_ffn, want_pad_ffn
@@ -66,8 +66,8 @@ def test_extract_with_pad_ffn_matches_without(tmp_path: Path) -> None:
     runs = {}
     for flag in ("--pad-ffn", "--no-pad-ffn"):
         out = tmp_path / flag.strip("-")
-        r = run_cli(cli_args([root], out, "--num-workers", "1", "--features", "cls,patches",
-                             flag))
+        r = cli_here(cli_args([root], out, "--num-workers", "1", "--features", "cls,patches",
+                              flag))
         assert r.returncode == 0, r.stderr
         runs[flag] = (read_features(out, "cls"), read_features(out, "patches"))
     (k1, c1), (_, p1) = runs["--pad-ffn"]
@@ -83,8 +83,7 @@ def test_bench_reports_the_padded_size() -> None:
                       model_config=str(DINO / "spec.json"))
     assert bench_model(dataclasses.replace(cfg, pad_ffn=True)).padded_ffn_hidden == 256
     assert bench_model(cfg).padded_ffn_hidden == 0
-    table = subprocess.run([WEBSSL, "bench", "--model-config", str(DINO / "spec.json"),
-                            "--device", "cpu", "--batch-size", "2", "--iters", "1", "--warmup",
-                            "0", "--pad-ffn"], capture_output=True, text=True, check=True,
-                           timeout=120).stdout
-    assert "FFN padded to 256" in table
+    r = cli_here(["bench", "--model-config", DINO / "spec.json", "--device", "cpu",
+                  "--batch-size", "2", "--iters", "1", "--warmup", "0", "--pad-ffn"])
+    assert r.returncode == 0, r.stderr
+    assert "FFN padded to 256" in r.stdout

@@ -101,7 +101,8 @@ def test_stale_claim_is_taken_over_by_exactly_one_of_two_racers(tmp_path):
         winners = [owner for rr, owner, uid in got if rr == r and uid is not None]
         assert len(winners) == 1, (r, got)
         c = claims[units[r].id]
-        assert c.owner == winners[0] and c.generation == 1 and not c.stale
+        assert c.owner == winners[0] and c.generation == 1 and c.age_seconds < 60
+        assert c.owner_gone          # the racer processes have exited since: stale at once
         assert [p.name for p in layout.claims_dir.glob(f"{units[r].id}.*.json")] == [
             f"{units[r].id}.000001.json"]                     # the dead owner's claim is gone
 
@@ -150,25 +151,57 @@ store = ClaimStore(layout, "nodeA:%d:rank7" % __import__("os").getpid(), lease_s
 unit = store.claim_next(load_plan(layout), set())
 store.heartbeat(unit.id)
 print(unit.id, flush=True)
-time.sleep(120)
+time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 120)
 """
 
 
-def test_sigkilled_rank_leaves_a_stale_claim_recovered_after_the_lease(tmp_path):
+def start_holder(layout: OutputLayout, seconds: float = 120):
+    """A real process that claims the first free unit, prints its id, then sleeps."""
     import subprocess
     import sys
-    layout, units = _plan(tmp_path / "out", 3)
-    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(layout.out_dir)],
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(layout.out_dir), str(seconds)],
                             stdout=subprocess.PIPE, text=True)
+    return proc, proc.stdout.readline().strip()
+
+
+def _sigkill(proc) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_sigkilled_rank_on_this_machine_is_taken_over_at_once(tmp_path):
+    layout, units = _plan(tmp_path / "out", 3)
+    proc, uid = start_holder(layout)
     try:
-        uid = proc.stdout.readline().strip()
+        assert uid == "000000"
+        claim = get_status(layout.out_dir).claims[0]
+        assert (claim.owner, claim.stale, claim.owner_gone) == (f"nodeA:{proc.pid}:rank7",
+                                                                False, False)
+        other = ClaimStore(layout, "nodeB:1:rank0", lease_seconds=300)
+        assert other.claim_next(units, set()).id == "000001"  # alive, within the lease: skipped
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert uid == "000000"
+        _sigkill(proc)
+    claim = get_status(layout.out_dir).claims[0]
+    assert claim.unit_id == "000000" and claim.stale and claim.owner_gone
+    assert claim.age_seconds < 300                            # stale long before the lease
+    assert other.claim_next(units, set()).id == "000000"      # its process is gone: taken over
+    data = json.loads((layout.claims_dir / "000000.000001.json").read_text())
+    assert data["owner"] == "nodeB:1:rank0" and data["process"]["pid"] == os.getpid()
+
+
+def test_sigkilled_rank_on_another_machine_is_taken_over_after_the_lease(tmp_path):
+    """What a claim written on another node looks like here: its process identity names
+    another host and boot, so only the lease can free it."""
+    layout, units = _plan(tmp_path / "out", 3)
+    proc, uid = start_holder(layout)
+    path = layout.claims_dir / f"{uid}.000000.json"
+    data = json.loads(path.read_text())
+    data["process"].update(host="nodeA", boot_id="another-boot")
+    path.write_text(json.dumps(data))
+    _sigkill(proc)
     report = get_status(layout.out_dir)
-    assert [(c.unit_id, c.owner, c.stale) for c in report.claims] == [
-        ("000000", f"nodeA:{proc.pid}:rank7", False)]
+    assert [(c.unit_id, c.owner, c.stale, c.owner_gone) for c in report.claims] == [
+        ("000000", f"nodeA:{proc.pid}:rank7", False, False)]
     other = ClaimStore(layout, "nodeB:1:rank0", lease_seconds=30)
     assert other.claim_next(units, set()).id == "000001"      # within the lease: skipped
     _make_stale(layout, uid, seconds=31)

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import numpy as np
 
+from tests.helpers.cli import WEBSSL
 from webssl_cli.store import (ClaimStore, DoneRecord, OutputLayout, UnitRows, check_run_config,
                               commit_unit, save_or_load_plan, write_failures, write_unit)
 from webssl_cli.units import Failure, Unit
 
-WEBSSL = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "webssl")
 FIELDS = {"model": "webssl/dino-tiny", "resolution": 224, "features": ["cls"],
           "format": "parquet", "out_dtype": "float16"}
 

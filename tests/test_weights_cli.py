@@ -4,16 +4,15 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.cli import WEBSSL
 from tests.helpers.hf_server import HFServer
 from tests.helpers.http_range_server import RangeServer
 
-WEBSSL = str(Path(sys.executable).parent / "webssl")
 FIX = Path(__file__).parent / "fixtures" / "official" / "dino-tiny"
 NAME = "webssl_dino300m_full2b_224.pth"
 REPO = "facebook/webssl-dino300m-full2b-224"

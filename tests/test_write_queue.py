@@ -11,6 +11,7 @@ import pytest
 
 from tests.extract_helpers import cli_args, config
 from tests.helpers import images as img
+from tests.helpers.cli import cli_here, run_cli
 from webssl_cli import extract, read_features
 from webssl_cli.store import OutputLayout, done_units
 from webssl_cli.pipeline.held_memory import HeldFeatures, available_memory
@@ -82,7 +83,7 @@ def test_extract_stops_at_the_first_failed_write_and_a_rerun_finishes(tmp_path: 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (96 * 1024, 96 * 1024))
 
-    p = subprocess.run(args, capture_output=True, text=True, timeout=180, preexec_fn=limit)
+    p = run_cli(args, preexec_fn=limit)
     assert p.returncode == 1, p.stderr[-2000:]
     assert "writing unit" in p.stderr and "b-000000" in p.stderr
     assert "File too large" in p.stderr and "rerun the same command" in p.stderr
@@ -91,7 +92,7 @@ def test_extract_stops_at_the_first_failed_write_and_a_rerun_finishes(tmp_path: 
     assert 1 <= len(done) <= 4, sorted(r.unit_name for r in done.values())   # of 14 units
     assert all(r.unit_name != "b-000000.tar" for r in done.values())
 
-    p = subprocess.run(args, capture_output=True, text=True, timeout=180)
+    p = cli_here(args)
     assert p.returncode == 0, p.stderr[-2000:]
     keys, patches = read_features(out, "patches")
     assert len(keys) == len(set(keys)) == 2 + 60 + 24 and patches.shape[1:] == (16, 64)

@@ -61,7 +61,8 @@ def status(
             claims.add_column(col)
         for c in report.claims:
             claims.add_row(c.unit_id, c.owner, _age(c.age_seconds),
-                           "yes (may be taken over)" if c.stale else "no")
+                           "yes (its process is gone)" if c.owner_gone
+                           else "yes (may be taken over)" if c.stale else "no")
         console.print(claims)
     if report.pending_commits:
         print(f"interrupted or in-flight commits (finished by the next run): "

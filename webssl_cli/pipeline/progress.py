@@ -19,6 +19,7 @@ class Counters:
     read_seconds: float = 0.0        # summed over workers (decode+read time)
     decode_thread_seconds: float = 0.0   # --decode gpu: the decode thread's busy time
     wait_seconds: float = 0.0        # main loop waiting for batches
+    others_wait_seconds: float = 0.0 # nothing to claim: waiting for units other ranks hold
     model_seconds: float = 0.0
     write_seconds: float = 0.0
     write_wait_seconds: float = 0.0  # main loop blocked on a full write queue (and the drain)
@@ -27,6 +28,11 @@ class Counters:
     loop_started: float | None = None    # first batch requested (setup and model load excluded)
     first_batch: float | None = None     # seconds from loop start to the first model batch
     streamed: float | None = None        # every batch's features back in host memory
+    others_wait_streamed: float = 0.0    # others_wait_seconds when streamed was last marked
+
+    def mark_streamed(self) -> None:
+        self.streamed = time.perf_counter()
+        self.others_wait_streamed = self.others_wait_seconds
 
     @property
     def steady_seconds(self) -> float:
@@ -34,8 +40,11 @@ class Counters:
         over this window is what a long run sustains (worker start-up excluded)."""
         if self.loop_started is None or self.first_batch is None:
             return 0.0
-        end = self.streamed if self.streamed is not None else time.perf_counter()
-        return max(end - self.loop_started - self.first_batch, 0.0)
+        if self.streamed is None:
+            end, waited = time.perf_counter(), self.others_wait_seconds
+        else:
+            end, waited = self.streamed, self.others_wait_streamed
+        return max(end - self.loop_started - self.first_batch - waited, 0.0)
 
     @property
     def elapsed(self) -> float:
@@ -96,7 +105,7 @@ class Progress:
 
 
 def summary(c: Counters, workers: int) -> str:
-    wall = max(c.loop_seconds, 1e-9)
+    wall = max(c.loop_seconds - c.others_wait_seconds, 1e-9)
     read_wall = c.read_seconds / max(workers, 1)
     parts = {"reading/decoding": read_wall, "model": c.model_seconds, "writing": c.write_seconds}
     if c.decode_thread_seconds:
@@ -117,9 +126,11 @@ def summary(c: Counters, workers: int) -> str:
     steady = (f", {c.images / c.steady_seconds:.1f} img/s from it on"
               if c.steady_seconds > 0 else "")
     return (f"{c.images} images in {wall:.1f}s ({c.images / wall:.1f} img/s; "
-            f"{c.elapsed - wall:.1f}s setup and model load before that; first model batch "
+            f"{c.elapsed - c.loop_seconds:.1f}s setup and model load before that; first model batch "
             f"after {c.first_batch or 0.0:.1f}s{steady}), "
             f"{c.units_done} units done, {c.units_failed} units failed, {c.failures} failed "
             f"samples. Time: {times}, waiting for data {c.wait_seconds:.1f}s, waiting for writes "
             f"{c.write_wait_seconds:.1f}s; features held in memory at most "
-            f"{c.peak_feature_bytes / 2**20:.1f} MiB. Bottleneck: {hint}.")
+            f"{c.peak_feature_bytes / 2**20:.1f} MiB. Bottleneck: {hint}."
+            + (f" Waited {c.others_wait_seconds:.1f}s (not counted above) for units other "
+               "ranks held." if c.others_wait_seconds else ""))

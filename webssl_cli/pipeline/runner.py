@@ -26,6 +26,7 @@ from .device_decode import DeviceDecoder
 from .held_memory import HeldFeatures, available_memory
 from .host_copy import HostCopy
 from .loader import Batch, BatchSource
+from .others import OthersWait, open_units, waiting_message
 from .progress import Counters, Progress, summary
 from .setup import Prepared, prepare
 from .unit_state import UnitState
@@ -155,6 +156,7 @@ class RankRun:
         self.np_dtype = np.dtype(prep.cfg.output.out_dtype)
         self.no_more = False
         self.units_claimed = 0
+        self.others = OthersWait()
         self.heartbeat = Heartbeat(self.claims, self.rt.heartbeat_seconds)
         self.decoder: DeviceDecoder | None = None
         self.flag = StopFlag()
@@ -178,6 +180,31 @@ class RankRun:
             n = source.submit(unit)
             self.inflight[unit.index] = UnitState(unit, parts_left=n)
 
+    def wait_for_others(self, source: BatchSource, flag: StopFlag, progress: Progress) -> bool:
+        """Nothing was left to claim. While units are open that other ranks hold, wait for
+        them (pipeline/others.py); True once one was claimed here, False when none is open.
+        This rank's own units still being written are not waited for here (writes.drain)."""
+        if self.rt.limit_units is not None and self.units_claimed >= self.rt.limit_units:
+            return False
+        while True:
+            done = set(self.done_units(self.prep.layout))
+            left = open_units(self.prep.units, done, self.skip | set(self.claims.held))
+            if not left:
+                return False
+            self.no_more = False
+            self.claim_more(source, flag)
+            if source.outstanding > 0:
+                return True
+            if self.others.should_say(len(left)):
+                log(self.rank, waiting_message(left, self.claims.active_claims(),
+                                               self.claims.lease_seconds))
+            t0 = time.perf_counter()
+            with flag.waiting():
+                time.sleep(self.others.next_poll())
+            self.others.seconds += time.perf_counter() - t0
+            self.counters.others_wait_seconds = self.others.seconds
+            progress.update(self.counters)
+
     # -- model -------------------------------------------------------------------------
     def run_batch(self, pending):
         """Queue the next assembled batch on the device (its host copy queued right behind
@@ -187,8 +214,9 @@ class RankRun:
             return pending
         segments, images = taken
         t0 = time.perf_counter()
-        if self.counters.first_batch is None:
-            self.counters.first_batch = t0 - (self.counters.loop_started or t0)
+        c = self.counters
+        if c.first_batch is None:     # (a wait for other ranks' units before it not counted)
+            c.first_batch = t0 - (c.loop_started or t0) - c.others_wait_seconds
         copy = HostCopy(self.backoff(self.step, images))   # queued on the device, not synced
         self.counters.model_seconds += time.perf_counter() - t0
         self.finalize(pending)
@@ -283,7 +311,6 @@ class RankRun:
 
     # -- writing -----------------------------------------------------------------------
     def unit_complete(self, st: UnitState) -> None:
-        unit = st.unit
         if st.read_errors:
             self.fail_unit(st, "; ".join(st.read_errors))
             return
@@ -378,18 +405,21 @@ class RankRun:
             flag.interruptible = False       # from here on only while blocked (flag.waiting)
             self.counters.loop_started = time.perf_counter()
             self.claim_more(source, flag)
-            while source.outstanding > 0:
-                t0 = time.perf_counter()
-                with flag.waiting():
-                    b = source.next_batch()
-                self.counters.wait_seconds += time.perf_counter() - t0
-                pending = self.on_batch(b, pending)
-                self.claim_more(source, flag)
-                progress.update(self.counters)
-            flag.check()
-            self.drain(pending)
-            pending = None
-            self.counters.streamed = time.perf_counter()
+            while True:
+                while source.outstanding > 0:
+                    t0 = time.perf_counter()
+                    with flag.waiting():
+                        b = source.next_batch()
+                    self.counters.wait_seconds += time.perf_counter() - t0
+                    pending = self.on_batch(b, pending)
+                    self.claim_more(source, flag)
+                    progress.update(self.counters)
+                flag.check()
+                self.drain(pending)
+                pending = None
+                self.counters.mark_streamed()
+                if not self.wait_for_others(source, flag, progress):
+                    break
             self.writes.drain(flag.waiting)
         except Preempted as exc:
             exit_code = EXIT_PREEMPTED

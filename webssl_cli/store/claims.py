@@ -8,6 +8,9 @@ same next generation, so exactly one wins, and a fresh claim can never be taken:
 successor generation would have to be created first. A rank whose claim has a newer
 generation beside it has lost it (``heartbeat`` raises ClaimLostError). Claims only
 decide who works on a unit; the done-record alone decides that it is finished.
+
+A claim whose writer is known to have exited (same machine, see liveness.py) is stale at
+once, whatever its age: a rerun after a crash takes the dead run's units over immediately.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from ..units import Unit
 from ..atomic_io import atomic_write_bytes, exclusive_create, remove_quietly
 from .commit import read_intent, roll_forward
 from .layout import OutputLayout
+from .liveness import is_gone, this_process
 from .records import ClaimInfo, dumps, utc_now
 
 _NAME = re.compile(r"^(?P<unit>[^.]+)\.(?P<gen>\d+)\.json$")
@@ -77,9 +81,10 @@ def list_claims(layout: OutputLayout, default_lease: float = 300.0) -> list[Clai
             continue
         data = _read_claim(path)
         lease = float(data.get("lease_seconds") or default_lease)
+        gone = is_gone(data.get("process"))
         infos.append(ClaimInfo(unit_id=unit_id, owner=str(data.get("owner", "?")),
-                               age_seconds=round(age, 3), stale=age > lease,
-                               generation=gens[-1], lease_seconds=lease))
+                               age_seconds=round(age, 3), stale=gone or age > lease,
+                               generation=gens[-1], lease_seconds=lease, owner_gone=gone))
     return infos
 
 
@@ -113,8 +118,10 @@ class ClaimStore:
             gens = scan.get(uid)
             nxt = 0
             if gens:
-                age = _age(_claim_path(self.layout, uid, gens[-1]), now)
-                if age is not None and age <= self.lease_seconds:
+                path = _claim_path(self.layout, uid, gens[-1])
+                age = _age(path, now)
+                if (age is not None and age <= self.lease_seconds
+                        and not is_gone(_read_claim(path).get("process"))):
                     continue                     # live claim of another rank
                 nxt = gens[-1] + 1
             if self._is_committed(uid):
@@ -126,7 +133,8 @@ class ClaimStore:
     def _try_claim(self, uid: str, gen: int) -> bool:
         path = _claim_path(self.layout, uid, gen)
         data = {"unit_id": uid, "owner": self.owner, "generation": gen, "claimed_at": utc_now(),
-                "heartbeat_at": utc_now(), "beats": 0, "lease_seconds": self.lease_seconds}
+                "heartbeat_at": utc_now(), "beats": 0, "lease_seconds": self.lease_seconds,
+                "process": this_process()}
         if not exclusive_create(path, dumps(data)):
             return False
         gens = _scan(self.layout).get(uid, [])
@@ -148,10 +156,11 @@ class ClaimStore:
         if age is None:
             return False
         self._committed.add(uid)
-        if age > self.lease_seconds and not self.layout.done_path(uid).exists():
-            intent = read_intent(self.layout, uid)
-            if intent is not None:
-                roll_forward(self.layout, intent)
+        if self.layout.done_path(uid).exists():
+            return True
+        intent = read_intent(self.layout, uid)
+        if intent is not None and (age > self.lease_seconds or is_gone(intent.get("process"))):
+            roll_forward(self.layout, intent)
         return True
 
     def heartbeat(self, unit_id: str) -> None:
@@ -173,8 +182,8 @@ class ClaimStore:
                 raise ClaimLostError(
                     f"the claim of {self.owner} on unit {unit_id} ({path}) was taken over by "
                     f"{newer.get('owner', 'another rank')} after its heartbeat was older than "
-                    f"the {self.lease_seconds:g} s lease; this rank's result for the unit will be "
-                    "discarded if the other rank commits first")
+                    f"the {self.lease_seconds:g} s lease (or this process looked gone); this "
+                    "rank's result for the unit will be discarded if the other rank commits first")
             data = {**data, "heartbeat_at": utc_now(), "beats": int(data.get("beats", 0)) + 1}
             atomic_write_bytes(path, dumps(data))
             self._held[unit_id] = (gen, path, data)

@@ -26,6 +26,7 @@ from typing import Any
 from ..errors import WebsslError
 from ..atomic_io import exclusive_create, fsync_dir, prune_empty_dirs, read_json_file
 from .layout import OutputLayout
+from .liveness import this_process
 from .records import DoneRecord, dumps
 from .staging import attempt_dir_of, discard_staged, sweep_staging
 
@@ -45,7 +46,8 @@ def commit_unit(layout: OutputLayout, record: DoneRecord) -> bool:
         discard_staged(layout, files)
         return False
     intent = {"record": record.to_dict(),
-              "moves": [{"staged": f.staged, "path": f.path, "bytes": f.bytes} for f in files]}
+              "moves": [{"staged": f.staged, "path": f.path, "bytes": f.bytes} for f in files],
+              "process": this_process()}
     if not exclusive_create(layout.commit_path(record.unit_id), dumps(intent)):
         existing = read_intent(layout, record.unit_id)
         if existing is None or existing.get("moves") != intent["moves"]:

@@ -96,9 +96,10 @@ class ClaimInfo:
     unit_id: str
     owner: str
     age_seconds: float          # since the last heartbeat (file mtime)
-    stale: bool                 # age > the owner's lease: may be taken over
+    stale: bool                 # age > the owner's lease, or owner gone: may be taken over
     generation: int = 0
     lease_seconds: float = 0.0
+    owner_gone: bool = False    # its process has exited (known on the same machine only)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

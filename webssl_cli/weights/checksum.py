@@ -15,7 +15,6 @@ triggers a full rehash against the sidecar, and a match writes a fresh stamp. ``
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
