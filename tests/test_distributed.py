@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -77,6 +78,44 @@ def test_slurm_ranks_cover_everything_once(world: int, shards: Path, single, tmp
         assert p.returncode == 0, err
     assert_complete_and_equal(out, single)
     assert set(units_by_rank(out)) <= {f"rank{r}" for r in range(world)}
+
+
+def test_a_broken_shard_is_tried_by_one_rank_and_reported(shards: Path, single,
+                                                           tmp_path: Path) -> None:
+    """A truncated shard fails on one rank only (the other rank of the same SLURM job skips
+    it instead of retrying it at the tail, even if it started later), that rank exits 3,
+    `webssl status` says which unit and why; after a repair, a rerun (another job) retries
+    it and the output is complete."""
+    d = tmp_path / "sh"
+    shutil.copytree(shards, d)
+    victim = d / "shard-000002.tar"
+    good = victim.read_bytes()
+    victim.write_bytes(good[: len(good) // 2 + 7])
+    out = tmp_path / "out"
+    args = cli_args([d], out, "--num-workers", "0", "--batch-size", "4")
+    procs = [start_rank(args, {"SLURM_PROCID": str(r), "SLURM_NTASKS": "2",
+                               "SLURM_LOCALID": str(r), "SLURM_JOB_ID": "4242",
+                               "SLURM_STEP_ID": "0"}) for r in range(2)]
+    errs = [p.communicate(timeout=240)[1] for p in procs]
+    codes = [p.returncode for p in procs]
+    assert sorted(codes) == [0, 3], errs
+    failing = codes.index(3)
+    assert "shard-000002" in errs[failing] and "could not be completed" in errs[failing]
+    assert "could not be completed" not in errs[1 - failing]
+    assert "1 units failed on other ranks" in errs[1 - failing]
+    status = cli_here(["status", str(out), "--json"])
+    report = json.loads(status.stdout)
+    assert report["units_done"] == N_SHARDS - 1 and not report["complete"]
+    [failed] = report["failed_units"]
+    assert failed["unit_name"] == "shard-000002" and failed["owner"].endswith(f"rank{failing}")
+    assert "Error" in failed["reason"]
+    assert "units given up" in cli_here(["status", str(out)]).stdout
+    victim.write_bytes(good)
+    r = cli_here(args)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(cli_here(["status", str(out), "--json"]).stdout)["failed_units"] == []
+    keys, _ = read_features(out, "cls")
+    assert keys == single[0]
 
 
 def test_torchrun_standalone(shards: Path, single, tmp_path: Path) -> None:

@@ -49,3 +49,23 @@ def test_half_set_environment_is_an_error(env: dict) -> None:
 def test_inconsistent_rank_is_an_error() -> None:
     with pytest.raises(UsageError, match="inconsistent"):
         detect_rank({"RANK": "4", "WORLD_SIZE": "4", "LOCAL_RANK": "0"})
+
+
+SLURM_TASK = {"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "3"}
+
+
+@pytest.mark.parametrize("env, job", [
+    ({}, ""),                                               # a lone process: its own job
+    ({**SLURM_TASK, "SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0"}, "slurm:4242.0:0"),
+    ({**SLURM_TASK, "SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "SLURM_RESTART_COUNT": "2"},
+     "slurm:4242.0:2"),                                     # requeued: another job
+    ({**SLURM_TASK, "SLURM_JOB_ID": "4251", "SLURM_ARRAY_JOB_ID": "4242", "SLURM_STEP_ID": "0",
+      "SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4"}, "slurm:4242.0:0"),
+    ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "TORCHELASTIC_RUN_ID": "abc",
+      "TORCHELASTIC_RESTART_COUNT": "1"}, "torchrun:abc:1"),
+    ({**SLURM_TASK, "SLURM_JOB_ID": "4242", "WEBSSL_JOB_ID": "mine"}, "mine"),
+])
+def test_job_id_is_shared_by_the_ranks_of_one_job(env, job) -> None:
+    """The ranks of one job (all array tasks included) share it; a requeue or a new step
+    is another job, so it retries the units an earlier job gave up on."""
+    assert detect_rank(env).job == job

@@ -25,8 +25,8 @@ def status(
 ) -> None:
     """Report how far an extraction got: units done/total, rows, failed rows, the
     settings fingerprint, units claimed by a rank but not finished (owner and
-    heartbeat age), interrupted commits and missing files. Reads only; safe while
-    ranks are running. Exit 2 if OUT has no webssl manifest.
+    heartbeat age), units a rank gave up on (and why), interrupted commits and missing
+    files. Reads only; safe while ranks are running. Exit 2 if OUT has no webssl manifest.
 
     Example: webssl status /data/feats --json
     """
@@ -64,6 +64,13 @@ def status(
                            "yes (its process is gone)" if c.owner_gone
                            else "yes (may be taken over)" if c.stale else "no")
         console.print(claims)
+    if report.failed_units:
+        failed = Table(title="units given up, not done since (rerun the extraction to retry)")
+        for col in ("unit", "name", "reason", "rank", "at"):
+            failed.add_column(col)
+        for f in report.failed_units:
+            failed.add_row(f.unit_id, f.unit_name, f.reason, f.owner, f.failed_at)
+        console.print(failed)
     if report.pending_commits:
         print(f"interrupted or in-flight commits (finished by the next run): "
               f"{', '.join(report.pending_commits)}")

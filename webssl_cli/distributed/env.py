@@ -26,6 +26,7 @@ class RankInfo:
     local_rank: int = 0
     launcher: str = "single"          # single | torchrun | slurm | slurm-array | gpus
     host: str = ""
+    job: str = ""                     # shared by the ranks of one job ("" alone: job_id)
 
     @property
     def owner(self) -> str:
@@ -58,25 +59,43 @@ def _ints(env: Mapping[str, str], names: tuple[str, ...], what: str) -> list[int
                          "must be integers") from None
 
 
+def job_id(env: Mapping[str, str]) -> str:
+    """What the ranks of one job share, so that they tell this job's unit failures from an
+    earlier job's (store/unit_failures.py): ``WEBSSL_JOB_ID`` if set (the ``--gpus``
+    launcher sets it for its workers), else SLURM's job (or array job) id, step and restart
+    count, else torchrun's run id and restart count; "" for a lone process."""
+    if env.get("WEBSSL_JOB_ID"):
+        return env["WEBSSL_JOB_ID"]
+    slurm = env.get("SLURM_ARRAY_JOB_ID") or env.get("SLURM_JOB_ID")
+    if slurm:
+        return (f"slurm:{slurm}.{env.get('SLURM_STEP_ID', '')}:"
+                f"{env.get('SLURM_RESTART_COUNT', '0')}")
+    if env.get("TORCHELASTIC_RUN_ID"):
+        return (f"torchrun:{env['TORCHELASTIC_RUN_ID']}:"
+                f"{env.get('TORCHELASTIC_RESTART_COUNT', '0')}")
+    return ""
+
+
 def detect_rank(env: Mapping[str, str] | None = None) -> RankInfo:
     env = os.environ if env is None else env
-    host = socket.gethostname()
+    host, job = socket.gethostname(), job_id(env)
     tr = _ints(env, TORCHRUN, "torchrun")
     if tr is not None:
         rank, world, local = tr
         launcher = env.get("WEBSSL_LAUNCHER", "torchrun")
-        return _checked(RankInfo(rank, world, local, launcher, host))
+        return _checked(RankInfo(rank, world, local, launcher, host, job))
     sl = _ints(env, SLURM, "SLURM")
     arr = _ints(env, ARRAY, "SLURM job-array")
     if sl is None and arr is None:
-        return RankInfo(host=host)
+        return RankInfo(host=host, job=job)
     proc, ntasks, local = sl if sl is not None else (0, 1, 0)
     if arr is None:
-        return _checked(RankInfo(proc, ntasks, local, "slurm", host))
+        return _checked(RankInfo(proc, ntasks, local, "slurm", host, job))
     task_id, count = arr
     first = int(env.get("SLURM_ARRAY_TASK_MIN", "0") or 0)
     index = task_id - first
-    return _checked(RankInfo(index * ntasks + proc, count * ntasks, local, "slurm-array", host))
+    return _checked(RankInfo(index * ntasks + proc, count * ntasks, local, "slurm-array", host,
+                             job))
 
 
 def _checked(info: RankInfo) -> RankInfo:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +20,7 @@ import time
 from ..config import ExtractConfig
 from ..config_io import config_to_json
 from ..errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, EXIT_RUNTIME, UsageError
-from .env import RankInfo
+from .env import RankInfo, job_id
 
 
 def launch_local(cfg: ExtractConfig):
@@ -44,9 +45,10 @@ def launch_local(cfg: ExtractConfig):
         fh.write(config_to_json(child_cfg))
         cfg_path = fh.name
     procs: list[subprocess.Popen] = []
+    job = job_id(os.environ) or f"gpus:{socket.gethostname()}:{os.getpid()}:{time.time():.0f}"
     for r in range(n):
         env = dict(os.environ, RANK=str(r), WORLD_SIZE=str(n), LOCAL_RANK=str(r),
-                   WEBSSL_LAUNCHER="gpus")
+                   WEBSSL_LAUNCHER="gpus", WEBSSL_JOB_ID=job)
         for k in ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"):
             env.pop(k, None)
         procs.append(subprocess.Popen([sys.executable, "-m", "webssl_cli.distributed.worker",

@@ -21,6 +21,7 @@ from ..distributed.signals import StopFlag, preemption_handlers
 from ..errors import (EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, Preempted, UsageError,
                       WebsslError)
 from ..model_step import ModelStep, pick_device, pick_precision
+from ..store.unit_failures import failed_in_job, record_unit_failure
 from .assembler import BatchAssembler, Segment, split_rows
 from .device_decode import DeviceDecoder
 from .held_memory import HeldFeatures, available_memory
@@ -157,6 +158,7 @@ class RankRun:
         self.no_more = False
         self.units_claimed = 0
         self.others = OthersWait()
+        self.started_at = time.time()    # without a job id: failures since then are this job's
         self.heartbeat = Heartbeat(self.claims, self.rt.heartbeat_seconds)
         self.decoder: DeviceDecoder | None = None
         self.flag = StopFlag()
@@ -169,11 +171,14 @@ class RankRun:
             if limit is not None and self.units_claimed >= limit:
                 self.no_more = True
                 break
-            done = set(self.done_units(self.prep.layout)) | self.skip
+            done = set(self.done_units(self.prep.layout)) | self.skip | self.failed_elsewhere()
             unit = self.claims.claim_next(self.prep.units, done)
             if unit is None:
                 self.no_more = True
                 break
+            if unit.id in self.failed_elsewhere():    # given up and released meanwhile
+                self.claims.release(unit.id)
+                continue
             self.units_claimed += 1
             with self.heartbeat.lock:
                 self.heartbeat.units.add(unit.id)
@@ -188,8 +193,13 @@ class RankRun:
             return False
         while True:
             done = set(self.done_units(self.prep.layout))
-            left = open_units(self.prep.units, done, self.skip | set(self.claims.held))
+            elsewhere = self.failed_elsewhere()
+            left = open_units(self.prep.units, done, self.skip | elsewhere | set(self.claims.held))
             if not left:
+                if elsewhere - done:
+                    log(self.rank, f"{len(elsewhere - done)} units failed on other ranks of "
+                                   "this job (they exit 3; `webssl status` says why); rerun "
+                                   "to retry them")
                 return False
             self.no_more = False
             self.claim_more(source, flag)
@@ -204,6 +214,10 @@ class RankRun:
             self.others.seconds += time.perf_counter() - t0
             self.counters.others_wait_seconds = self.others.seconds
             progress.update(self.counters)
+
+    def failed_elsewhere(self) -> set[str]:
+        """Units other ranks of this job gave up on (not retried here)."""
+        return failed_in_job(self.prep.layout, self.rank.job, self.started_at) - set(self.failed)
 
     # -- model -------------------------------------------------------------------------
     def run_batch(self, pending):
@@ -370,6 +384,10 @@ class RankRun:
         self.counters.units_failed += 1
         log(self.rank, f"unit {unit.id} ({unit.source}) could not be completed: {why}. "
                        "It was not written; rerun the same command to retry it.")
+        try:       # so the job's other ranks do not retry it one after another
+            record_unit_failure(self.prep.layout, unit, why, self.rank.owner, self.rank.job)
+        except OSError as exc:
+            log(self.rank, f"warning: could not record the failure of unit {unit.id}: {exc}")
         self.release(unit.id)
         self.held.release(st.nbytes)
 

@@ -10,14 +10,15 @@ from .records import ClaimInfo, DoneRecord, FileInfo, RunConfig
 from .runconfig import check_run_config, diff_fields, fingerprint, load_run_config, wipe_outputs
 from .staging import discard_staged
 from .status import StatusReport, get_status
+from .unit_failures import UnitFailure, failed_in_job, list_unit_failures, record_unit_failure
 from .writers import UnitRows, write_failures, write_unit
 
 __all__ = [
     "FORMATS", "ClaimInfo", "ClaimLostError", "ClaimStore", "DoneRecord", "FileInfo",
-    "OutputLayout", "RunConfig", "StatusReport", "UnitRows", "atomic_output",
+    "OutputLayout", "RunConfig", "StatusReport", "UnitFailure", "UnitRows", "atomic_output",
     "atomic_write_bytes", "check_run_config", "commit_unit", "diff_fields", "discard_staged",
-    "done_units", "exclusive_create", "feature_slug", "fingerprint", "fixed_size_list_to_numpy",
-    "get_status", "list_claims", "load_plan", "load_run_config", "pending_commits",
-    "read_done_records", "read_features", "read_provenance", "roll_forward",
+    "done_units", "exclusive_create", "failed_in_job", "feature_slug", "fingerprint",
+    "fixed_size_list_to_numpy", "get_status", "list_claims", "list_unit_failures", "load_plan", "load_run_config", "pending_commits",
+    "read_done_records", "read_features", "read_provenance", "record_unit_failure", "roll_forward",
     "save_or_load_plan", "sha256_file", "wipe_outputs", "write_failures", "write_unit",
 ]

@@ -29,6 +29,7 @@ from .layout import OutputLayout
 from .liveness import this_process
 from .records import DoneRecord, dumps
 from .staging import attempt_dir_of, discard_staged, sweep_staging
+from .unit_failures import clear_unit_failure
 
 
 def commit_unit(layout: OutputLayout, record: DoneRecord) -> bool:
@@ -81,6 +82,7 @@ def roll_forward(layout: OutputLayout, intent: dict[str, Any]) -> DoneRecord:
     for d in dirs:
         fsync_dir(d)
     exclusive_create(layout.done_path(record.unit_id), dumps(record.to_dict()))
+    clear_unit_failure(layout, record.unit_id)      # failed earlier (another run or rank)
     for move in intent["moves"]:
         prune_empty_dirs(layout.abs(move["staged"]).parent, layout.staging_dir)
     return record

@@ -65,6 +65,10 @@ class OutputLayout:
         return self.manifest_dir / "failures"
 
     @property
+    def unit_failures_dir(self) -> Path:
+        return self.manifest_dir / "failed_units"
+
+    @property
     def claims_dir(self) -> Path:
         return self.manifest_dir / "claims"
 
@@ -84,6 +88,9 @@ class OutputLayout:
 
     def failures_path(self, unit_id: str) -> Path:
         return self.failures_dir / f"{unit_id}.jsonl"
+
+    def unit_failure_path(self, unit_id: str) -> Path:
+        return self.unit_failures_dir / f"{unit_id}.json"
 
     def exists(self) -> bool:
         return self.run_config_path.is_file() or self.plan_path.is_file()

@@ -13,6 +13,7 @@ from .layout import OutputLayout
 from .plan import load_plan
 from .records import ClaimInfo
 from .runconfig import load_run_config
+from .unit_failures import UnitFailure, list_unit_failures
 
 
 @dataclass
@@ -32,6 +33,7 @@ class StatusReport:
     claims: list[ClaimInfo] = field(default_factory=list)    # claimed, not finished
     pending_commits: list[str] = field(default_factory=list)
     missing_files: list[str] = field(default_factory=list)
+    failed_units: list[UnitFailure] = field(default_factory=list)  # given up, not done since
 
     @property
     def complete(self) -> bool:
@@ -66,7 +68,8 @@ def get_status(out_dir: str | Path, manifest_name: str = "_webssl") -> StatusRep
         fields=config.fields if config else {}, created=config.created if config else None,
         claims=[c for c in list_claims(layout) if c.unit_id not in done],
         pending_commits=pending_commits(layout, done),
-        missing_files=_missing_files(layout, done))
+        missing_files=_missing_files(layout, done),
+        failed_units=[f for f in list_unit_failures(layout) if f.unit_id not in done])
 
 
 def _missing_files(layout: OutputLayout, done: dict) -> list[str]:

@@ -1,0 +1,87 @@
+"""Units a rank gave up on, recorded for the other ranks of the same job and for `status`.
+
+``<manifest>/failed_units/<unit>.json`` holds the unit, the reason, the rank, its job and
+when. A rank writes it when it gives a unit up (a truncated shard, a dropped connection); the
+commit of the unit removes it. Ranks skip units given up by their own job: the job's other
+ranks would otherwise each retry a broken shard, one after another, at the tail of the job
+while everyone else waits (pipeline/others.py). A rerun is another job, so it retries them.
+"The same job" is the launcher's job id (distributed/env.py ``job_id``: SLURM job, step and
+restart count; torchrun run id; the ``--gpus`` launcher's own). Without one, a rank counts
+the failures recorded since it started (file mtime against this machine's clock).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..atomic_io import atomic_write_bytes, read_json_file, remove_quietly
+from ..units import Unit
+from .layout import OutputLayout
+from .records import dumps, utc_now
+
+
+@dataclass(frozen=True)
+class UnitFailure:
+    unit_id: str
+    unit_name: str
+    source: str
+    reason: str
+    owner: str
+    failed_at: str
+    job: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FIELDS = tuple(UnitFailure.__dataclass_fields__)
+
+
+def record_unit_failure(layout: OutputLayout, unit: Unit, reason: str, owner: str,
+                        job: str) -> None:
+    info = UnitFailure(unit.id, unit.name, unit.source, reason, owner, utc_now(), job)
+    layout.unit_failures_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(layout.unit_failure_path(unit.id), dumps(info.to_dict()))
+
+
+def clear_unit_failure(layout: OutputLayout, unit_id: str) -> None:
+    remove_quietly(layout.unit_failure_path(unit_id))
+
+
+def failed_in_job(layout: OutputLayout, job: str, started: float) -> set[str]:
+    """Ids of units given up by job ``job``; for job "" those recorded at or after
+    ``started`` (a time.time())."""
+    try:
+        entries = [e for e in os.scandir(layout.unit_failures_dir) if e.name.endswith(".json")]
+    except FileNotFoundError:
+        return set()
+    out = set()
+    for e in entries:
+        try:
+            if job:
+                same = (read_json_file(e.path) or {}).get("job") == job
+            else:
+                same = e.stat().st_mtime >= started
+        except (FileNotFoundError, ValueError):
+            continue
+        if same:
+            out.add(e.name[:-len(".json")])
+    return out
+
+
+def list_unit_failures(layout: OutputLayout) -> list[UnitFailure]:
+    """Every recorded unit failure, in unit order."""
+    try:
+        names = sorted(n for n in os.listdir(layout.unit_failures_dir) if n.endswith(".json"))
+    except FileNotFoundError:
+        return []
+    out = []
+    for name in names:
+        try:
+            d = read_json_file(layout.unit_failures_dir / name)
+        except ValueError:
+            d = None
+        if d:
+            out.append(UnitFailure(**{k: str(d.get(k, "")) for k in FIELDS}))
+    return out
