@@ -126,8 +126,8 @@ def summary(c: Counters, workers: int) -> str:
     steady = (f", {c.images / c.steady_seconds:.1f} img/s from it on"
               if c.steady_seconds > 0 else "")
     return (f"{c.images} images in {wall:.1f}s ({c.images / wall:.1f} img/s; "
-            f"{c.elapsed - c.loop_seconds:.1f}s setup and model load before that; first model batch "
-            f"after {c.first_batch or 0.0:.1f}s{steady}), "
+            f"{c.elapsed - c.loop_seconds:.1f}s setup and model load before that; first model "
+            f"batch after {c.first_batch or 0.0:.1f}s{steady}), "
             f"{c.units_done} units done, {c.units_failed} units failed, {c.failures} failed "
             f"samples. Time: {times}, waiting for data {c.wait_seconds:.1f}s, waiting for writes "
             f"{c.write_wait_seconds:.1f}s; features held in memory at most "

@@ -14,11 +14,12 @@ from .unit_failures import UnitFailure, failed_in_job, list_unit_failures, recor
 from .writers import UnitRows, write_failures, write_unit
 
 __all__ = [
-    "FORMATS", "ClaimInfo", "ClaimLostError", "ClaimStore", "DoneRecord", "FileInfo",
+    "ClaimInfo", "ClaimLostError", "ClaimStore", "DoneRecord", "FORMATS", "FileInfo",
     "OutputLayout", "RunConfig", "StatusReport", "UnitFailure", "UnitRows", "atomic_output",
     "atomic_write_bytes", "check_run_config", "commit_unit", "diff_fields", "discard_staged",
     "done_units", "exclusive_create", "failed_in_job", "feature_slug", "fingerprint",
-    "fixed_size_list_to_numpy", "get_status", "list_claims", "list_unit_failures", "load_plan", "load_run_config", "pending_commits",
-    "read_done_records", "read_features", "read_provenance", "record_unit_failure", "roll_forward",
-    "save_or_load_plan", "sha256_file", "wipe_outputs", "write_failures", "write_unit",
+    "fixed_size_list_to_numpy", "get_status", "list_claims", "list_unit_failures", "load_plan",
+    "load_run_config", "pending_commits", "read_done_records", "read_features",
+    "read_provenance", "record_unit_failure", "roll_forward", "save_or_load_plan",
+    "sha256_file", "wipe_outputs", "write_failures", "write_unit",
 ]
