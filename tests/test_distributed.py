@@ -102,7 +102,7 @@ def test_a_broken_shard_is_tried_by_one_rank_and_reported(shards: Path, single,
     failing = codes.index(3)
     assert "shard-000002" in errs[failing] and "could not be completed" in errs[failing]
     assert "could not be completed" not in errs[1 - failing]
-    assert "1 units failed on other ranks" in errs[1 - failing]
+    assert "1 unit failed on other ranks" in errs[1 - failing]
     status = cli_here(["status", str(out), "--json"])
     report = json.loads(status.stdout)
     assert report["units_done"] == N_SHARDS - 1 and not report["complete"]
@@ -172,19 +172,18 @@ def test_stalled_rank_others_take_more_units(shards: Path, single, tmp_path: Pat
 def test_unit_of_a_rank_that_exits_is_taken_over_by_the_waiting_rank(
         shards: Path, single, tmp_path: Path) -> None:
     """Another process claims a unit and exits without finishing it (a crash): the rank that
-    did everything else waits, sees the process gone and does that unit too, well inside the
-    300 s lease; exit 0 means complete."""
+    did everything else waits, sees the process gone and does that unit too. With a one-hour
+    lease, only the process check can free the unit before the test's timeout; exit 0 means
+    complete."""
     out = tmp_path / "out"
-    args = cli_args([shards], out, "--num-workers", "0", "--batch-size", "2")
+    args = cli_args([shards], out, "--num-workers", "0", "--batch-size", "2", "--lease", "3600")
     assert cli_here(args + ["--limit-units", "0"]).returncode == 0
     holder = subprocess.Popen([sys.executable, "-c", CLAIM_AND_EXIT_LATER, str(out)],
                               stdout=subprocess.PIPE, text=True)
     held = holder.stdout.readline().strip()
-    t0 = time.time()
     r = cli_here(args)
     assert holder.wait(timeout=60) == 0
     assert r.returncode == 0, r.stderr
-    assert time.time() - t0 < 120
     assert "waiting for the ranks that hold them" in r.stderr and "crashed:" in r.stderr
     assert done_units(OutputLayout(out))[held].rank.endswith("rank0")   # done here
     assert_complete_and_equal(out, single)

@@ -26,20 +26,24 @@ def open_units(units: list[Unit], done: set[str], skip: set[str]) -> list[Unit]:
     return [u for u in units if u.id not in done and u.id not in skip]
 
 
+def units(n: int) -> str:
+    return f"{n} unit{'s' * (n != 1)}"
+
+
 def waiting_message(left: list[Unit], claims: list[ClaimInfo], lease: float) -> str:
     ids = {u.id for u in left}
     held = [c for c in claims if c.unit_id in ids]
     owners = Counter(c.owner for c in held)
-    newest = {c.owner: c.age_seconds for c in sorted(held, key=lambda c: -c.age_seconds)}
-    who = "; ".join(f"{o}: {n} unit{'s' * (n > 1)}, heartbeat {newest[o]:.0f} s ago"
+    latest = {o: min(c.age_seconds for c in held if c.owner == o) for o in owners}
+    who = "; ".join(f"{o}: {units(n)}, heartbeat {latest[o]:.0f} s ago"
                     for o, n in owners.most_common(4))
     more = f"; and {len(owners) - 4} more ranks" if len(owners) > 4 else ""
     unclaimed = len(left) - len(held)
     extra = f"; {unclaimed} being committed" if unclaimed > 0 else ""
-    return (f"nothing left to claim, but {len(left)} unit{'s' * (len(left) > 1)} not done: "
-            f"waiting for the ranks that hold them ({who or 'none'}{more}{extra}). A unit "
-            f"is taken over here if its rank's process is gone or silent for the {lease:g} s "
-            "lease (--lease); Ctrl-C stops waiting and a rerun resumes")
+    return (f"nothing left to claim, but {units(len(left))} not done: waiting for the ranks "
+            f"that hold them ({who or 'none'}{more}{extra}). A unit is taken over here if its "
+            f"rank's process is gone or silent for the {lease:g} s lease (--lease); Ctrl-C "
+            "stops waiting and a rerun resumes")
 
 
 @dataclass

@@ -27,7 +27,7 @@ from .device_decode import DeviceDecoder
 from .held_memory import HeldFeatures, available_memory
 from .host_copy import HostCopy
 from .loader import Batch, BatchSource
-from .others import OthersWait, open_units, waiting_message
+from .others import OthersWait, open_units, units, waiting_message
 from .progress import Counters, Progress, summary
 from .setup import Prepared, prepare
 from .unit_state import UnitState
@@ -197,9 +197,10 @@ class RankRun:
             left = open_units(self.prep.units, done, self.skip | elsewhere | set(self.claims.held))
             if not left:
                 if elsewhere - done:
-                    log(self.rank, f"{len(elsewhere - done)} units failed on other ranks of "
-                                   "this job (they exit 3; `webssl status` says why); rerun "
-                                   "to retry them")
+                    out = self.prep.layout.out_dir
+                    log(self.rank, f"{units(len(elsewhere - done))} failed on other ranks of "
+                                   f"this job (they exit 3; `webssl status {out}` says why); "
+                                   "rerun the same command to retry them")
                 return False
             self.no_more = False
             self.claim_more(source, flag)
