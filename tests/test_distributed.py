@@ -269,6 +269,39 @@ def test_gpus_parent_ctrl_c_stops_all_workers(shards: Path, single, tmp_path: Pa
     assert_complete_and_equal(out, single)
 
 
+def worker_pids(parent: int) -> list[int]:
+    """The --gpus launcher's worker processes (children running the worker module)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"distributed.worker" in cmd:
+            pids.append(int(d.name))
+    return sorted(pids)
+
+
+def test_gpus_worker_killed_the_other_finishes_and_exit_is_0(shards: Path, single,
+                                                              tmp_path: Path) -> None:
+    """A --gpus worker SIGKILLed mid-run (the out-of-memory killer, say): the other worker
+    takes its units over at once (same machine), the output is complete, so the launcher
+    exits 0, names the dead worker and counts the job's images."""
+    out = tmp_path / "out"
+    args = cli_args([shards], out, "--gpus", "2", "--num-workers", "0", "--batch-size", "2")
+    p = start_rank(args, {})
+    wait_for_done(out, 1, p, timeout=180)
+    victims = worker_pids(p.pid)
+    assert len(victims) == 2
+    os.kill(victims[1], signal.SIGKILL)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+    assert "killed by SIGKILL" in err, err[-2000:]
+    assert f"--gpus 2: {N_SHARDS * PER_SHARD} images" in err, err[-2000:]
+    assert_complete_and_equal(out, single)
+
+
 def test_second_signal_exits_at_once(shards: Path, single, tmp_path: Path) -> None:
     out = tmp_path / "out"
     p = start_rank(cli_args([shards], out, "--num-workers", "1", "--batch-size", "2"), {})

@@ -38,6 +38,18 @@ def test_slurm_array_with_several_tasks_per_element() -> None:
     assert r.is_planner      # any array task may write the plan (first exclusive create wins)
 
 
+@pytest.mark.parametrize("task_id, expected", [("17", (14, 15)),     # --array=3,17,42
+                                               ("41", (38, 39))])     # --array=3-63:2
+def test_sparse_slurm_array_is_accepted(task_id: str, expected) -> None:
+    """Resubmitting failed indices (--array=3,17,42) or stepped arrays give task ids beyond
+    MIN + COUNT; such a task still runs (any array task may plan; units are claimed)."""
+    r = detect_rank({"SLURM_ARRAY_TASK_ID": task_id, "SLURM_ARRAY_TASK_COUNT": "3",
+                     "SLURM_ARRAY_TASK_MIN": "3", "SLURM_PROCID": "0", "SLURM_NTASKS": "1",
+                     "SLURM_LOCALID": "0"})
+    assert (r.rank, r.world_size, r.launcher) == (*expected, "slurm-array")
+    assert r.is_planner
+
+
 @pytest.mark.parametrize("env", [{"RANK": "0"}, {"RANK": "0", "WORLD_SIZE": "2"},
                                  {"SLURM_PROCID": "0", "SLURM_NTASKS": "2"},
                                  {"SLURM_ARRAY_TASK_ID": "3"}])

@@ -1,4 +1,4 @@
-from .cli.app import main
+from .cli.app import entry
 
 if __name__ == "__main__":
-    main()
+    entry()

@@ -71,11 +71,19 @@ class RuntimeConfig:
     prefetch_factor: int = 4
     progress_every: float = 30.0        # seconds between plain progress lines (no terminal)
     lease_seconds: float = 300.0        # claim lease before another rank may take a unit over
-    heartbeat_seconds: float = 30.0
+    heartbeat_seconds: float | None = None   # None: min(30 s, lease / 4)
     plan_wait_seconds: float = 600.0
     decode: str = "cpu"                 # cpu | gpu
     gpus: int = 0                       # --gpus N: spawn N local worker processes
     limit_units: int | None = None      # stop after this many units (testing, sampling)
+
+    @property
+    def heartbeat(self) -> float:
+        """Seconds between claim heartbeats: well inside the lease, so live claims never
+        look stale to other ranks."""
+        if self.heartbeat_seconds is not None:
+            return self.heartbeat_seconds
+        return min(30.0, self.lease_seconds / 4)
 
 
 @dataclass(frozen=True)

@@ -40,3 +40,11 @@ class Preempted(WebsslError):
     """The run was asked to stop by a signal; finished units are kept."""
 
     exit_code = EXIT_PREEMPTED
+
+
+class StopSignal(BaseException):
+    """A stop signal that came outside a run's own handling (start-up, planning, download).
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it;
+    the command's entry point turns it into exit 4."""
+
+    exit_code = EXIT_PREEMPTED

@@ -12,14 +12,18 @@ import sys
 
 import typer
 
-from ..errors import EXIT_PREEMPTED, WebsslError
+from ..distributed.signals import command_handlers, ignore_stop_signals
+from ..errors import StopSignal, WebsslError
 
 COMMAND_MODULES = ("cmd_models", "cmd_download", "cmd_extract", "cmd_status", "cmd_bench")
 
 app = typer.Typer(
     name="webssl",
     help="Batch feature extraction with Meta's Web-SSL (Web-DINO, Web-MAE) vision models.\n\n"
-         "An independent tool, not the official repository. Model weights are CC-BY-NC 4.0.",
+         "Example: webssl extract --model dino300m-full2b-224 --input photos/ --out feats/ "
+         "&& webssl status feats/\n\n"
+         "Each command's --help has its options and an example. An independent tool, not the "
+         "official repository. Model weights are CC-BY-NC 4.0.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -37,12 +41,23 @@ for _name in COMMAND_MODULES:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the console script and of ``python -m webssl_cli``."""
+    """Run one command (``argv`` without the program name; default ``sys.argv``). A stop
+    signal before the command's own handling ends it with exit 4; handlers are restored."""
+    with command_handlers():
+        try:
+            app(args=argv, prog_name="webssl", standalone_mode=True)
+        except WebsslError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        except StopSignal as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+
+
+def entry() -> None:
+    """The console script and ``python -m webssl_cli``: :func:`main`, then stop signals are
+    ignored while the interpreter shuts down, so the exit code is the command's."""
     try:
-        app(args=argv, prog_name="webssl", standalone_mode=True)
-    except WebsslError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        print("interrupted (SIGINT); rerun the same command to resume", file=sys.stderr)
-        sys.exit(EXIT_PREEMPTED)
+        main()
+    finally:
+        ignore_stop_signals()

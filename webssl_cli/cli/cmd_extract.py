@@ -45,7 +45,7 @@ def extract(
     offline: bool = typer.Option(False, "--offline", envvar="WEBSSL_OFFLINE", help="Never download weights."),
     lease: float = typer.Option(300.0, "--lease", help="Seconds after which another rank may take over a silent unit."),
     progress_every: float = typer.Option(30.0, "--progress-every", help="Seconds between progress lines when not on a terminal."),
-    limit_units: Optional[int] = typer.Option(None, "--limit-units", help="Stop after this many units (sampling, tests)."),
+    limit_units: Optional[int] = typer.Option(None, "--limit-units", help="Stop after this many units (sampling, tests); 0 only writes the plan and run config."),
 ) -> None:
     """Extract Web-SSL features from images into sharded Parquet or NPY files.
 
@@ -75,7 +75,7 @@ def extract(
                                 overwrite, manifest_name),
             runtime=RuntimeConfig(batch_size=batch_size if batch_size == "auto" else int(batch_size),
                                   num_workers=num_workers, progress_every=progress_every,
-                                  lease_seconds=lease, heartbeat_seconds=min(30.0, lease / 4),
+                                  lease_seconds=lease,
                                   decode=decode, gpus=gpus, limit_units=limit_units),
             preprocess_mode=preprocess,
             max_image_pixels=max_image_pixels,

@@ -94,8 +94,12 @@ def detect_rank(env: Mapping[str, str] | None = None) -> RankInfo:
     task_id, count = arr
     first = int(env.get("SLURM_ARRAY_TASK_MIN", "0") or 0)
     index = task_id - first
-    return _checked(RankInfo(index * ntasks + proc, count * ntasks, local, "slurm-array", host,
-                             job))
+    # Sparse arrays (--array=3,17,42 or 0-63:2) have task ids beyond MIN + COUNT. In an array
+    # the rank only names the process in logs (any task may plan, units are claimed
+    # dynamically), so the world grows to cover the id instead of refusing it.
+    rank = index * ntasks + proc
+    world = max(count, index + 1) * ntasks
+    return _checked(RankInfo(rank, world, local, "slurm-array", host, job))
 
 
 def _checked(info: RankInfo) -> RankInfo:

@@ -32,6 +32,10 @@ def launch_local(cfg: ExtractConfig):
 
     n = cfg.runtime.gpus
     device = pick_device(cfg.model.device)
+    if device.type == "cpu" and cfg.model.device is None:
+        raise UsageError(f"--gpus {n}: no CUDA device is visible. Check CUDA_VISIBLE_DEVICES "
+                         "and the driver; to run N worker processes on the CPU instead "
+                         "(testing), add --device cpu")
     if device.type == "cuda":
         import torch
         have = torch.cuda.device_count()
@@ -54,35 +58,78 @@ def launch_local(cfg: ExtractConfig):
         procs.append(subprocess.Popen([sys.executable, "-m", "webssl_cli.distributed.worker",
                                        cfg_path], env=env))
 
+    stopped: list[str] = []
+
     def forward(signum, _frame):
+        stopped.append(signal.Signals(signum).name)
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signum)
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    before = set(done_units(prep.layout))
     counters = Counters()
-    progress = Progress(len(prep.units), len(done_units(prep.layout)), "[gpus]",
-                        cfg.runtime.progress_every,
-                        done_counter=lambda: len(done_units(prep.layout)))
+    counters.loop_started = counters.started
+    progress = Progress(len(prep.units), len(before), "[gpus]", cfg.runtime.progress_every,
+                        done_counter=lambda: len(before) + counters.units_done)
     try:
         while any(p.poll() is None for p in procs):
+            job_totals(prep.layout, before, counters)
             progress.update(counters)
             time.sleep(0.5)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        job_totals(prep.layout, before, counters)
         progress.update(counters, force=True)
         progress.close()
         os.unlink(cfg_path)
     codes = [p.returncode for p in procs]
-    if all(c == EXIT_OK for c in codes):
-        code = EXIT_OK
-    elif EXIT_PREEMPTED in codes or any(c < 0 for c in codes):
-        code = EXIT_PREEMPTED
-    elif all(c in (EXIT_OK, EXIT_INCOMPLETE) for c in codes):
-        code = EXIT_INCOMPLETE
-    else:
-        code = EXIT_RUNTIME
-    done = len(done_units(prep.layout))
-    return RunResult(code, len(prep.units), done, [], 0, 0, counters.elapsed, counters.elapsed,
-                     summary=f"--gpus {n}: worker exit codes {codes}; {done}/{len(prep.units)} units done")
+    done = len(before) + counters.units_done
+    code = exit_code(codes, complete=done == len(prep.units), stopped=bool(stopped))
+    text = (f"--gpus {n}: {counters.images} images in {counters.elapsed:.1f}s, "
+            f"{counters.units_done} units done here, {done}/{len(prep.units)} in all, "
+            f"{counters.failures} failed samples. Workers: {worker_report(codes)}.")
+    print(f"[gpus] {text}", file=sys.stderr, flush=True)
+    return RunResult(code, len(prep.units), counters.units_done, [], counters.images,
+                     counters.failures, counters.elapsed, counters.elapsed, summary=text)
+
+
+def job_totals(layout, before: set[str], counters) -> None:
+    """Units, images and failed samples committed by the workers since the launch, from the
+    done-records (the workers' own counters live in their processes)."""
+    from ..store import done_units
+    new = [r for u, r in done_units(layout, recover=False).items() if u not in before]
+    counters.units_done = len(new)
+    counters.images = sum(r.rows for r in new)
+    counters.failures = sum(r.failed for r in new)
+
+
+def exit_code(codes: list[int], complete: bool, stopped: bool) -> int:
+    """The job's exit code from the workers'. A complete output is success even when a worker
+    died on the way (another one finished its units); a stop signal to the launcher is 4; a
+    worker killed from outside (e.g. the out-of-memory killer) or failing is 1; units given
+    up are 3."""
+    if all(c == EXIT_OK for c in codes) or (complete and not stopped
+                                            and EXIT_INCOMPLETE not in codes):
+        return EXIT_OK
+    if stopped or EXIT_PREEMPTED in codes:
+        return EXIT_PREEMPTED
+    if all(c in (EXIT_OK, EXIT_INCOMPLETE) for c in codes):
+        return EXIT_INCOMPLETE
+    return EXIT_RUNTIME
+
+
+def worker_report(codes: list[int]) -> str:
+    """'rank 0 exit 0, rank 1 killed by SIGKILL' for the summary."""
+    parts = []
+    for r, c in enumerate(codes):
+        if c < 0:
+            try:
+                how = f"killed by {signal.Signals(-c).name}"
+            except ValueError:
+                how = f"killed by signal {-c}"
+        else:
+            how = f"exit {c}"
+        parts.append(f"rank {r} {how}")
+    return ", ".join(parts)

@@ -10,9 +10,10 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 
-from ..errors import EXIT_PREEMPTED, Preempted
+from ..errors import EXIT_PREEMPTED, Preempted, StopSignal
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
@@ -63,11 +64,45 @@ def preemption_handlers(flag: StopFlag, prefix: str = "") -> Iterator[StopFlag]:
             flag.interruptible = False
             raise flag.error()
 
+    with installed(handler):
+        yield flag
+
+
+@contextlib.contextmanager
+def installed(handler) -> Iterator[None]:
+    """``handler`` for every stop signal, the previous ones restored on exit. Off the main
+    thread (``webssl_cli.extract`` called from a thread) Python allows no handlers: nothing
+    is installed and the caller's own signal handling stays in charge."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     for s in STOP_SIGNALS:
         signal.signal(s, handler)
     try:
-        yield flag
+        yield
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _raise_stop(signum, _frame):
+    name = signal.Signals(signum).name
+    raise StopSignal(f"stopped by {name}; nothing is lost, rerun the same command to resume")
+
+
+@contextlib.contextmanager
+def command_handlers() -> Iterator[None]:
+    """For a whole command (``webssl ...``, a ``--gpus`` worker): a stop signal that comes
+    before a run installs its own handlers (imports, planning, weights) ends the command with
+    :class:`StopSignal` (exit 4) instead of the default 130/143 or a killed process."""
+    with installed(_raise_stop):
+        yield
+
+
+def ignore_stop_signals() -> None:
+    """After a command has finished: a late stop signal must not turn its exit code into a
+    signal death while the interpreter shuts down."""
+    if threading.current_thread() is threading.main_thread():
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)

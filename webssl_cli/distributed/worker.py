@@ -5,20 +5,21 @@ import sys
 from pathlib import Path
 
 from ..config_io import config_from_json
-from ..errors import EXIT_PREEMPTED, WebsslError
+from ..errors import StopSignal, WebsslError
+from .signals import command_handlers, ignore_stop_signals
 
 
 def main() -> None:
     try:
-        from ..pipeline.runner import run_extract
-        cfg = config_from_json(Path(sys.argv[1]).read_text())
-        result = run_extract(cfg)
-    except KeyboardInterrupt:            # Ctrl-C before the runner's handlers were installed
-        print("SIGINT received: stopping (nothing claimed yet)", file=sys.stderr)
-        sys.exit(EXIT_PREEMPTED)
-    except WebsslError as exc:
+        with command_handlers():
+            from ..pipeline.runner import run_extract
+            cfg = config_from_json(Path(sys.argv[1]).read_text())
+            result = run_extract(cfg)
+    except (WebsslError, StopSignal) as exc:   # StopSignal: before the runner's handlers
         print(f"error: {exc}", file=sys.stderr)
+        ignore_stop_signals()
         sys.exit(exc.exit_code)
+    ignore_stop_signals()
     sys.exit(result.exit_code)
 
 

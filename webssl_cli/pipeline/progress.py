@@ -110,7 +110,9 @@ def summary(c: Counters, workers: int) -> str:
     parts = {"reading/decoding": read_wall, "model": c.model_seconds, "writing": c.write_seconds}
     if c.decode_thread_seconds:
         parts["GPU decode thread"] = c.decode_thread_seconds
-    if c.wait_seconds > 0.2 * wall and c.wait_seconds > c.model_seconds * 0.25:
+    if c.images == 0:
+        hint = "none to name: no image reached the model in this process"
+    elif c.wait_seconds > 0.2 * wall and c.wait_seconds > c.model_seconds * 0.25:
         if c.decode_thread_seconds > 0.8 * wall:
             hint = ("the GPU decode thread is the bottleneck (busy "
                     f"{c.decode_thread_seconds:.1f}s of {wall:.1f}s; the model waited "
@@ -133,4 +135,7 @@ def summary(c: Counters, workers: int) -> str:
             f"{c.write_wait_seconds:.1f}s; features held in memory at most "
             f"{c.peak_feature_bytes / 2**20:.1f} MiB. Bottleneck: {hint}."
             + (f" Waited {c.others_wait_seconds:.1f}s (not counted above) for units other "
-               "ranks held." if c.others_wait_seconds else ""))
+               "ranks held." if c.others_wait_seconds else "")
+            + (f" WARNING: all {c.failures} samples read here failed; `webssl status` on the "
+               "output folder lists them with the reasons." if c.failures and not c.images
+               else ""))

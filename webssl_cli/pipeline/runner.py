@@ -159,7 +159,7 @@ class RankRun:
         self.units_claimed = 0
         self.others = OthersWait()
         self.started_at = time.time()    # without a job id: failures since then are this job's
-        self.heartbeat = Heartbeat(self.claims, self.rt.heartbeat_seconds)
+        self.heartbeat = Heartbeat(self.claims, self.rt.heartbeat)
         self.decoder: DeviceDecoder | None = None
         self.flag = StopFlag()
 

@@ -13,6 +13,7 @@ from .commit import read_done_records
 from .layout import OutputLayout, feature_slug
 from .plan import load_plan
 from .records import DoneRecord
+from .writers import LOCAL
 from .runconfig import load_run_config
 
 
@@ -37,18 +38,19 @@ def _read_unit(layout: OutputLayout, rec: DoneRecord, slug: str, feature: str) -
         return None                                  # npy unit with no rows
     if _unit_format(layout, rec) == "parquet":
         path = layout.parquet_path(rec.unit_id)
-        schema = pq.read_schema(path)
+        schema = pq.read_schema(path, filesystem=LOCAL)
         if slug not in schema.names:
             raise UsageError(f"feature {feature!r} is not in {path}; it has "
                              f"{', '.join(n for n in schema.names if n not in ('key', 'source', 'json'))}")
-        table = pq.read_table(path, columns=["key", slug])
+        table = pq.read_table(path, columns=["key", slug], filesystem=LOCAL)
         return table.column("key").to_pylist(), fixed_size_list_to_numpy(table.column(slug))
     npy = layout.out_dir / slug / f"{rec.unit_id}.npy"
     if not npy.is_file():
         present = sorted(Path(f.path).parts[0] for f in rec.files if f.path.endswith(".npy"))
         raise UsageError(f"feature {feature!r} is not in {layout.out_dir} (no {npy}); it has "
                          f"{', '.join(present)}")
-    keys = pq.read_table(layout.npy_metadata_path(rec.unit_id), columns=["key"]).column("key")
+    keys = pq.read_table(layout.npy_metadata_path(rec.unit_id), columns=["key"],
+                         filesystem=LOCAL).column("key")
     return keys.to_pylist(), np.load(npy, allow_pickle=False)
 
 
@@ -93,7 +95,7 @@ def _empty_dtype(layout: OutputLayout) -> str:
 
 def read_provenance(path: str | Path) -> dict:
     """The provenance JSON stored in a part/metadata parquet file's schema metadata."""
-    meta = pq.read_schema(path).metadata or {}
+    meta = pq.read_schema(path, filesystem=LOCAL).metadata or {}
     raw = meta.get(b"webssl")
     if raw is None:
         raise UsageError(f"{path} has no webssl provenance metadata")

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..units import Failure, Unit
@@ -76,12 +77,15 @@ def _schema_metadata(unit: Unit, rows: UnitRows, provenance: dict[str, Any]) -> 
     return {METADATA_KEY: json.dumps(info, sort_keys=True, default=str).encode()}
 
 
+# paths, never URIs: a local folder named like 'c:' or 'x:' is not a filesystem scheme
+LOCAL = pafs.LocalFileSystem()
 ROW_GROUP_BYTES = 128 << 20   # ~128 MiB row groups: readers can stream big patch files
 
 
 def _write_parquet(table: pa.Table, path: Path, dictionary: list[str]) -> None:
     per_row = max(1, table.nbytes // max(1, table.num_rows))
-    pq.write_table(table, path, use_dictionary=dictionary, write_statistics=["key", "source"],
+    pq.write_table(table, path, filesystem=LOCAL, use_dictionary=dictionary,
+                   write_statistics=["key", "source"],
                    row_group_size=max(1, min(1 << 20, ROW_GROUP_BYTES // per_row)))
 
 

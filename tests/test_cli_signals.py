@@ -1,0 +1,56 @@
+"""A stop signal outside a run's own handling (start-up, a download) ends the command with
+exit 4 and a one-line message, not a signal death (143) or click's 'Aborted!' (1)."""
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import threading
+
+import pytest
+
+from tests.helpers.cli import WEBSSL, child_env
+
+
+@pytest.fixture
+def silent_server():
+    """A 127.0.0.1 server that accepts connections and never answers; ``accepted`` is set at
+    the first connection, when the client is blocked waiting for a reply."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    accepted = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        try:
+            while True:
+                conn, _ = srv.accept()
+                held.append(conn)
+                accepted.set()
+        except OSError:
+            pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}/", accepted
+    srv.close()
+    for c in held:
+        c.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_a_download_exits_4(sig, silent_server, tmp_path) -> None:
+    base, accepted = silent_server
+    env = child_env({"WEBSSL_PTH_BASE_URL": base, "WEBSSL_CACHE": str(tmp_path / "cache"),
+                     "WEBSSL_OFFLINE": None, "HF_HUB_OFFLINE": None})
+    p = subprocess.Popen([WEBSSL, "download", "dino300m-full2b-224", "--source", "pth"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert accepted.wait(120), "the download never connected"
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 4, err[-2000:]
+    assert f"stopped by {sig.name}" in err or "interrupted" in err, err[-2000:]
+    assert "Traceback" not in err

@@ -1,0 +1,65 @@
+"""Checks of an ExtractConfig's plain values, before anything is read, written or loaded.
+
+The CLI and the Python API share them: a bad value is a UsageError (exit 2) naming the
+option, never a traceback from deep inside a stage. Checks that need the model or the
+inputs (resolution vs patch size, feature specs, input kinds) live with those stages.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+from .config import ExtractConfig
+from .errors import UsageError
+
+# a scheme before "://", or the pipe: / s3: forms readers accept as inputs
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+://|pipe:|s3:)")
+
+
+def _positive(value: float, option: str) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise UsageError(f"{option} must be a positive number, got {value!r}")
+
+
+def check_output_dir(out_dir: str) -> None:
+    """``--out`` is a folder on a local or mounted shared filesystem, not a URL."""
+    if not out_dir:
+        raise UsageError("--out must name an output folder")
+    if _URL.match(out_dir):
+        raise UsageError(f"--out {out_dir}: output to URLs is not supported. Write to a local "
+                         "folder or a shared filesystem every rank mounts, then copy it "
+                         "(e.g. `aws s3 sync OUT s3://bucket/prefix/`).")
+
+
+def check_config(cfg: ExtractConfig) -> None:
+    rt = cfg.runtime
+    bs = rt.batch_size
+    if bs != "auto" and not (isinstance(bs, int) and not isinstance(bs, bool) and bs >= 1):
+        raise UsageError(f"--batch-size must be a positive number or 'auto', got {bs!r}")
+    if rt.num_workers < 0:
+        raise UsageError(f"--num-workers must be 0 (read in the main process) or more, got "
+                         f"{rt.num_workers}")
+    if rt.prefetch_factor < 1:
+        raise UsageError(f"prefetch_factor must be at least 1, got {rt.prefetch_factor}")
+    _positive(rt.lease_seconds, "--lease")
+    if rt.heartbeat_seconds is not None:
+        _positive(rt.heartbeat_seconds, "RuntimeConfig.heartbeat_seconds")
+        if rt.heartbeat_seconds >= rt.lease_seconds:
+            raise UsageError(f"RuntimeConfig.heartbeat_seconds ({rt.heartbeat_seconds:g}) must "
+                             f"be well below the lease ({rt.lease_seconds:g} s), or live claims "
+                             "look stale to other ranks; leave it None for min(30, lease/4)")
+    _positive(rt.progress_every, "--progress-every")
+    if rt.plan_wait_seconds < 0:
+        raise UsageError(f"plan_wait_seconds must be 0 or more, got {rt.plan_wait_seconds}")
+    if rt.gpus < 0:
+        raise UsageError(f"--gpus must be 0 (this process only) or a number of GPUs, got "
+                         f"{rt.gpus}")
+    if rt.limit_units is not None and rt.limit_units < 0:
+        raise UsageError(f"--limit-units must be 0 (plan only) or more, got {rt.limit_units} "
+                         "(leave it out to do every unit)")
+    if cfg.model.resolution is not None and cfg.model.resolution < 1:
+        raise UsageError(f"--resolution must be a positive multiple of the patch size, got "
+                         f"{cfg.model.resolution}")
+    if not cfg.input.inputs:
+        raise UsageError("at least one --input is required")
+    check_output_dir(cfg.output.out_dir)
