@@ -7,7 +7,20 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING
+
 __all__ = ["__version__", "create_model", "read_features", "extract", "list_models", "resolve"]
+
+if TYPE_CHECKING:   # what type checkers and IDEs see; at run time __getattr__ loads lazily
+    from .backbone.factory import create_model
+    from .pipeline.api import extract
+    from .registry import resolve
+    from .registry import search as list_models
+    from .store import read_features
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def __getattr__(name: str):

@@ -9,6 +9,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from .others import units
+
 
 @dataclass
 class Counters:
@@ -130,7 +132,7 @@ def summary(c: Counters, workers: int) -> str:
     return (f"{c.images} images in {wall:.1f}s ({c.images / wall:.1f} img/s; "
             f"{c.elapsed - c.loop_seconds:.1f}s setup and model load before that; first model "
             f"batch after {c.first_batch or 0.0:.1f}s{steady}), "
-            f"{c.units_done} units done, {c.units_failed} units failed, {c.failures} failed "
+            f"{units(c.units_done)} done, {units(c.units_failed)} failed, {c.failures} failed "
             f"samples. Time: {times}, waiting for data {c.wait_seconds:.1f}s, waiting for writes "
             f"{c.write_wait_seconds:.1f}s; features held in memory at most "
             f"{c.peak_feature_bytes / 2**20:.1f} MiB. Bottleneck: {hint}."
