@@ -294,6 +294,10 @@ def test_gpus_worker_killed_the_other_finishes_and_exit_is_0(shards: Path, singl
     wait_for_done(out, 1, p, timeout=180)
     victims = worker_pids(p.pid)
     assert len(victims) == 2
+    if "OMP_NUM_THREADS" not in os.environ:    # CPU workers split the cores between them
+        share = max(1, (os.cpu_count() or 1) // 2)
+        environ = Path(f"/proc/{victims[0]}/environ").read_bytes().split(b"\0")
+        assert f"OMP_NUM_THREADS={share}".encode() in environ
     os.kill(victims[1], signal.SIGKILL)
     _, err = p.communicate(timeout=300)
     assert p.returncode == 0, err[-3000:]

@@ -55,6 +55,9 @@ def launch_local(cfg: ExtractConfig):
                    WEBSSL_LAUNCHER="gpus", WEBSSL_JOB_ID=job)
         for k in ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"):
             env.pop(k, None)
+        if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+            # N CPU workers each using every core only fight over them (torchrun sets 1)
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
         procs.append(subprocess.Popen([sys.executable, "-m", "webssl_cli.distributed.worker",
                                        cfg_path], env=env))
 
