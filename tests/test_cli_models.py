@@ -11,7 +11,7 @@ from tests.helpers.cli import WEBSSL
 
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    e = dict(os.environ, COLUMNS="250", **(env or {}))
+    e = {**os.environ, "COLUMNS": "250", **(env or {})}
     return subprocess.run([WEBSSL, *args], capture_output=True, text=True, env=e, timeout=60)
 
 
@@ -77,3 +77,36 @@ def test_python_m_entry_point() -> None:
     r = subprocess.run([sys.executable, "-m", "webssl_cli", "--help"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0 and "extract" in r.stdout
+
+
+def test_list_models_no_match_exits_2_with_message() -> None:
+    r = run("list-models", "zzz")
+    assert r.returncode == 2
+    assert "no model matches 'zzz'" in r.stderr and "Traceback" not in r.stderr
+    assert "Web-SSL models" not in r.stdout
+    close = run("list-models", "dino7b-full8b-384x")   # a near miss gets suggestions
+    assert close.returncode == 2 and "Did you mean: dino7b-full8b-384" not in close.stderr
+    assert "Did you mean:" in close.stderr and "dino7b-full8b-3" in close.stderr
+
+
+def test_list_models_and_info_honour_cache_dir(tmp_path: Path) -> None:
+    cache = tmp_path / "dl"
+    cache.mkdir()
+    (cache / "webssl_dino300m_full2b_224.pth").write_bytes(b"x")   # as `download --cache-dir`
+    env = {"WEBSSL_CACHE": str(tmp_path / "default"), "HF_HOME": str(tmp_path / "hf")}
+    rows = json.loads(run("list-models", "dino300m-full2b", "--json", "--cache-dir", str(cache),
+                          env=env).stdout)
+    assert rows[0]["cached"] == {"hf": False, "pth": True}
+    rows = json.loads(run("list-models", "dino300m-full2b", "--json", env=env).stdout)
+    assert rows[0]["cached"] == {"hf": False, "pth": False}
+    info = run("info", "dino300m-full2b-224", "--cache-dir", str(cache), env=env)
+    assert info.returncode == 0 and json.loads(info.stdout)["cached"]["pth"] is True
+
+
+def test_list_models_names_are_never_folded(tmp_path: Path) -> None:
+    from webssl_cli.registry import MODELS
+    r = run("list-models", env={"COLUMNS": "100", "WEBSSL_CACHE": str(tmp_path),
+                                "HF_HOME": str(tmp_path / "hf")})
+    assert r.returncode == 0, r.stderr
+    for m in MODELS:
+        assert m.name in r.stdout, f"{m.name} folded in:\n{r.stdout}"

@@ -77,3 +77,45 @@ def test_spec_from_dict_ignores_unknown_and_validates() -> None:
     with pytest.raises(UsageError, match="not divisible"):
         ArchSpec.from_dict({"family": "mae", "embed_dim": 65, "depth": 1, "num_heads": 4,
                             "patch_size": 16, "img_size": 64})
+
+
+def test_search_or_fail_and_suggest() -> None:
+    from webssl_cli.registry import search_or_fail, suggest
+    assert [m.name for m in search_or_fail("dino7b")][0] == "dino7b-full8b-224"
+    with pytest.raises(ModelNotFoundError, match="no model matches 'zzz'"):
+        search_or_fail("zzz")
+    assert suggest("dino1b-full2b-22")[0] == "dino1b-full2b-224"
+
+
+def test_choose_given_keeps_model_and_model_config_apart(tmp_path) -> None:
+    from pathlib import Path
+
+    from webssl_cli.backbone.factory import choose, choose_given
+    from webssl_cli.errors import UsageError
+    spec = Path(__file__).parent / "fixtures" / "official" / "dino-tiny" / "spec.json"
+    assert choose_given(None, spec).name == "custom:spec.json"
+    assert choose_given("dino300m-full2b-224", None).name == "dino300m-full2b-224"
+    with pytest.raises(UsageError, match="--model takes a registry name"):
+        choose_given(str(spec), None)
+    with pytest.raises(UsageError, match="use --model dino300m-full2b-224"):
+        choose_given(None, "dino300m-full2b-224")
+    with pytest.raises(UsageError, match="not both"):
+        choose_given("dino300m-full2b-224", spec)
+    # the Python API's choose() still takes either
+    assert choose(str(spec)).name == "custom:spec.json"
+    assert choose("dino300m-full2b-224").name == "dino300m-full2b-224"
+    with pytest.raises(UsageError, match="is a folder"):
+        choose(str(tmp_path) + "/")
+
+
+def test_spec_validate_refuses_nonsense() -> None:
+    import dataclasses
+
+    from webssl_cli.errors import UsageError
+    good = resolve("dino300m-full2b-224").record.arch
+    good.validate()
+    for field, value, msg in (("depth", 0, "depth must be a positive integer"),
+                              ("num_heads", 7, "not divisible"),
+                              ("patch_size", 0, "patch_size must be a positive integer")):
+        with pytest.raises(UsageError, match=msg):
+            dataclasses.replace(good, **{field: value}).validate("x.json")

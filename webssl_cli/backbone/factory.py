@@ -27,14 +27,60 @@ class ModelChoice:
 
 
 def choose(name_or_spec: str | Path | ArchSpec | dict[str, Any]) -> ModelChoice:
-    """Registry name (any form), ArchSpec, spec dict, or path to a spec JSON file."""
+    """Registry name (any form), ArchSpec, spec dict, or path to a spec JSON file (the Python
+    API accepts either; the CLI's --model / --model-config go through :func:`choose_given`)."""
     if isinstance(name_or_spec, ArchSpec):
+        name_or_spec.validate("architecture")
         return ModelChoice(name_or_spec, "custom", None)
     if isinstance(name_or_spec, dict):
         return ModelChoice(ArchSpec.from_dict(name_or_spec), "custom", None)
     text = str(name_or_spec)
-    if text.endswith(".json") or Path(text).is_file():
-        return ModelChoice(ArchSpec.from_json_file(text), f"custom:{Path(text).name}", None)
+    p = Path(text).expanduser()
+    if text.endswith(".json") or p.is_file() or (p.is_dir() and ("/" in text or "\\" in text)):
+        return _from_spec_file(text, "model config")
+    return _from_registry(text)
+
+
+def choose_given(model: str | None, model_config: str | Path | None) -> ModelChoice:
+    """The architecture named by ``--model NAME`` xor ``--model-config SPEC.json``.
+
+    They are not interchangeable: --model takes a registry name, --model-config a spec JSON
+    file; each refuses the other's kind of value with a hint (exit 2).
+    """
+    if model and model_config:
+        raise UsageError("give either --model or --model-config, not both")
+    if model_config:
+        return _from_spec_file(str(model_config), "--model-config")
+    if not model:
+        raise UsageError("--model NAME (see `webssl list-models`) or --model-config FILE is "
+                         "required")
+    p = Path(model).expanduser()
+    if model.endswith(".json") or p.exists():
+        try:   # a registry name that happens to be a file name here still means the model
+            return _from_registry(model)
+        except UsageError:
+            pass
+        what = ("for an architecture file use --model-config " + model if not p.is_dir()
+                else "it is a folder; weights (an HF folder) go to --weights")
+        raise UsageError(f"--model {model}: --model takes a registry name (see `webssl "
+                         f"list-models`); {what}")
+    return _from_registry(model)
+
+
+def _from_spec_file(text: str, option: str) -> ModelChoice:
+    p = Path(text).expanduser()
+    if not p.exists() and not text.endswith(".json") and option == "--model-config":
+        hint = ""
+        try:
+            hint = f"; {text!r} is a registry model: use --model {resolve(text).record.name}"
+        except UsageError:
+            pass
+        raise UsageError(f"--model-config {text}: file not found (--model-config takes an "
+                         f"architecture JSON file{hint})")
+    return ModelChoice(ArchSpec.from_json_file(p, option), f"custom:{p.name}", None)
+
+
+def _from_registry(text: str) -> ModelChoice:
     resolved = resolve(text)
     if resolved.notice:
         print(resolved.notice, file=sys.stderr)

@@ -42,6 +42,10 @@ def bench_input(src: str, workers: int, resolution: int, decode: str = "cpu",
         raise UsageError(f"--preprocess must be one of {', '.join(PREPROCESS_MODES)}")
     if resolution < 1:
         raise UsageError(f"--resolution must be a positive number of pixels, got {resolution}")
+    if not (seconds > 0):   # also refuses nan
+        raise UsageError(f"--seconds must be a number of seconds > 0, got {seconds}")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be a positive number, got {batch_size}")
     icfg = input_cfg or InputConfig((src,))
     units = plan_units(icfg)
     pcfg = PreprocessConfig(resolution, mode, jpeg_draft=jpeg_draft)
@@ -106,15 +110,19 @@ def bench_input_for(cfg: "BenchConfig", src: str, workers: int, decode: str = "c
     """:func:`bench_input` at the resolution of ``cfg``'s model (224 without one), plus the
     projected input-bound wall time (and output size, given a model) for ``cfg.images``."""
     from ..model_step import parse_features
-    from .model import choose_bench_model
+    from .model import bench_resolution, check_bench_config, choose_bench_model
     from .projection import project
 
+    check_bench_config(cfg)
+    if not (seconds > 0):   # before any model is looked up or worker started; refuses nan
+        raise UsageError(f"--seconds must be a number of seconds > 0, got {seconds}")
     spec = None
     if cfg.model or cfg.model_config:
-        spec = choose_bench_model(cfg).spec
-    res = cfg.resolution or (spec.img_size if spec else 224)
-    if spec is not None and res % spec.patch_size:
-        raise UsageError(f"--resolution {res} is not a multiple of the patch size {spec.patch_size}")
+        choice = choose_bench_model(cfg)
+        spec = choice.spec
+        res = bench_resolution(cfg, choice)
+    else:
+        res = 224 if cfg.resolution is None else cfg.resolution
     bs = batch_size or (cfg.batch_size if isinstance(cfg.batch_size, int) else 64)
     out = bench_input(src, workers, res, decode, seconds, bs, mode, jpeg_draft=jpeg_draft)
     if cfg.images:

@@ -8,29 +8,74 @@ registry's closed form (``registry.flops_per_image``).
 """
 from __future__ import annotations
 
+import math
 import resource
 import sys
 import time
 
 import torch
 
-from ..backbone.factory import (ModelChoice, choose, compile_blocks, create_model, pad_ffn,
+from ..backbone.factory import (ModelChoice, choose_given, compile_blocks, create_model, pad_ffn,
                                 want_pad_ffn)
 from ..errors import UsageError, WebsslError
 from ..model_step import ModelStep, parse_features, pick_device, pick_precision
-from ..model_step.autobatch import find_batch_size, is_oom, step_probe
+from ..model_step.autobatch import CPU_DEFAULT_BATCH, find_batch_size, is_oom, step_probe
 from ..registry import flops_per_image
 from .config import BenchConfig, BenchResult
+from .memory import available_bytes, bench_memory_need, check_fits
 from .peaks import match_peak, peak_for
 from .projection import project
 
 
 def choose_bench_model(cfg: BenchConfig) -> ModelChoice:
-    if cfg.model and cfg.model_config:
-        raise UsageError("give either --model or --model-config, not both")
-    if not (cfg.model or cfg.model_config):
-        raise UsageError("--model NAME (see `webssl list-models`) or --model-config FILE is required")
-    return choose(cfg.model_config or cfg.model)
+    return choose_given(cfg.model, cfg.model_config)
+
+
+def check_bench_config(cfg: BenchConfig) -> None:
+    """Option values that are wrong whatever the model (exit 2), checked before any work."""
+    if cfg.peak_tflops is not None and not (math.isfinite(cfg.peak_tflops)
+                                            and cfg.peak_tflops > 0):
+        raise UsageError(f"--peak-tflops must be a finite number > 0 (the device's peak "
+                         f"TFLOP/s, e.g. 989 for an H100 SXM in dense bf16), got "
+                         f"{cfg.peak_tflops}")
+    if cfg.resolution is not None and cfg.resolution < 1:
+        raise UsageError(f"--resolution must be a positive multiple of the patch size (e.g. "
+                         f"224 for patch 14), got {cfg.resolution}")
+
+
+def bench_resolution(cfg: BenchConfig, choice: ModelChoice) -> int:
+    """--resolution (default: the model's), a positive multiple of the patch size."""
+    check_bench_config(cfg)
+    spec = choice.spec
+    res = spec.img_size if cfg.resolution is None else cfg.resolution
+    if res % spec.patch_size:
+        lo = res // spec.patch_size * spec.patch_size
+        try_ = f"{lo} or {lo + spec.patch_size}" if lo else str(spec.patch_size)
+        raise UsageError(f"--resolution {res} is not a multiple of the patch size "
+                         f"{spec.patch_size} of {choice.name}; try {try_}")
+    return res
+
+
+def check_memory(choice: ModelChoice, res: int, batch: int | str, precision: str,
+                 device: torch.device) -> None:
+    """Refuse (exit 2) a model that clearly cannot fit in the device's free memory, before
+    anything is allocated (a CPU run would otherwise be OOM-killed without a word)."""
+    held_bf16 = device.type == "cuda" and precision == "bf16"   # as below and as extract
+    n = batch if isinstance(batch, int) else (1 if device.type == "cuda" else CPU_DEFAULT_BATCH)
+    need = bench_memory_need(choice.spec, res, n, precision, 2 if held_bf16 else 4,
+                             attention_matrix=device.type != "cuda")
+    if device.type == "cuda":
+        advice = ("Use --precision bf16 (weights held in bf16, half the memory), a smaller "
+                  "batch or a smaller model." if not held_bf16 else
+                  "Use a smaller --batch-size, a smaller model, or a GPU with more memory.")
+        where = f"{device_name(device)} ({device})"
+    else:
+        advice = ("On a CPU the weights are held in fp32 whatever --precision says (as `webssl "
+                  "extract` does), so use a smaller model (see `webssl list-models`), a smaller "
+                  "--batch-size, or a CUDA GPU with --precision bf16 (half the memory).")
+        where = "this machine (host RAM)"
+    check_fits(need, available_bytes(device), model=f"{choice.name} at {res}px, batch {n}, "
+               f"{precision}", where=where, advice=advice)
 
 
 def device_name(device: torch.device) -> str:
@@ -90,17 +135,15 @@ def bench_model(cfg: BenchConfig) -> BenchResult:
     """Images/s, ms per image, TFLOP/s, MFU and peak memory of the model step on this device."""
     if cfg.iters < 1 or cfg.warmup < 0:
         raise UsageError(f"--iters must be >= 1 and --warmup >= 0 (got {cfg.iters}, {cfg.warmup})")
+    check_bench_config(cfg)
     choice = choose_bench_model(cfg)
     spec = choice.spec
     device = pick_device(cfg.device)
     precision = pick_precision(cfg.precision, device)
-    res = cfg.resolution or spec.img_size
-    if res % spec.patch_size:
-        lo = res // spec.patch_size * spec.patch_size
-        raise UsageError(f"--resolution {res} is not a multiple of the patch size "
-                         f"{spec.patch_size} of {choice.name}; try {lo} or {lo + spec.patch_size}")
+    res = bench_resolution(cfg, choice)
     grid = res // spec.patch_size
     features = parse_features(cfg.features, spec.depth, (grid, grid))
+    check_memory(choice, res, cfg.batch_size, precision, device)
     hold = torch.bfloat16 if (device.type == "cuda" and precision == "bf16") else None
     model = create_model(choice.record.name if choice.record else spec, device=device,
                          dtype=hold, random_init=True, attention=cfg.attention)

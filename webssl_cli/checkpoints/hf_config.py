@@ -1,7 +1,7 @@
 """Check an HF ``config.json`` against the architecture we are about to load into."""
 from __future__ import annotations
 
-from ..errors import CheckpointError
+from .errors import CheckpointMismatchError
 from ..registry.spec import ArchSpec
 
 
@@ -34,5 +34,5 @@ def check_hf_config(config: dict, spec: ArchSpec, origin: str, model_name: str) 
             problems.append(f"intermediate_size={config['intermediate_size']} "
                             f"(expected {spec.ffn_hidden})")
     if problems:
-        raise CheckpointError(f"{origin}: config.json contradicts the architecture of "
+        raise CheckpointMismatchError(f"{origin}: config.json contradicts the architecture of "
                               f"{model_name}: " + "; ".join(problems))

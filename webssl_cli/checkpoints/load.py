@@ -1,7 +1,7 @@
 """Load any supported checkpoint into a model built on the meta device: strict, lean.
 
 Every backbone key must be present, no unknown key may be left, every shape must match;
-otherwise :class:`CheckpointError` lists the first few of each with counts, naming the file
+otherwise :class:`CheckpointMismatchError` (exit 2) lists the first few of each with counts, naming the file
 and the model. Tensors are assigned (``load_state_dict(assign=True)``), converted to the
 target dtype one at a time, so peak host memory stays near one copy of the weights.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
 from .convert import dechunk, from_hf, looks_like_hf, strip_prefix, unwrap
+from .errors import CheckpointMismatchError
 from .hf_config import check_hf_config
 from .read import read_checkpoint
 
@@ -64,7 +64,7 @@ def match_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], origin: str,
             if items:
                 more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
                 parts.append(f"{len(items)} {label}: {', '.join(items[:5])}{more}")
-        raise CheckpointError(
+        raise CheckpointMismatchError(
             f"{origin} does not fit {model_name}: " + "; ".join(parts) +
             ". Check that the file belongs to this model (or pass the matching --model / "
             "--model-config).")

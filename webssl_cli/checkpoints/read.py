@@ -37,12 +37,43 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
         return RawCheckpoint(p, "safetensors", _load_safetensors(p))
     if p.name == "config.json":
         return _read_hf_dir(p.parent)
+    if p.suffix == ".json":
+        raise _not_a_checkpoint(p, p.read_bytes()[:512])
     return RawCheckpoint(p, "pth", _load_pth(p))
+
+
+ACCEPTED = ("a PyTorch checkpoint (.pth/.pt, as torch.save writes it), a .safetensors file, "
+            "or a Hugging Face model folder (config.json + model.safetensors)")
+_ZIP, _PICKLE = b"PK\x03\x04", b"\x80"   # torch.save's zip format / legacy pickle format
+
+
+def _not_a_checkpoint(p: Path, head: bytes) -> UsageError:
+    stripped = head.lstrip()
+    if stripped[:1] in (b"{", b"["):
+        what = ("it is JSON text; an architecture spec goes to --model-config, an HF "
+                "config.json must sit in its model folder (pass the folder)")
+    else:
+        try:
+            head.decode("utf-8")
+            what = f"it is text, starting {stripped[:24].decode('utf-8')!r}"
+        except UnicodeDecodeError:
+            what = f"unknown binary format, starting {head[:8]!r}"
+    return UsageError(f"weights {p}: not a PyTorch checkpoint, safetensors file or Hugging Face "
+                      f"folder ({what}). Weights must be {ACCEPTED}.")
 
 
 def _load_pth(p: Path) -> dict[str, Any]:
     if p.stat().st_size == 0:
-        raise CheckpointError(f"{p}: the file is empty (0 bytes); download it again")
+        raise CheckpointError(f"{p}: the file is empty (0 bytes); if it is a cached download, "
+                              "run `webssl download MODEL` again, otherwise check the copy")
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(512)
+    except OSError as exc:
+        raise UsageError(f"weights {p}: cannot read the file ({exc.strerror or exc})") from None
+    is_tar = len(head) >= 262 and head[257:262] == b"ustar"   # torch's oldest format
+    if not (head.startswith(_ZIP) or head.startswith(_PICKLE) or is_tar):
+        raise _not_a_checkpoint(p, head)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
@@ -54,8 +85,9 @@ def _load_pth(p: Path) -> dict[str, Any]:
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(
             f"{p}: cannot read the checkpoint, it looks truncated or corrupt "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Download it again "
-            "(`webssl download MODEL`) or check the copy.") from None
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). If it is a cached "
+            "download, run `webssl download MODEL --verify` to fetch it again; otherwise "
+            "check the copy.") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{p}: expected a state dict (a dict of tensors), got "
                               f"{type(obj).__name__}")
@@ -69,7 +101,9 @@ def _load_safetensors(p: Path) -> dict[str, torch.Tensor]:
         return load_file(str(p), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{p}: cannot read the safetensors file, it looks truncated or "
-                              f"corrupt ({exc}). Download it again.") from None
+                              f"corrupt ({exc}). If it is a cached download, run `webssl "
+                              f"download MODEL --verify` to fetch it again; otherwise check the "
+                              f"copy.") from None
 
 
 def _read_hf_dir(d: Path) -> RawCheckpoint:

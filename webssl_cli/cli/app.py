@@ -20,8 +20,10 @@ COMMAND_MODULES = ("cmd_models", "cmd_download", "cmd_extract", "cmd_status", "c
 app = typer.Typer(
     name="webssl",
     help="Batch feature extraction with Meta's Web-SSL (Web-DINO, Web-MAE) vision models.\n\n"
-         "Example: webssl extract --model dino300m-full2b-224 --input photos/ --out feats/ "
-         "&& webssl status feats/\n\n"
+         "\b\nExamples:\n"
+         "  webssl list-models dino\n"
+         "  webssl extract --model dino300m-full2b-224 --input photos/ --out feats/\n"
+         "  webssl status feats/\n\n"
          "Each command's --help has its options and an example. An independent tool, not the "
          "official repository. Model weights are CC-BY-NC 4.0.",
     no_args_is_help=True,

@@ -11,9 +11,9 @@ from .errors import exit_on_error
 
 def bench(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry model (see `webssl list-models`)."),
-    model_config: Optional[str] = typer.Option(None, "--model-config", help="JSON architecture instead of --model."),
+    model_config: Optional[str] = typer.Option(None, "--model-config", help="Architecture JSON file (like tests/fixtures/official/dino-tiny/spec.json) instead of --model."),
     batch_size: str = typer.Option("auto", "--batch-size", help="Images per batch, or 'auto' (largest that fits on the GPU, with 10% headroom; 16 on CPU)."),
-    resolution: Optional[int] = typer.Option(None, "--resolution", help="Input side (multiple of the patch size); default: the model's."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Input side in pixels, a positive multiple of the patch size; default: the model's."),
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16, fp16 or fp32 (default bf16 on CUDA)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model first (compile time is not timed)."),
     pad_ffn: Optional[bool] = typer.Option(None, "--pad-ffn/--no-pad-ffn", help="Zero-pad the SwiGLU hidden size to a multiple of 256 (same features, aligned matmuls; dino300m 1.11x on an H100). Default: on for CUDA, off for CPU."),
@@ -22,13 +22,13 @@ def bench(
     features: str = typer.Option("cls", "--features", help="Comma list of cls, patch_mean, patches, patch_grid:N, layers:K."),
     warmup: int = typer.Option(3, "--warmup", help="Untimed batches first."),
     iters: int = typer.Option(10, "--iters", help="Timed batches."),
-    peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops", help="Peak TFLOP/s for MFU (default: datasheet dense bf16 of known GPUs)."),
+    peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops", help="Peak TFLOP/s for MFU, a number > 0 (default: datasheet dense bf16 of known GPUs)."),
     images: Optional[int] = typer.Option(None, "--images", help="Also print projected wall time and output size for this many images."),
     out_dtype: str = typer.Option("float16", "--out-dtype", help="Output dtype assumed by --images: float16 or float32."),
     input_src: Optional[str] = typer.Option(None, "--input", "-i", help="Measure the input pipeline alone on this input (no model)."),
     num_workers: int = typer.Option(4, "--num-workers", help="With --input: DataLoader worker processes."),
     decode: str = typer.Option("cpu", "--decode", help="With --input: cpu, or gpu (batched nvJPEG on the GPU, as `extract --decode gpu`)."),
-    seconds: float = typer.Option(20.0, "--seconds", help="With --input: stop after this many seconds."),
+    seconds: float = typer.Option(20.0, "--seconds", help="With --input: stop after this many seconds (> 0)."),
     preprocess: str = typer.Option("resize-crop", "--preprocess", help="With --input: resize-crop, squash or shortest-crop."),
     jpeg_draft: bool = typer.Option(False, "--jpeg-draft", help="With --input: DCT-scaled decoding of big JPEGs, as `extract --jpeg-draft`."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
@@ -39,6 +39,8 @@ def bench(
     step as `webssl extract` (normalization and features included). No weights are needed.
     MFU is against the datasheet dense bf16 peak of known GPUs (or --peak-tflops); omitted
     on CPU unless a peak is given. With --input SRC it measures reading + decoding alone.
+    A model that clearly cannot fit in the free memory of the device (weights in the dtype
+    they are held in, plus one batch of activations) is refused up front (exit 2).
 
     \b
     Examples:

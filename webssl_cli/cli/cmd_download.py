@@ -28,13 +28,15 @@ def download(
     """Download MODEL's weights into the cache and print their path.
 
     Safe to run from many processes at once (one downloads, the others wait on a lock) and to
-    interrupt: a .pth download resumes where it stopped. Already cached weights are not fetched
+    interrupt: Ctrl-C exits 4 and keeps the partial file; rerunning the same command resumes
+    the download where it stopped. Already cached weights are not fetched
     again. Each .pth file gets a sha256 recorded beside it and checked on later loads.
 
     Example:
 
         webssl download dino1b-full2b-224 --source pth --cache-dir /data/webssl
     """
+    from ..errors import EXIT_PREEMPTED
     from ..registry import resolve
     from ..weights import WeightsRequest, resolve_weights
 
@@ -45,7 +47,12 @@ def download(
         req = WeightsRequest(model=resolved.record, source=source, teacher=teacher,
                              cache_dir=cache_dir, offline=False, progress=not quiet,
                              verify=verify)
-        path = resolve_weights(req)
+        try:
+            path = resolve_weights(req)
+        except KeyboardInterrupt as exc:   # Ctrl-C where no stop-signal handler is installed
+            print(f"error: {exc or 'interrupted; rerun the same command to resume the download'}",
+                  file=sys.stderr)
+            raise typer.Exit(EXIT_PREEMPTED) from None
     print(path)
 
 

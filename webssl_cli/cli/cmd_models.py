@@ -10,33 +10,42 @@ import typer
 from .errors import exit_on_error
 
 
-def _cached(rec) -> dict[str, bool]:
+def _cached(rec, cache_dir: Optional[str] = None) -> dict[str, bool]:
     from ..weights import cached_sources
-    return cached_sources(rec)
+    return cached_sources(rec, cache_dir)
+
+
+CACHE_DIR_HELP = ("Cache root to look in, as given to `webssl download --cache-dir` (default: "
+                  "$WEBSSL_CACHE or ~/.cache/webssl for .pth, the Hugging Face hub cache for hf).")
 
 
 def list_models(
     filter: Optional[str] = typer.Argument(None, help="Only models whose name contains this."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
 ) -> None:
     """List every released Web-SSL model with its size, cost and cache state.
 
-    Example: webssl list-models dino7b --json
+    Exit 2 when FILTER matches no model.
+
+    Example: webssl list-models dino7b --cache-dir /data/webssl --json
     """
     from rich.console import Console
     from rich.table import Table
 
-    from ..registry import search
+    from ..registry import search_or_fail
     from ..registry.summary import human_bytes, summarize
 
-    rows = [summarize(m, _cached(m)) for m in search(filter)]
+    with exit_on_error():
+        records = search_or_fail(filter)
+    rows = [summarize(m, _cached(m, cache_dir)) for m in records]
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     table = Table(title="Web-SSL models")
     for col in ("name", "family", "params", "D/depth/heads", "patch", "res", "tokens", "GFLOPs",
                 "CLS fp16", "patches fp16", "bf16 weights", "data", "license", "cached"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col == "name")   # names stay whole
     for r in rows:
         cached = ",".join(k for k, v in r["cached"].items() if v) or "-"
         table.add_row(r["name"], r["family"], f"{r['params'] / 1e9:.2f}B",
@@ -45,12 +54,11 @@ def list_models(
                       human_bytes(r["fp16_bytes_cls"]), human_bytes(r["fp16_bytes_patches"]),
                       human_bytes(r["bf16_weight_bytes"]), r["data"], r["license"], cached)
     Console(width=max(Console().width, 160)).print(table)
-    if not rows:
-        print(f"no model matches {filter!r}", file=sys.stderr)
 
 
-def info(model: str = typer.Argument(..., help="Model name (short, full, HF id or .pth name).")) -> None:
-    """Show one model in full: architecture, cost, weight URLs, preprocessing.
+def info(model: str = typer.Argument(..., help="Model name (short, full, HF id or .pth name)."),
+         cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP)) -> None:
+    """Show one model in full: architecture, cost, weight URLs, preprocessing, cache state.
 
     Example: webssl info dino1b-full2b-224
     """
@@ -61,7 +69,8 @@ def info(model: str = typer.Argument(..., help="Model name (short, full, HF id o
         resolved = resolve(model)
     if resolved.notice:
         print(resolved.notice, file=sys.stderr)
-    print(json.dumps(summarize(resolved.record, _cached(resolved.record), full=True), indent=2))
+    print(json.dumps(summarize(resolved.record, _cached(resolved.record, cache_dir), full=True),
+                     indent=2))
 
 
 def register(app: typer.Typer) -> None:

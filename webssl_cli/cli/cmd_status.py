@@ -17,6 +17,19 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _check_folder(out: str) -> None:
+    """OUT must be an existing folder (a missing one is not 'an output folder (yet)')."""
+    from pathlib import Path
+
+    from ..errors import UsageError
+    p = Path(out).expanduser()
+    if not p.exists():
+        raise UsageError(f"{out}: no such folder; give the --out folder of `webssl extract`")
+    if not p.is_dir():
+        raise UsageError(f"{out}: is a file, not a folder; give the --out folder of "
+                         f"`webssl extract`")
+
+
 def status(
     out: str = typer.Argument(..., metavar="OUT", help="Output folder of `webssl extract` (the --out value)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -26,7 +39,7 @@ def status(
     """Report how far an extraction got: units done/total, rows, failed rows, the
     settings fingerprint, units claimed by a rank but not finished (owner and
     heartbeat age), units a rank gave up on (and why), interrupted commits and missing
-    files. Reads only; safe while ranks are running. Exit 2 if OUT has no webssl manifest.
+    files. Reads only; safe while ranks are running. Exit 2 if OUT does not exist, is a file, or has no webssl manifest.
 
     Example: webssl status /data/feats --json
     """
@@ -36,6 +49,7 @@ def status(
     from ..store import get_status
 
     with exit_on_error():
+        _check_folder(out)
         report = get_status(out, manifest_name)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2, sort_keys=True))

@@ -5,6 +5,7 @@ forward runs under ``torch.inference_mode`` and autocast for half precisions.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -16,12 +17,20 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 OUT_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
 
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
 def pick_device(device: str | None) -> torch.device:
     if device:
-        d = torch.device(device)
+        if not _DEVICE.match(device.strip()):
+            raise UsageError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+        d = torch.device(device.strip())
         if d.type == "cuda" and not torch.cuda.is_available():
             raise UsageError(f"--device {device}: CUDA is not available on this machine; "
                              "use --device cpu")
+        if d.type == "cuda" and d.index is not None and d.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} "
+                             f"CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
         return d
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

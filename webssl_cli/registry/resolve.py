@@ -51,10 +51,15 @@ def resolve(name: str) -> Resolved:
         return Resolved(BY_NAME[target], notice=f"note: {why}; using {target}.")
     if key in NEVER_RELEASED:
         raise ModelNotFoundError(NEVER_RELEASED[key])
-    close = difflib.get_close_matches(key, list(BY_NAME), n=3, cutoff=0.6)
+    close = suggest(key)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise ModelNotFoundError(f"unknown model {name!r}.{hint} Run `webssl list-models` to see "
                              f"all models, or pass --model-config FILE for a custom architecture.")
+
+
+def suggest(name: str, n: int = 3) -> list[str]:
+    """Registry names close to ``name`` (for 'did you mean' hints), best first."""
+    return difflib.get_close_matches(normalize(name), list(BY_NAME), n=n, cutoff=0.6)
 
 
 def search(substring: str | None) -> list[ModelRecord]:
@@ -63,3 +68,14 @@ def search(substring: str | None) -> list[ModelRecord]:
         return list(MODELS)
     s = substring.lower()
     return [m for m in MODELS if s in m.name or s in m.full_name or s in m.family]
+
+
+def search_or_fail(substring: str | None) -> list[ModelRecord]:
+    """:func:`search`, but no match raises ModelNotFoundError (exit 2) with suggestions."""
+    found = search(substring)
+    if found:
+        return found
+    close = suggest(substring or "")
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ModelNotFoundError(f"no model matches {substring!r}.{hint} Run `webssl list-models` "
+                             f"without a filter to see all models.")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -81,11 +82,14 @@ class ArchSpec:
         family = str(data["family"]).lower()
         if family not in ("dino", "mae"):
             raise UsageError(f"{origin}: family must be 'dino' or 'mae', got {data['family']!r}")
-        try:
-            d, depth, heads = int(data["embed_dim"]), int(data["depth"]), int(data["num_heads"])
-            patch, img = int(data["patch_size"]), int(data["img_size"])
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"{origin}: architecture fields must be integers ({exc})") from None
+        for k in required[1:]:
+            v = data[k]
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise UsageError(f"{origin}: {k} must be a positive integer, got {v!r}")
+        d, depth, heads = data["embed_dim"], data["depth"], data["num_heads"]
+        patch, img = data["patch_size"], data["img_size"]
+        if d % heads:
+            raise UsageError(f"{origin}: embed_dim {d} is not divisible by num_heads {heads}")
         base = (cls.dino(d, depth, heads, img, patch, block_chunks=0) if family == "dino"
                 else cls.mae(d, depth, heads, patch, img))
         names = {f.name for f in dataclasses.fields(cls)}
@@ -99,19 +103,57 @@ class ArchSpec:
         return spec
 
     @classmethod
-    def from_json_file(cls, path: str | Path) -> "ArchSpec":
-        p = Path(path)
+    def from_json_file(cls, path: str | Path, option: str = "--model-config") -> "ArchSpec":
+        """Read a spec JSON file; every problem is a UsageError naming ``option`` and the file."""
+        p = Path(path).expanduser()
+        if p.is_dir():
+            raise UsageError(f"{option} {p}: is a folder; give the JSON file (a spec like "
+                             f"tests/fixtures/official/dino-tiny/spec.json)")
         try:
-            data = json.loads(p.read_text())
+            raw = p.read_bytes()
         except FileNotFoundError:
-            raise UsageError(f"--model-config {p}: file not found") from None
+            raise UsageError(f"{option} {p}: file not found") from None
+        except OSError as exc:
+            raise UsageError(f"{option} {p}: cannot read the file "
+                             f"({exc.strerror or type(exc).__name__})") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            hint = (" It looks like a checkpoint: pass weights with --weights, and the "
+                    "architecture with --model NAME or --model-config SPEC.json."
+                    if raw[:4] == b"PK\x03\x04" or raw[:1] == b"\x80" or p.suffix in (
+                        ".pth", ".pt", ".safetensors", ".bin") else "")
+            raise UsageError(f"{option} {p}: not a JSON text file (binary content).{hint}"
+                             ) from None
+        try:
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise UsageError(f"--model-config {p}: not valid JSON ({exc})") from None
+            raise UsageError(f"{option} {p}: not valid JSON ({exc})") from None
         if not isinstance(data, dict):
-            raise UsageError(f"--model-config {p}: expected a JSON object with architecture fields")
-        return cls.from_dict(data, origin=str(p))
+            raise UsageError(f"{option} {p}: expected a JSON object with architecture fields "
+                             f"(family, embed_dim, depth, num_heads, patch_size, img_size)")
+        return cls.from_dict(data, origin=f"{option} {p}")
 
     def validate(self, origin: str = "model config") -> None:
+        """Refuse values no network can have, naming ``origin`` (the file) and the field."""
+        for name in ("embed_dim", "depth", "num_heads", "patch_size", "img_size", "ffn_hidden"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"{origin}: {name} must be a positive integer, got {value!r}")
+        if isinstance(self.block_chunks, bool) or not isinstance(self.block_chunks, int) \
+                or self.block_chunks < 0:
+            raise UsageError(f"{origin}: block_chunks must be an integer >= 0, got "
+                             f"{self.block_chunks!r}")
+        for name in ("ln_eps", "interpolate_offset"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or value < 0 or (name == "ln_eps" and value == 0):
+                what = "a positive number" if name == "ln_eps" else "a number >= 0"
+                raise UsageError(f"{origin}: {name} must be {what}, got {value!r}")
+        for name in ("layerscale", "qkv_bias", "mask_token", "interpolate_antialias"):
+            if not isinstance(getattr(self, name), bool):
+                raise UsageError(f"{origin}: {name} must be true or false, got "
+                                 f"{getattr(self, name)!r}")
         if self.embed_dim % self.num_heads:
             raise UsageError(f"{origin}: embed_dim {self.embed_dim} is not divisible by "
                              f"num_heads {self.num_heads}")

@@ -101,12 +101,16 @@ def verify_file(path: Path, *, force: bool = False) -> None:
         return
     actual = sha256_file(path)
     if expected is None:
-        print(f"note: {path} has no {sidecar_path(path).name}; recorded sha256 {actual} from "
-              f"its current content", file=sys.stderr)
         try:
             write_sidecar(path, actual)
-        except OSError:
+        except OSError as exc:
+            print(f"note: {path} has no {sidecar_path(path).name}; its current content hashes "
+                  f"to sha256 {actual}, but could not record it (read-only cache? "
+                  f"{exc.strerror or type(exc).__name__}: {sidecar_path(path)}); it will be "
+                  f"rehashed on each load", file=sys.stderr)
             return
+        print(f"note: {path} has no {sidecar_path(path).name}; recorded sha256 {actual} from "
+              f"its current content", file=sys.stderr)
         write_stamp(path, actual)
         return
     if actual != expected:

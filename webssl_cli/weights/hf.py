@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import CheckpointError, WebsslError
+from ..errors import CheckpointError, StopSignal, WebsslError
 from .checksum import is_sha256, sha256_file
 from .locking import exclusive
 from .paths import hf_endpoint, hf_repo_folder, hf_token
@@ -86,6 +86,33 @@ def verify_snapshot(folder: Path, *, remove_bad: bool = False) -> int:
     return checked
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0][:300] if text.strip() else type(exc).__name__
+
+
+def _http_status(exc: BaseException | None) -> int | None:
+    """The HTTP status of a huggingface_hub error whose server did answer, else None."""
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _answered(repo_id: str, where: str, status: int, exc: BaseException | None) -> WebsslError:
+    """The server was reached and refused: say what it answered, not 'cannot reach'."""
+    detail = _first_line(exc) if exc is not None else f"HTTP {status}"
+    if status == 404:
+        return WebsslError(f"{repo_id}: not found at {where} (HTTP 404: {detail}); the server "
+                           f"answered, but has no such repository or file. Check HF_ENDPOINT "
+                           f"(a mirror may lack this model), or use --source pth.")
+    if status in (401, 403):
+        return WebsslError(f"{repo_id}: {where} refused access (HTTP {status}: {detail}). "
+                           f"Check HF_TOKEN (or `hf auth login`), or use --source pth.")
+    return WebsslError(f"{repo_id}: {where} answered HTTP {status} ({detail}); the server is "
+                       f"reachable but failed. Run the same command again later, or use "
+                       f"--source pth.")
+
+
 class _QuietTqdm:
     """A progress-bar class that shows nothing (``progress=False``)."""
 
@@ -125,10 +152,25 @@ def download_snapshot(repo_id: str, cache_root: Path, *, progress: bool = True) 
                               f"({type(exc).__name__}). Check HF_ENDPOINT / HF_TOKEN, or use "
                               f"--source pth.") from None
         except LocalEntryNotFoundError as exc:
+            # huggingface_hub reports "look in the cache instead" for any failed API call;
+            # its cause tells a server that answered (404, 5xx) from one that could not be reached
+            answered = _http_status(exc.__cause__)
+            if answered is not None:
+                raise _answered(repo_id, where, answered, exc.__cause__) from None
             raise WebsslError(f"{repo_id}: cannot reach {where} and the weights are not cached "
-                              f"({str(exc).splitlines()[0]}). Check the network or HF_ENDPOINT, "
-                              f"or use --source pth.") from None
-        except (HfHubHTTPError, OSError) as exc:
+                              f"({_first_line(exc.__cause__ or exc)}). Check the network or "
+                              f"HF_ENDPOINT, or use --source pth.") from None
+        except HfHubHTTPError as exc:
+            status = _http_status(exc)
+            if status is not None:
+                raise _answered(repo_id, where, status, exc) from None
+            raise WebsslError(f"{repo_id}: download from {where} failed: {_first_line(exc)}. "
+                              f"Run the same command again to retry.") from None
+        except (KeyboardInterrupt, StopSignal) as exc:   # huggingface_hub keeps its .incomplete blobs
+            raise type(exc)(f"interrupted; rerun the same command to resume the download "
+                            f"(partial files kept in {cache_root / hf_repo_folder(repo_id)}"
+                            f"/blobs)") from None
+        except OSError as exc:
             raise WebsslError(f"{repo_id}: download from {where} failed: "
                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
                               f"Run the same command again to retry.") from None

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError, WebsslError
+from ..errors import CheckpointError, StopSignal, WebsslError
 from ..atomic_io import atomic_write_bytes, fsync_dir
 from .checksum import (is_sha256, read_sidecar, sidecar_path, stamp_path, verify_file,
                        write_sidecar, write_stamp)
@@ -321,6 +321,14 @@ def _install(dest: Path, sha: str) -> None:
     _meta_path(dest).unlink(missing_ok=True)
 
 
+def interrupted_message(part: Path) -> str:
+    """What a stopped download says: rerunning resumes it, from the kept partial file."""
+    size = part.stat().st_size if part.exists() else 0
+    kept = (f"partial file kept: {part}, {size} bytes" if size else
+            "nothing had been received yet")
+    return f"interrupted; rerun the same command to resume the download ({kept})"
+
+
 def remove_cached(dest: Path) -> None:
     """Delete a cached file and its sidecars (not the lock)."""
     for p in (dest, sidecar_path(dest), stamp_path(dest)):
@@ -355,6 +363,8 @@ def download_file(url: str, dest: Path, *, expected_sha256: str | None = None,
             _install(dest, sha)
         except WebsslError:
             raise
+        except (KeyboardInterrupt, StopSignal) as exc:   # Ctrl-C, SIGTERM: the part is kept
+            raise type(exc)(interrupted_message(part_path(dest))) from None
         except OSError as exc:
             import requests
             if isinstance(exc, requests.RequestException):
