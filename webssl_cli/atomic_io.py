@@ -155,7 +155,7 @@ def read_json_file(path: str | Path):
     import json
     try:
         text = Path(path).read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     if not text.strip():
         return None

@@ -17,19 +17,6 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _check_folder(out: str) -> None:
-    """OUT must be an existing folder (a missing one is not 'an output folder (yet)')."""
-    from pathlib import Path
-
-    from ..errors import UsageError
-    p = Path(out).expanduser()
-    if not p.exists():
-        raise UsageError(f"{out}: no such folder; give the --out folder of `webssl extract`")
-    if not p.is_dir():
-        raise UsageError(f"{out}: is a file, not a folder; give the --out folder of "
-                         f"`webssl extract`")
-
-
 def status(
     out: str = typer.Argument(..., metavar="OUT", help="Output folder of `webssl extract` (the --out value)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -49,7 +36,6 @@ def status(
     from ..store import get_status
 
     with exit_on_error():
-        _check_folder(out)
         report = get_status(out, manifest_name)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
@@ -91,6 +77,8 @@ def status(
     if report.missing_files:
         print("missing or changed files of finished units:\n  " + "\n  ".join(report.missing_files),
               file=sys.stderr)
+    if report.repair:
+        print(report.repair, file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

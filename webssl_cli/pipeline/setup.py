@@ -2,12 +2,13 @@
 input plan, weights, run fingerprint. Bad input fails here (exit 2), before a model loads."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..backbone.factory import ModelChoice, choose
+from ..backbone.factory import ModelChoice, choose_given
 from ..config import PREPROCESS_MODES, ExtractConfig, PreprocessConfig
 from ..distributed import RankInfo
 from ..errors import UsageError
@@ -28,12 +29,7 @@ class Prepared:
 
 
 def choose_model(cfg: ExtractConfig) -> ModelChoice:
-    m = cfg.model
-    if m.model and m.model_config:
-        raise UsageError("give either --model or --model-config, not both")
-    if not (m.model or m.model_config):
-        raise UsageError("--model NAME (see `webssl list-models`) or --model-config FILE is required")
-    return choose(m.model_config or m.model)
+    return choose_given(cfg.model.model, cfg.model.model_config)
 
 
 def preprocess_config(cfg: ExtractConfig, choice: ModelChoice) -> PreprocessConfig:
@@ -75,6 +71,7 @@ def run_fields(cfg: ExtractConfig, choice: ModelChoice, pcfg: PreprocessConfig,
     """What defines the output; a rerun that differs in any of these is refused."""
     from ..checkpoints import file_fingerprint
     from ..preprocess import describe
+    from ..store import normalize_input
     return {
         "model": choice.name,
         "architecture": choice.spec.to_dict(),
@@ -86,7 +83,7 @@ def run_fields(cfg: ExtractConfig, choice: ModelChoice, pcfg: PreprocessConfig,
         "normalize": cfg.output.normalize,
         "format": cfg.output.format,
         "out_dtype": cfg.output.out_dtype,
-        "inputs": list(cfg.input.inputs),
+        "inputs": [normalize_input(i) for i in cfg.input.inputs],   # one spelling per input
         "shard_size": cfg.input.shard_size,
         "image_key": cfg.input.image_key,
         "image_column": cfg.input.image_column,
@@ -96,7 +93,8 @@ def run_fields(cfg: ExtractConfig, choice: ModelChoice, pcfg: PreprocessConfig,
 
 def prepare(cfg: ExtractConfig, rank: RankInfo, precision: str) -> Prepared:
     from ..readers import plan_units
-    from ..store import OutputLayout, check_run_config, save_or_load_plan
+    from ..store import (OutputLayout, check_run_config, is_local_input, save_or_load_plan,
+                         tidy_on_start)
 
     if cfg.output.format not in ("parquet", "npy"):
         raise UsageError(f"--format must be parquet or npy, got {cfg.output.format!r}")
@@ -117,10 +115,18 @@ def prepare(cfg: ExtractConfig, rank: RankInfo, precision: str) -> Prepared:
         check_run_config(layout, fields, overwrite=cfg.output.overwrite)
         if planned is None and not layout.plan_path.exists():
             planned = plan_units(cfg.input)
+    def say(msg: str) -> None:
+        print(f"{rank.prefix} {msg}".strip(), file=sys.stderr, flush=True)
+    # resuming: warn about inputs added since the plan was made (local inputs only: cheap)
+    recheck = (lambda: plan_units(cfg.input)) if planned is None and \
+        all(is_local_input(i) for i in cfg.input.inputs) else None
     units = save_or_load_plan(layout, lambda: planned if planned is not None else plan_units(cfg.input),
                               is_planner=rank.is_planner,
                               wait_seconds=cfg.runtime.plan_wait_seconds,
-                              fields=None if rank.is_planner else fields)
-    if not rank.is_planner:
+                              fields=None if rank.is_planner else fields,
+                              overwrite=cfg.output.overwrite, recheck=recheck, say=say)
+    if rank.is_planner:      # sweep stale temp files; reopen done units whose files are gone
+        tidy_on_start(layout, say)
+    else:
         check_run_config(layout, fields, overwrite=False)
     return Prepared(cfg, choice, pcfg, features, layout, units, weights, fields)

@@ -14,11 +14,13 @@ once, whatever its age: a rerun after a crash takes the dead run's units over im
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import WebsslError
@@ -86,6 +88,40 @@ def list_claims(layout: OutputLayout, default_lease: float = 300.0) -> list[Clai
                                age_seconds=round(age, 3), stale=gone or age > lease,
                                generation=gens[-1], lease_seconds=lease, owner_gone=gone))
     return infos
+
+
+@contextlib.contextmanager
+def hold_unit(layout: OutputLayout, unit_id: str, owner: str,
+              lease_seconds: float = 300.0) -> Iterator[bool]:
+    """Claim ``unit_id`` by the claim protocol whatever its state (a finished unit too, to
+    reopen it): yields True when this process created the next claim generation and no
+    live claim of another process is in the way, else False. The claim is removed on exit.
+    Two processes holding the same unit is impossible, so work done under it is never
+    repeated by a concurrent caller."""
+    gens = _scan(layout).get(unit_id, [])
+    nxt = 0
+    if gens:
+        newest = _claim_path(layout, unit_id, gens[-1])
+        age = _age(newest, time.time())
+        live = age is not None and age <= lease_seconds and \
+            not is_gone(_read_claim(newest).get("process"))
+        nxt = -1 if live else gens[-1] + 1
+    path = _claim_path(layout, unit_id, max(nxt, 0))
+    data = {"unit_id": unit_id, "owner": owner, "generation": nxt, "claimed_at": utc_now(),
+            "heartbeat_at": utc_now(), "beats": 0, "lease_seconds": lease_seconds,
+            "process": this_process()}
+    if nxt < 0 or not exclusive_create(path, dumps(data)):
+        yield False
+        return
+    try:
+        gens = _scan(layout).get(unit_id, [])
+        ok = not (gens and gens[-1] > nxt)
+        for old in gens if ok else ():
+            if old < nxt:                        # dead owners' generations
+                remove_quietly(_claim_path(layout, unit_id, old))
+        yield ok
+    finally:
+        remove_quietly(path)
 
 
 class ClaimStore:

@@ -102,8 +102,9 @@ def _check_already_moved(layout: OutputLayout, unit_id: str, staged: Path, final
             "and rerun to redo the unit.")
 
 
-# done-records never change once written: parse each file once per process
-_DONE_CACHE: dict[str, dict[str, DoneRecord]] = {}
+# done-records never change once written: parse each file once per process (keyed by
+# inode too: a unit reopened for a redo gets a new done-record file)
+_DONE_CACHE: dict[str, dict[str, tuple[int, DoneRecord]]] = {}
 _LAST_SWEEP: dict[str, float] = {}
 SWEEP_EVERY_SECONDS = 600.0
 
@@ -115,21 +116,26 @@ def read_done_records(layout: OutputLayout) -> dict[str, DoneRecord]:
     """
     key = os.path.abspath(layout.done_dir)
     try:
-        names = os.listdir(layout.done_dir)
-    except FileNotFoundError:
+        entries = list(os.scandir(layout.done_dir))
+    except (FileNotFoundError, NotADirectoryError):
         _DONE_CACHE.pop(key, None)
         return {}
     cache = _DONE_CACHE.get(key, {})
-    out: dict[str, DoneRecord] = {}
-    for name in names:
+    seen: dict[str, tuple[int, DoneRecord]] = {}
+    for entry in entries:
+        name = entry.name
         if not name.endswith(".json") or name.startswith("."):
             continue
         unit_id = name[:-5]
-        rec = cache.get(unit_id) or _parse_done(layout, layout.done_dir / name)
+        cached = cache.get(unit_id)
+        if cached is not None and cached[0] == entry.inode():
+            seen[unit_id] = cached
+            continue
+        rec = _parse_done(layout, layout.done_dir / name)
         if rec is not None:
-            out[unit_id] = rec
-    _DONE_CACHE[key] = out
-    return dict(out)
+            seen[unit_id] = (entry.inode(), rec)
+    _DONE_CACHE[key] = seen
+    return {uid: rec for uid, (_ino, rec) in seen.items()}
 
 
 def forget_cached_records() -> None:

@@ -6,15 +6,21 @@ so a plain sorted listing is plan order (what embedding-reader relies on).
 """
 from __future__ import annotations
 
+import errno
 import re
 from pathlib import Path
 
 from ..errors import UsageError
 
 FORMATS = ("parquet", "npy")
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST}
 METADATA_DIR = "metadata"          # npy format: row-aligned key/source parquet per unit
 _SLUG_OK = re.compile(r"^[a-z][a-z0-9_]*$")
 _MANIFEST_OK = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$")
+# names a manifest folder may not take: data files (part-*.parquet) and the npy layout's
+# folders (metadata/, one per feature: cls, patch_mean, patches, layers_K, patch_grid_N)
+_DATA_NAME = re.compile(r"^(part-.*|metadata|cls|patch_mean|patches|layers_\d+|patch_grid_\d+)$",
+                        re.IGNORECASE)
 
 
 def feature_slug(feature: str) -> str:
@@ -43,6 +49,10 @@ class OutputLayout:
         if not _MANIFEST_OK.match(manifest_name) or manifest_name in (".", ".."):
             raise UsageError(f"manifest name {manifest_name!r} must be a plain folder name "
                              "(letters, digits, '_', '.', '-'), e.g. _webssl")
+        if _DATA_NAME.match(manifest_name):
+            raise UsageError(f"manifest name {manifest_name!r} would collide with the data files "
+                             "of the output folder (part-*.parquet, metadata/ and the npy feature "
+                             "folders such as cls/ or layers_4/); choose another name, e.g. _webssl")
         self.out_dir = Path(out_dir)
         self.manifest_name = manifest_name
         self.manifest_dir = self.out_dir / manifest_name
@@ -126,7 +136,26 @@ class OutputLayout:
     def abs(self, rel: str) -> Path:
         return self.out_dir / rel
 
+    def check_out_dir(self) -> None:
+        """UsageError unless ``out_dir`` is a folder or can become one (not a file)."""
+        for path in (self.out_dir, *self.out_dir.parents):
+            if path.exists():
+                if not path.is_dir():
+                    what = "it" if path == self.out_dir else f"its parent {path}"
+                    raise UsageError(f"--out {self.out_dir}: {what} is an existing file, not a "
+                                     "folder; choose a folder path for --out")
+                return
+
     def ensure_dirs(self) -> None:
-        for d in (self.manifest_dir, self.done_dir, self.failures_dir, self.claims_dir,
-                  self.commits_dir, self.staging_dir):
-            d.mkdir(parents=True, exist_ok=True)
+        """Create the manifest folders; UsageError naming --out when that is impossible."""
+        self.check_out_dir()
+        try:
+            for d in (self.manifest_dir, self.done_dir, self.failures_dir, self.claims_dir,
+                      self.commits_dir, self.staging_dir):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if exc.errno not in _NOT_WRITABLE:
+                raise
+            raise UsageError(f"--out {self.out_dir}: cannot create the output folder's manifest "
+                             f"{self.manifest_dir} ({exc.strerror or exc}); choose a writable "
+                             "folder for --out, or fix its permissions") from None

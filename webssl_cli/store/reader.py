@@ -13,6 +13,7 @@ from .commit import read_done_records
 from .layout import OutputLayout, feature_slug
 from .plan import load_plan
 from .records import DoneRecord
+from .repair import file_problem
 from .writers import LOCAL
 from .runconfig import load_run_config
 
@@ -33,9 +34,23 @@ def _unit_format(layout: OutputLayout, rec: DoneRecord) -> str:
     return "parquet" if layout.rel(layout.parquet_path(rec.unit_id)) in paths else "npy"
 
 
+def _check_files(layout: OutputLayout, rec: DoneRecord) -> None:
+    """WebsslError naming the unit, the file and the fix if a data file of a finished unit
+    is missing or has another size than its done-record says."""
+    for info in rec.files:
+        why = file_problem(layout, info)
+        if why is not None:
+            raise WebsslError(
+                f"unit {rec.unit_id} ({rec.unit_name}) of {layout.out_dir} is finished, but its "
+                f"file {layout.abs(info.path)} is {why if why == 'missing' else f'changed ({why})'}"
+                ": rerun the same `webssl extract` command to redo the unit (a rerun reopens "
+                "finished units whose files are missing or changed)")
+
+
 def _read_unit(layout: OutputLayout, rec: DoneRecord, slug: str, feature: str) -> tuple[list[str], np.ndarray] | None:
     if not rec.files:
         return None                                  # npy unit with no rows
+    _check_files(layout, rec)
     if _unit_format(layout, rec) == "parquet":
         path = layout.parquet_path(rec.unit_id)
         schema = pq.read_schema(path, filesystem=LOCAL)
@@ -74,7 +89,11 @@ def read_features(out_dir: str | Path, feature: str = "cls",
         rec = done.get(unit.id)
         if rec is None:
             continue
-        got = _read_unit(layout, rec, slug, feature)
+        try:
+            got = _read_unit(layout, rec, slug, feature)
+        except FileNotFoundError:        # removed while being read
+            _check_files(layout, rec)
+            raise
         if got is None:
             continue
         if len(got[0]) != len(got[1]):

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import UsageError, WebsslError
 from ..atomic_io import exclusive_create, fsync_dir, prune_empty_dirs, remove_quietly
-from .commit import committed_files, forget_cached_records
+from .commit import committed_files, forget_cached_records, read_done_records
 from .layout import OutputLayout
 from .records import RunConfig, dumps, utc_now
 
@@ -54,11 +54,54 @@ def diff_fields(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> l
     return lines
 
 
+def normalize_input(spec: str) -> str:
+    """One spelling per input, so a resume with ``shards/``, ``./shards`` or an absolute
+    path is the same run: local paths (``file://`` and ``~`` too) become absolute and
+    normalized (no trailing slash); ``s3://`` prefixes lose a trailing slash; other URLs and
+    ``pipe:`` commands are kept as given."""
+    if spec.startswith("pipe:"):
+        return spec
+    if spec.startswith("s3://"):
+        stripped = spec.rstrip("/")
+        return stripped if len(stripped) > len("s3://") else spec
+    if "://" in spec and not spec.startswith("file://"):
+        return spec
+    if spec.startswith("file://"):
+        spec = spec[len("file://"):]
+    return os.path.abspath(os.path.expanduser(spec))
+
+
+def is_local_input(spec: str) -> bool:
+    """Whether an --input names local files (a folder, list, file, glob or brace pattern)."""
+    return not spec.startswith("pipe:") and ("://" not in spec or spec.startswith("file://"))
+
+
+def _normalized(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with its ``inputs`` (if any) in their normalized spelling (run.json files
+    written before inputs were normalized: relative paths are taken from the current folder)."""
+    inputs = fields.get("inputs")
+    if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+        return fields
+    return {**fields, "inputs": [normalize_input(i) for i in inputs]}
+
+
+def same_settings(config: RunConfig, fields: dict[str, Any]) -> bool:
+    """Whether a run with ``fields`` resumes the folder of ``config`` (same fingerprint, or
+    the same once the stored inputs are normalized)."""
+    new = fingerprint(fields)
+    return config.fingerprint == new or fingerprint(_normalized(config.fields)) == new
+
+
+def settings_diff(config: RunConfig, fields: dict[str, Any]) -> list[str]:
+    """``name: previous -> now`` lines between a run config and ``fields``."""
+    return diff_fields(_normalized(config.fields), canonical_fields(fields))
+
+
 def load_run_config(layout: OutputLayout) -> RunConfig | None:
     path = layout.run_config_path
     try:
         return RunConfig.from_dict(json.loads(path.read_text()))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except (ValueError, KeyError) as exc:
         raise WebsslError(f"run config {path} is unreadable ({exc}); it is written once by the "
@@ -80,6 +123,7 @@ def check_run_config(layout: OutputLayout, fields: dict[str, Any], *, overwrite:
     same fingerprint ``overwrite`` changes nothing: the run resumes. Call it with
     ``overwrite=True`` from one process only (the planner), before other ranks start.
     """
+    layout.check_out_dir()
     new = _new_config(fields)
     try:
         old = load_run_config(layout)
@@ -88,14 +132,9 @@ def check_run_config(layout: OutputLayout, fields: dict[str, Any], *, overwrite:
             raise
         wipe_outputs(layout)
         old = None
-    if old is not None and old.fingerprint != new.fingerprint:
+    if old is not None and not same_settings(old, fields):
         if not overwrite:
-            changes = "\n  ".join(diff_fields(old.fields, new.fields))
-            raise UsageError(
-                f"output folder {layout.out_dir} was written with different settings "
-                f"(see {layout.run_config_path}); these fields differ (previous -> now):\n  "
-                f"{changes}\nRerun with --overwrite to discard the previous outputs and start "
-                "over, or choose another --out.")
+            raise refusal(layout, old, fields)
         wipe_outputs(layout)
         old = None
     if old is None:
@@ -105,6 +144,25 @@ def check_run_config(layout: OutputLayout, fields: dict[str, Any], *, overwrite:
             return new
         return check_run_config(layout, fields, overwrite=False)   # another rank won the race
     return old
+
+
+def refusal(layout: OutputLayout, old: RunConfig, fields: dict[str, Any]) -> UsageError:
+    """The error for a run whose settings differ from the folder's run config."""
+    diff = settings_diff(old, fields)
+    changes = "\n  ".join(diff)
+    if diff and all(line.startswith("inputs:") for line in diff):
+        done = len(read_done_records(layout))
+        return UsageError(
+            f"output folder {layout.out_dir} was written from other inputs (see "
+            f"{layout.run_config_path}); previous -> now:\n  {changes}\n"
+            "To resume it, rerun with the previous inputs. To extract these inputs, choose "
+            f"another --out: --overwrite would discard the {done} finished unit"
+            f"{'' if done == 1 else 's'} of this folder and start it over from these inputs.")
+    return UsageError(
+        f"output folder {layout.out_dir} was written with different settings "
+        f"(see {layout.run_config_path}); these fields differ (previous -> now):\n  "
+        f"{changes}\nRerun with --overwrite to discard the previous outputs and start "
+        "over, or choose another --out.")
 
 
 def wipe_outputs(layout: OutputLayout) -> None:
