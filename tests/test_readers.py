@@ -185,10 +185,15 @@ def test_parquet_without_an_image_column_names_the_columns(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
     pq.write_table(pa.table({"url": ["a", "b"], "caption": ["c", "d"]}), path2)
-    with pytest.raises(UsageError, match=r"columns: url \(string\), caption \(string\).*--image-column"):
+    with pytest.raises(UsageError, match=r"columns: url \(string\), caption \(string\)"
+                       r".*image bytes only") as info:
         plan_units(cfg(path2))
-    with pytest.raises(UsageError, match="--image-column 'photo'"):
+    assert "--image-column" not in str(info.value)       # no column could ever be named
+    with pytest.raises(UsageError, match="--image-column 'photo' does not exist; columns: "
+                                         r"blob \(binary\)"):
         plan_units(cfg(path, image_column="photo"))
+    with pytest.raises(UsageError, match="--image-column 'caption' is not a binary.*image bytes only"):
+        plan_units(cfg(path, image_column="caption"))
     with pytest.raises(UsageError, match="--key-column 'id'"):
         plan_units(cfg(path, key_column="id"))
     c = cfg(path, image_column="blob")      # found by name; auto-detection finds it too

@@ -75,8 +75,9 @@ def _check_pixels(size: tuple[int, int], cfg: PreprocessConfig) -> None:
     if w * h > cfg.max_image_pixels:
         raise DecodeError("DecompressionBomb",
                           f"declared size {w}x{h} = {w * h:,} pixels exceeds the "
-                          f"decompression-bomb limit of {cfg.max_image_pixels:,} pixels "
-                          "(PreprocessConfig.max_image_pixels)")
+                          f"decompression-bomb limit of {cfg.max_image_pixels:,} pixels; "
+                          "if the image is genuine, raise the limit with --max-image-pixels "
+                          "(PreprocessConfig.max_image_pixels in the Python API)")
 
 
 def _decode_with_pil(data: bytes, cfg: PreprocessConfig,

@@ -12,7 +12,7 @@ after yielding the samples read before the failure.
 
 Keys, unique within a run: files -> path relative to ``unit.source`` (the key root) or the URL;
 tar -> ``"<shard name>/<__key__>"``; parquet -> the ``--key-column`` value or
-``"<unit name>/<row>"``.
+``"<unit name>/<row>"``; repeats within a unit get ``#2``, ``#3``... (see docs/output-format.md).
 """
 from __future__ import annotations
 

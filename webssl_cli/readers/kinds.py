@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 TAR_EXTS = (".tar", ".tar.gz", ".tgz")
 PARQUET_EXTS = (".parquet", ".pq")
+LIST_EXTS = (".txt", ".lst", ".list")     # text lists of paths/URLs (compared lowercased)
 
 
 @dataclass
@@ -46,7 +47,7 @@ def kind_of(name: str) -> str | None:
 
 def stem(name: str) -> str:
     base = name.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-    for ext in TAR_EXTS + PARQUET_EXTS + IMAGE_EXTS + (".txt", ".lst", ".list"):
+    for ext in TAR_EXTS + PARQUET_EXTS + IMAGE_EXTS + LIST_EXTS:
         if base.lower().endswith(ext):
             return base[: -len(ext)] or base
     return base

@@ -2,13 +2,14 @@
 paths/URLs, parquet files (footer read for the row count and the image column)."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 
 from ..config import InputConfig
 from ..errors import UsageError
-from .kinds import (IMAGE_EXTS, FileSet, ParquetSource, Piece, TarShard, kind_of, pipe_name,
-                    stem)
+from .kinds import (IMAGE_EXTS, LIST_EXTS, FileSet, ParquetSource, Piece, TarShard, kind_of,
+                    pipe_name, stem)
 from .parquet_reader import check_key_column, find_image_column, open_parquet
 from .storage import is_url, local_path
 
@@ -28,18 +29,22 @@ def expand_local(spec: str, path: str, cfg: InputConfig) -> list[Piece]:
     if kind == "image":
         full = os.path.abspath(path)
         return [FileSet(os.path.dirname(full) + "/", stem(full), [full])]
-    return from_list_file(spec, path, cfg)
+    if path.lower().endswith(LIST_EXTS):
+        return from_list_file(spec, path, cfg)
+    raise UsageError(f"--input {spec}: unknown input kind: give a folder, an image "
+                     f"({', '.join(IMAGE_EXTS)}), a tar shard (.tar, .tar.gz, .tgz), a parquet "
+                     "file (.parquet, .pq) or a list of paths/URLs (.txt, .lst, .list)")
 
 
 def from_folder(spec: str, root: str, cfg: InputConfig) -> list[Piece]:
     images, tars, parquets = scan_folder(root)
     if images and (tars or parquets):
-        raise UsageError(f"--input {spec}: the folder mixes {len(images)} images with "
-                         f"{len(tars)} tar shards and {len(parquets)} parquet files; "
+        raise UsageError(f"--input {spec}: the folder mixes {_count(images, 'images')} with "
+                         f"{_count(tars, 'tar shards')} and {_count(parquets, 'parquet files')}; "
                          "pass them as separate inputs (e.g. a glob)")
     if tars and parquets:
-        raise UsageError(f"--input {spec}: the folder mixes {len(tars)} tar shards with "
-                         f"{len(parquets)} parquet files; pass them as separate inputs")
+        raise UsageError(f"--input {spec}: the folder mixes {_count(tars, 'tar shards')} with "
+                         f"{_count(parquets, 'parquet files')}; pass them as separate inputs")
     if images:
         return [FileSet(root.rstrip("/") + "/", os.path.basename(root.rstrip("/")) or "root",
                         images)]
@@ -51,13 +56,20 @@ def from_folder(spec: str, root: str, cfg: InputConfig) -> list[Piece]:
                      "no .tar shards and no .parquet files")
 
 
+def _count(paths: list[str], what: str) -> str:
+    return f"{len(paths)} {what}" + (f" (first: {paths[0]})" if paths else "")
+
+
 def scan_folder(root: str) -> tuple[list[str], list[str], list[str]]:
     """(images, tar shards, parquet files) under ``root``, recursive, each sorted by path.
 
-    Follows directory symlinks but enters each real directory once (no symlink loops).
+    Follows directory symlinks but enters each real directory once (no symlink loops). A
+    sub-folder that holds a webssl manifest (``<folder>/<manifest>/run.json``, e.g.
+    ``_webssl/run.json``) is an output folder of webssl and is skipped with all it holds.
     """
     found: dict[str, list[str]] = {"image": [], "tar": [], "parquet": []}
     seen: set[tuple[int, int]] = set()
+    outputs: list[str] = []
 
     def onerror(exc: OSError) -> None:
         if os.path.abspath(str(exc.filename)) == root:
@@ -76,12 +88,31 @@ def scan_folder(root: str) -> tuple[list[str], list[str], list[str]]:
             dirnames[:] = []
             continue
         seen.add(ident)
+        if "run.json" in filenames and dirpath != root and \
+                _is_run_config(os.path.join(dirpath, "run.json")):
+            outputs.append(os.path.dirname(dirpath))   # a manifest: its parent is an output
+            log.info("%s: skipped, a webssl output folder (it holds %s/run.json)",
+                     outputs[-1], os.path.basename(dirpath))
+            dirnames[:] = []
+            continue
         dirnames.sort()
         for name in filenames:
             kind = kind_of(name)
             if kind is not None:
                 found[kind].append(os.path.join(dirpath, name))
+    if outputs:
+        skip = tuple(o.rstrip("/") + "/" for o in outputs if o.rstrip("/") != root.rstrip("/"))
+        found = {k: [p for p in v if not p.startswith(skip)] for k, v in found.items()}
     return sorted(found["image"]), sorted(found["tar"]), sorted(found["parquet"])
+
+
+def _is_run_config(path: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            doc = json.loads(fh.read(1 << 20))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and "fingerprint" in doc and "fields" in doc
 
 
 def local_shard(spec: str, path: str) -> TarShard:
@@ -91,8 +122,8 @@ def local_shard(spec: str, path: str) -> TarShard:
             pass
     except OSError as exc:
         raise UsageError(f"--input {spec}: cannot read shard {path}: {exc.strerror}") from None
-    if size == 0:
-        raise UsageError(f"--input {spec}: shard {path} is empty (0 bytes)")
+    if size == 0:   # planned all the same: its unit fails (exit 3), the other shards run
+        log.warning("--input %s: shard %s is empty (0 bytes); its unit will fail", spec, path)
     return TarShard(os.path.abspath(path), stem(path))
 
 
@@ -100,16 +131,21 @@ def from_list_file(spec: str, path: str, cfg: InputConfig) -> list[Piece]:
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
-        if b"\x00" in raw[:65536]:
-            raise UnicodeDecodeError("utf-8", b"", 0, 1, "NUL byte")
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"--input {spec}: unknown input kind: not a folder, an image, a "
-                         f".tar shard, a .parquet file nor a text list of paths/URLs") from None
     except OSError as exc:
         raise UsageError(f"--input {spec}: cannot read: {exc.strerror}") from None
     base_dir = os.path.dirname(os.path.abspath(path))
-    return from_lines(spec, text, base_dir, stem(path), cfg)
+    return from_lines(spec, decode_list(spec, raw), base_dir, stem(path), cfg)
+
+
+def decode_list(spec: str, raw: bytes) -> str:
+    """The text of a list file: UTF-8, with or without a byte-order mark."""
+    try:
+        if b"\x00" in raw[:65536]:
+            raise UnicodeDecodeError("utf-8", b"", 0, 1, "NUL byte")
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UsageError(f"--input {spec}: is not a UTF-8 text list of paths/URLs (one per "
+                         "line); save the list as UTF-8 text") from None
 
 
 def from_lines(spec: str, text: str, base_dir: str, name: str,
@@ -127,15 +163,23 @@ def from_lines(spec: str, text: str, base_dir: str, name: str,
         entries.append(entry)
     if not entries:
         raise UsageError(f"--input {spec}: the list is empty")
-    if all(e.startswith("pipe:") or kind_of(e) == "tar" for e in entries):
-        absent = [e for e in entries if not (is_url(e) or e.startswith("pipe:")
-                                             or os.path.isfile(e))]
-        if absent:
-            raise UsageError(f"--input {spec}: {len(absent)} listed shards do not exist "
-                             f"(first: {absent[0]})")
-        return [TarShard(e, pipe_name(e) if e.startswith("pipe:") else stem(e))
-                for e in entries]
-    return [FileSet(base_dir.rstrip("/") + "/", name, sorted(entries))]
+    containers = [e for e in entries if e.startswith("pipe:") or kind_of(e) in ("tar", "parquet")]
+    if not containers:
+        return [FileSet(base_dir.rstrip("/") + "/", name, sorted(entries))]
+    if len(containers) < len(entries):
+        listed = set(containers)
+        image = next(e for e in entries if e not in listed)
+        raise UsageError(f"--input {spec}: the list mixes image files (first: {image}) with "
+                         f"tar shards or parquet files (first: {containers[0]}); list them in "
+                         "separate files and pass each as its own --input")
+    absent = [e for e in entries if not (is_url(e) or e.startswith("pipe:")
+                                         or kind_of(e) == "parquet" or os.path.isfile(e))]
+    if absent:
+        raise UsageError(f"--input {spec}: {len(absent)} listed shards do not exist "
+                         f"(first: {absent[0]})")
+    return [parquet_piece(spec, e, cfg) if kind_of(e) == "parquet" and not e.startswith("pipe:")
+            else TarShard(e, pipe_name(e) if e.startswith("pipe:") else stem(e))
+            for e in entries]
 
 
 def parquet_piece(spec: str, location: str, cfg: InputConfig) -> ParquetSource:

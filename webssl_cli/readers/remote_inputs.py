@@ -7,7 +7,7 @@ from typing import Any
 from ..config import InputConfig
 from ..errors import UsageError
 from .kinds import FileSet, Piece, TarShard, kind_of, stem
-from .local_inputs import from_lines, parquet_piece
+from .local_inputs import decode_list, from_lines, parquet_piece
 from .patterns import static_dir
 from .storage import HTTP_TIMEOUT, http_session, s3_filesystem
 
@@ -42,7 +42,7 @@ def _s3_objects(spec: str, urls: list[str], cfg: InputConfig, single: bool) -> l
         kinds.setdefault(kind_of(url), []).append(url)
     if single and None in kinds:   # a list file on S3
         text = _s3_call(spec, "read the list", s3_filesystem(cfg).cat_file, spec)
-        return from_lines(spec, text.decode("utf-8", "replace"),
+        return from_lines(spec, decode_list(spec, text),
                            spec.rsplit("/", 1)[0], stem(spec), cfg)
     present = [k for k in ("image", "tar", "parquet") if kinds.get(k)]
     if not present:
@@ -96,7 +96,8 @@ def expand_http(spec: str, urls: list[str], cfg: InputConfig) -> list[Piece]:
                 resp.raise_for_status()
             except Exception as exc:   # noqa: BLE001
                 raise UsageError(f"--input {spec}: cannot read: {exc}") from None
-        return from_lines(spec, resp.text, urls[0].rsplit("/", 1)[0], stem(urls[0]), cfg)
+        return from_lines(spec, decode_list(spec, resp.content), urls[0].rsplit("/", 1)[0],
+                          stem(urls[0]), cfg)
     raise UsageError(f"--input {spec}: unknown input kind (expected .tar shards, .parquet files "
                      "or images by their extension)")
 

@@ -10,9 +10,12 @@ cutting into units). Kinds, by what the input is:
 * ``http(s)://`` URL(s) -> by extension (the first one is checked with a HEAD request);
 * a local folder (recursive) -> its images, or else its ``.tar`` shards, or else its parquet
   files (images mixed with shards or parquet is refused: pass them as separate inputs);
-* a local file: ``.tar/.tar.gz/.tgz`` shard, ``.parquet``, an image, else a text list of
-  paths/URLs (one per line, ``#`` comments; relative paths are relative to the list's folder;
-  a list of only tar shards is a list of shards).
+* a local file: ``.tar/.tar.gz/.tgz`` shard, ``.parquet``, an image, a ``.txt/.lst/.list``
+  text list of paths/URLs (UTF-8, one per line, ``#`` comments; relative paths are relative
+  to the list's folder; a list of only tar shards / parquet files is read as those; images
+  listed with them are refused), else a usage error.
+* folders skip the output folders of webssl inside them (a sub-folder with
+  ``<manifest>/run.json``).
 """
 from __future__ import annotations
 

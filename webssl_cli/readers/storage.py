@@ -91,7 +91,8 @@ def read_bytes(location: str, cfg: InputConfig, session: Any | None = None) -> b
 
 @contextmanager
 def open_stream(source: str, cfg: InputConfig) -> Iterator[BinaryIO]:
-    """A sequential binary stream over a shard; gunzipped when it ends in .gz / .tgz.
+    """A sequential binary stream over a shard; gunzipped when its bytes start with the gzip
+    magic ``1f 8b`` (whatever the name or command says: ``pipe:zcat x.tar.gz`` is read as is).
 
     Raises :class:`StreamError` when the source cannot be opened, or (``pipe:``) when the
     command exits non-zero after its output was read.
@@ -99,11 +100,43 @@ def open_stream(source: str, cfg: InputConfig) -> Iterator[BinaryIO]:
     opener = _open_pipe if source.startswith("pipe:") else (
         _open_http if is_http(source) else _open_s3 if source.startswith("s3://") else _open_local)
     with opener(source, cfg) as raw:
-        if source.split("?", 1)[0].endswith((".gz", ".tgz")):
-            with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+        stream = _Peeked(raw, 2)
+        if stream.head == _GZIP_MAGIC:
+            with gzip.GzipFile(fileobj=stream, mode="rb") as unzipped:
                 yield unzipped   # type: ignore[misc]
         else:
-            yield raw
+            yield stream   # type: ignore[misc]
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class _Peeked:
+    """A read-only stream whose first ``n`` bytes were read ahead (``head``) and are served
+    again before the rest of ``raw``."""
+
+    def __init__(self, raw: BinaryIO, n: int) -> None:
+        self.raw = raw
+        parts, left = [], n
+        while left:
+            chunk = raw.read(left)
+            if not chunk:
+                break
+            parts.append(chunk)
+            left -= len(chunk)
+        self.head = b"".join(parts)
+        self._pending = self.head
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._pending:
+            return self.raw.read(size)
+        if size is None or size < 0:
+            data, self._pending = self._pending + self.raw.read(), b""
+            return data
+        data, self._pending = self._pending[:size], self._pending[size:]
+        if len(data) < size and not self._pending:
+            data += self.raw.read(size - len(data))
+        return data
 
 
 @contextmanager

@@ -8,8 +8,10 @@ the ``.json`` member is parsed into ``RawSample.meta`` (a non-object becomes ``{
 an unparsable one ``{"json_error": message}``: the image is still good).
 
 Row keys are ``"<shard name>/<__key__>"``; a key that repeats later in the same shard gets
-``"#2"``, ``"#3"``... so keys stay unique. A sample without an image is yielded with
-``data=None`` (error_type ``NoImage``). A shard that cannot be opened or ends badly raises
+``"#2"``, ``"#3"``... (the first suffix no earlier sample of the shard has) so keys stay unique.
+A sample without an image is yielded with ``data=None`` (error_type ``NoImage``). Hard links and
+symlinks resolve to earlier members of the same shard (see :mod:`.tar_stream`); an image member
+that is a link which cannot be resolved makes the sample fail (``UnresolvedLink``). A shard that cannot be opened or ends badly raises
 :class:`ReadError` after the complete samples before the failure were yielded.
 """
 from __future__ import annotations
@@ -20,8 +22,10 @@ from typing import Any, Iterator
 from ..config import InputConfig
 from ..units import RawSample, Unit
 from .errors import ReadError, TarFormatError
+from .keys import KeyDeduper
+from .kinds import IMAGE_EXTS
 from .storage import StreamError, open_stream
-from .tar_stream import iter_tar_members
+from .tar_stream import Data, UnresolvedLink, iter_tar_members
 
 DEFAULT_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 
@@ -49,22 +53,26 @@ def iter_tar_samples(unit: Unit, cfg: InputConfig) -> Iterator[RawSample]:
     def want(name: str) -> bool:
         return split_member_name(name)[1].lower() in wanted
 
-    seen: dict[str, int] = {}
+    def remember(name: str) -> bool:   # possible targets of links: image and json members
+        ext = split_member_name(name)[1].lower()
+        return ext in wanted or ext == "json" or f".{ext.rsplit('.', 1)[-1]}" in IMAGE_EXTS
+
+    unique = KeyDeduper()
     index = 0
     current: str | None = None
-    group: dict[str, bytes | None] = {}
+    group: dict[str, Data] = {}
     try:
         with open_stream(unit.source, cfg) as stream:
-            for name, data in iter_tar_members(stream, want):
+            for name, data in iter_tar_members(stream, want, remember):
                 key, ext = split_member_name(name)
                 if key != current and current is not None:
-                    yield _sample(unit, index, _unique(current, seen), group, exts, cfg)
+                    yield _sample(unit, index, unique(current), group, exts, cfg)
                     index += 1
                     group = {}
                 current = key
                 group.setdefault(ext.lower(), data)
             if current is not None:
-                yield _sample(unit, index, _unique(current, seen), group, exts, cfg)
+                yield _sample(unit, index, unique(current), group, exts, cfg)
                 index += 1
     except (TarFormatError, StreamError) as exc:
         raise ReadError(unit, f"{exc} (after {index} complete samples)") from None
@@ -72,18 +80,15 @@ def iter_tar_samples(unit: Unit, cfg: InputConfig) -> Iterator[RawSample]:
         raise ReadError(unit, f"{type(exc).__name__}: {exc} (after {index} complete samples)") from None
 
 
-def _unique(key: str, seen: dict[str, int]) -> str:
-    count = seen.get(key, 0) + 1
-    seen[key] = count
-    return key if count == 1 else f"{key}#{count}"
-
-
-def _sample(unit: Unit, index: int, wds_key: str, group: dict[str, bytes | None],
+def _sample(unit: Unit, index: int, wds_key: str, group: dict[str, Data],
             exts: tuple[str, ...], cfg: InputConfig) -> RawSample:
     meta = _json_meta(group.get("json")) if cfg.keep_json and "json" in group else None
     key = f"{unit.name}/{wds_key}"
     for ext in exts:
         data = group.get(ext)
+        if isinstance(data, UnresolvedLink):
+            return RawSample(index=index, key=key, source=unit.source, data=None, meta=meta,
+                             error_type="UnresolvedLink", error=data.reason)
         if data is not None:
             return RawSample(index=index, key=key, source=unit.source, data=data, meta=meta)
     present = ", ".join(sorted(e or "(no extension)" for e in group))
@@ -93,7 +98,9 @@ def _sample(unit: Unit, index: int, wds_key: str, group: dict[str, bytes | None]
                            "choose the image member with --image-key")
 
 
-def _json_meta(data: bytes | None) -> dict[str, Any]:
+def _json_meta(data: Data) -> dict[str, Any]:
+    if isinstance(data, UnresolvedLink):
+        return {"json_error": data.reason}
     try:
         value = json.loads(data or b"")
     except ValueError as exc:

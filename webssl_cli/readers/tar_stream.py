@@ -4,13 +4,22 @@ Why not :mod:`tarfile`: in stream mode it ends quietly when an archive is cut at
 boundary, and a truncated shard must be an error here. This reader requires the end-of-archive
 zero block; a stream that ends before it, a short member, or a header with a bad checksum raises
 :class:`TarFormatError`. Understood: ustar/GNU/PAX regular files, PAX ``path``/``size`` records,
-GNU long names, base-256 sizes. Directories, links and other entries are skipped.
+GNU long names and link names, base-256 sizes. Directories and other entries are skipped.
 
 Members whose data the caller does not want are read and thrown away in chunks, so a large
 non-image member does not sit in memory.
+
+Links (hard ``1``, symbolic ``2``) are yielded under their own name. A wanted link resolves to
+the data of an earlier member of the same archive: the data of members that ``remember(name)``
+accepts is kept for that, the most recent :data:`LINK_MEMORY` bytes of it. A link that cannot
+be resolved (target outside the archive, later in it, not kept) is yielded with an
+:class:`UnresolvedLink` saying why.
 """
 from __future__ import annotations
 
+import posixpath
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
 from .errors import TarFormatError
@@ -18,16 +27,36 @@ from .errors import TarFormatError
 BLOCK = 512
 _CHUNK = 1 << 20
 _REGULAR = (b"0", b"\x00", b"7")
+_LINKS = {b"1": "hard link", b"2": "symlink"}
+LINK_MEMORY = 32 << 20     # bytes of earlier members kept to resolve links to them
 
 
-def iter_tar_members(stream: BinaryIO,
-                     want: Callable[[str], bool]) -> Iterator[tuple[str, bytes | None]]:
-    """Yield ``(member name, data)`` for each regular file, data None when ``want(name)`` is False."""
+@dataclass(frozen=True)
+class UnresolvedLink:
+    """A wanted link member whose target's data is not available; ``reason`` says why."""
+
+    reason: str
+
+
+Data = bytes | UnresolvedLink | None
+
+
+def iter_tar_members(stream: BinaryIO, want: Callable[[str], bool],
+                     remember: Callable[[str], bool] | None = None
+                     ) -> Iterator[tuple[str, Data]]:
+    """Yield ``(member name, data)`` for each regular file and link, data None when
+    ``want(name)`` is False (see the module docstring for links; ``remember`` defaults to
+    ``want``)."""
+    links = _LinkResolver(remember or want)
     long_name: str | None = None
+    long_link: str | None = None
     pax: dict[str, str] = {}
     offset = 0
     while True:
         header = _read_exact(stream, BLOCK)
+        if offset == 0 and not header:
+            raise TarFormatError("the shard is empty (0 bytes), not a tar archive: replace it "
+                                 "with the complete shard or remove it from the input")
         if len(header) < BLOCK:
             raise TarFormatError(f"archive ends at byte {offset + len(header)} without the "
                                  "end-of-archive marker (truncated?)")
@@ -43,23 +72,86 @@ def iter_tar_members(stream: BinaryIO,
         name = long_name or pax.get("path") or _header_name(header)
         offset += BLOCK
         padded = -(-size // BLOCK) * BLOCK
-        if typeflag in (b"x", b"L", b"g"):
-            data = _read_member(stream, size, padded, offset, name)
+        if typeflag in (b"x", b"L", b"K", b"g"):
+            extra = _read_member(stream, size, padded, offset, name)
             if typeflag == b"x":
-                pax = _parse_pax(data)
+                pax = _parse_pax(extra)
             elif typeflag == b"L":
-                long_name = data.split(b"\x00", 1)[0].decode("utf-8", "replace")
+                long_name = _header_text(extra)
+            elif typeflag == b"K":
+                long_link = _header_text(extra)
             offset += padded
             continue
-        regular = typeflag in _REGULAR
-        keep = regular and want(name)
-        data = _read_member(stream, size, padded, offset, name) if keep else None
+        regular, wanted = typeflag in _REGULAR, want(name)
+        keep = regular and (wanted or links.remember(name))
+        data: Data = _read_member(stream, size, padded, offset, name) if keep else None
         if not keep:
             _skip(stream, padded, offset, name)
         offset += padded
-        long_name, pax = None, {}
+        target = long_link or pax.get("linkpath") or _header_text(header[157:257])
+        long_name, long_link, pax = None, None, {}
         if regular:
+            links.add(name, data)
+            yield name, (data if wanted else None)
+        elif typeflag in _LINKS:
+            data = links.resolve(name, target, _LINKS[typeflag]) if wanted else None
+            links.add(name, data)
             yield name, data
+
+
+class _LinkResolver:
+    """The data of earlier members, bounded by :data:`LINK_MEMORY`, to resolve links."""
+
+    def __init__(self, remember: Callable[[str], bool]) -> None:
+        self.remember = remember
+        self.kept: OrderedDict[str, bytes] = OrderedDict()
+        self.kept_bytes = 0
+        self.seen: set[str] = set()
+
+    def add(self, name: str, data: Data) -> None:
+        path = _inside(name, "")
+        if path is None:
+            return
+        self.seen.add(path)
+        if not isinstance(data, bytes) or not self.remember(name):
+            return
+        self.kept[path] = data
+        self.kept.move_to_end(path)
+        self.kept_bytes += len(data)
+        while self.kept_bytes > LINK_MEMORY and self.kept:
+            self.kept_bytes -= len(self.kept.popitem(last=False)[1])
+
+    def resolve(self, name: str, target: str, kind: str) -> Data:
+        base = posixpath.dirname(name) if kind == "symlink" else ""
+        path = _inside(target, base)
+        what = f"member {name!r} is a {kind} to {target!r}"
+        if path is None:
+            return UnresolvedLink(f"{what}; links outside the shard are not followed (store "
+                                  "the file itself in the shard)")
+        if path in self.kept:
+            return self.kept[path]
+        if path in self.seen:
+            return UnresolvedLink(f"{what}, an earlier member whose data was not kept (links "
+                                  "resolve to image/json members within the last "
+                                  f"{LINK_MEMORY >> 20} MiB of the shard); store the file "
+                                  "itself in the shard")
+        return UnresolvedLink(f"{what}, which is not an earlier member of the shard (links "
+                              "resolve only to members stored before them in the same shard); "
+                              "store the file itself in the shard")
+
+
+def _inside(path: str, base: str) -> str | None:
+    """``path`` (relative to ``base``) normalized inside the archive, None when it leaves it."""
+    if not path or path.startswith("/"):
+        return None
+    joined = posixpath.normpath(posixpath.join(base, path))
+    if joined == ".." or joined.startswith("../"):
+        return None
+    return joined
+
+
+def _header_text(field: bytes) -> str:
+    return field.split(b"\x00", 1)[0].decode("utf-8", "replace")
 
 
 def _read_member(stream: BinaryIO, size: int, padded: int, offset: int, name: str) -> bytes:
