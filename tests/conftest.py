@@ -12,6 +12,9 @@ import os
 os.environ.setdefault("HF_ENDPOINT", "http://127.0.0.1:9")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# nothing a test runs writes into the user's weights cache (e.g. the weights' sha256 memo)
+import tempfile as _tempfile  # noqa: E402
+os.environ.setdefault("WEBSSL_CACHE", _tempfile.mkdtemp(prefix="webssl-test-cache-"))
 
 
 # --- input servers (readers) ---

@@ -32,14 +32,20 @@ def _images(folder, n: int, start: int = 0):
     return folder
 
 
-def _units(n: int) -> list[Unit]:
-    return [Unit(index=i, kind="tar", source=f"/d/s-{i}.tar", name=f"s-{i:06d}") for i in range(n)]
+def _units(n: int, root: str = "/d") -> list[Unit]:
+    return [Unit(index=i, kind="tar", source=f"{root}/s-{i}.tar", name=f"s-{i:06d}")
+            for i in range(n)]
 
 
 def _folder(tmp_path, n_units: int = 3, fields=FIELDS) -> OutputLayout:
     layout = OutputLayout(tmp_path / "out")
     check_run_config(layout, fields, overwrite=False)
-    units = save_or_load_plan(layout, lambda: _units(n_units), is_planner=True, wait_seconds=1)
+    inputs = tmp_path / "d"            # the units' inputs exist, so damaged units can be redone
+    inputs.mkdir()
+    units = _units(n_units, str(inputs))
+    for u in units:
+        open(u.source, "wb").close()
+    units = save_or_load_plan(layout, lambda: units, is_planner=True, wait_seconds=1)
     for u in units:
         rows = UnitRows(keys=[f"{u.name}/{i}" for i in range(2)], sources=[u.source] * 2,
                         features={"cls": np.ones((2, 4), np.float16)})
@@ -107,6 +113,73 @@ def test_a_unit_held_by_another_process_is_not_reopened_under_it(tmp_path):
         assert reopen_damaged_units(layout, lambda m: None) == []
         assert "000000" in read_done_records(layout)
     assert reopen_damaged_units(layout, lambda m: None) == ["000000"]
+
+
+def test_a_unit_whose_input_is_gone_is_not_reopened(tmp_path):
+    """Redoing it would fail and lose its remaining files for nothing."""
+    layout = _folder(tmp_path)
+    layout.parquet_path("000001").unlink()
+    os.unlink(tmp_path / "d" / "s-1.tar")
+    said: list[str] = []
+    assert reopen_damaged_units(layout, said.append) == []
+    assert "s-1.tar no longer exists" in said[0]
+    assert "000001" in read_done_records(layout)
+    assert get_status(layout.out_dir).damaged_units == ["000001"]
+
+
+def _bad_and_good(tmp_path):
+    folder = _images(tmp_path / "in", 2)
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    return folder
+
+
+def test_a_lost_failure_ledger_is_reported_but_never_costs_features(tmp_path):
+    images = _bad_and_good(tmp_path)
+    out = tmp_path / "out"
+    args = cli_args([images], out, "--num-workers", "0")
+    assert cli_here(args).returncode == 0
+    part = out / "part-000000.parquet"
+    before = part.read_bytes()
+    for f in (out / "_webssl" / "failures").iterdir():
+        f.unlink()
+    report = get_status(out)
+    assert report.complete and report.damaged_units == []
+    assert report.missing_files == ["_webssl/failures/000000.jsonl (missing)"]
+    r = cli_here(args)
+    assert r.returncode == 0, r.stderr
+    assert "redone by this run" not in r.stderr and part.read_bytes() == before
+
+
+def test_plan_only_run_changes_no_data_and_a_lost_input_makes_exit_3(tmp_path):
+    images = _images(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    args = cli_args([images], out, "--num-workers", "0", "--features", "cls,patch_mean",
+                    "--format", "npy")
+    assert cli_here(args).returncode == 0
+    (out / "cls" / "000000.npy").unlink()
+    r = cli_here(args + ["--limit-units", "0"])            # reports the damage, repairs nothing
+    assert r.returncode == 3 and "redone by this run" not in r.stderr, r.stderr
+    assert (out / "patch_mean" / "000000.npy").exists()
+    images.rename(tmp_path / "moved")                   # the input is gone now
+    r = cli_here(args)
+    assert r.returncode == 3, r.stderr
+    assert "no longer exists" in r.stderr and "not redone" in r.stderr
+    assert (out / "patch_mean" / "000000.npy").exists()   # the other feature is kept
+
+
+def test_keep_json_and_key_column_are_settings(tmp_path):
+    import io
+    import tarfile
+    shard = tmp_path / "s.tar"
+    with tarfile.open(shard, "w") as tar:
+        for name, data in (("a.jpg", make_jpeg(40, 40)), ("a.json", b'{"x": 1}')):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    out = tmp_path / "out"
+    assert cli_here(cli_args([shard], out, "--keep-json", "--num-workers", "0")).returncode == 0
+    r = cli_here(cli_args([shard], out, "--num-workers", "0"))
+    assert r.returncode == 2 and "keep_json: true -> false" in r.stderr
 
 
 # -- 2. inputs spelled differently -----------------------------------------------------------
@@ -178,9 +251,9 @@ def test_new_shards_and_rows_are_counted(tmp_path):
     layout = _folder(tmp_path, 2)
     said: list[str] = []
     save_or_load_plan(layout, lambda: [], is_planner=True, wait_seconds=1,
-                      recheck=lambda: _units(2), say=said.append)
+                      recheck=lambda: _units(2, str(tmp_path / "d")), say=said.append)
     assert said == []
-    more = _units(5) + [Unit(5, "parquet", "/d/t.parquet", "t-000000", row_range=(0, 7))]
+    more = _units(5, str(tmp_path / "d")) + [Unit(5, "parquet", "/d/t.parquet", "t-000000", row_range=(0, 7))]
     save_or_load_plan(layout, lambda: [], is_planner=True, wait_seconds=1,
                       recheck=lambda: more, say=said.append)
     assert len(said) == 1 and "3 tar shards" in said[0] and "7 parquet rows in 1 file" in said[0]

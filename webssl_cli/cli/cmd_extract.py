@@ -15,7 +15,7 @@ def extract(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry model (see `webssl list-models`)."),
     model_config: Optional[str] = typer.Option(None, "--model-config", help="JSON architecture instead of --model (needs --weights)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Checkpoint file or HF folder; never touches the network."),
-    features: str = typer.Option("cls", "--features", help="Comma list of cls, patch_mean, patches, patch_grid:N, layers:K."),
+    features: str = typer.Option("cls", "--features", help="Comma list of cls, patch_mean, patches (all patch tokens, row-major), patch_grid:N (tokens pooled to NxN), layers:K (CLS of each of the last K blocks, final-normed). See docs/output-format.md."),
     fmt: str = typer.Option("parquet", "--format", help="parquet or npy (embedding-reader parquet_npy layout)."),
     out_dtype: str = typer.Option("float16", "--out-dtype", help="float16 or float32."),
     normalize: bool = typer.Option(False, "--normalize", help="L2-normalize every feature vector."),

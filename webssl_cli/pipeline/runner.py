@@ -151,6 +151,7 @@ class RankRun:
         self.skip: set[str] = set()      # units this rank failed or lost: not claimed again
         self.writes = WriteQueue(WRITE_AHEAD)
         self.held = HeldFeatures(available_memory(), lambda msg: log(self.rank, msg))
+        self._provenance: dict | None = None
         self.feature_names = [f.name for f in prep.features]
         t = (prep.pcfg.resolution // prep.choice.spec.patch_size) ** 2
         self.shapes = {f.name: f.shape(prep.choice.spec.embed_dim, t) for f in prep.features}
@@ -376,7 +377,19 @@ class RankRun:
         self.counters.write_seconds += time.perf_counter() - t0
 
     def provenance(self) -> dict:
-        return {"webssl": self.prep.fields, "fingerprint_fields": sorted(self.prep.fields)}
+        """Stored in every output file: the run's settings, the run config's fingerprint and
+        id, and the versions of the libraries that decode, resize and compute."""
+        if self._provenance is None:
+            from ..preprocess import describe
+            from ..store import load_run_config
+            config = load_run_config(self.prep.layout)
+            self._provenance = {
+                "webssl": self.prep.fields, "fingerprint_fields": sorted(self.prep.fields),
+                "fingerprint": config.fingerprint if config else None,
+                "run_id": config.run_id if config else None,
+                "versions": {**describe(self.prep.pcfg)["versions"], "python": sys.version.split()[0],
+                             "webssl": self.prep.fields.get("tool_version")}}
+        return self._provenance
 
     def fail_unit(self, st: UnitState, why: str) -> None:
         unit = st.unit
@@ -460,6 +473,8 @@ class RankRun:
             raise write_error
         if exit_code == EXIT_OK and self.failed:
             exit_code = EXIT_INCOMPLETE
+        if exit_code == EXIT_OK:
+            exit_code = self.check_damage()
         self.counters.peak_feature_bytes = self.held.peak
         text = summary(self.counters, max(rt.num_workers, 1))
         log(self.rank, text)
@@ -468,6 +483,18 @@ class RankRun:
                          c.failures, c.elapsed, c.loop_seconds, c.first_batch or 0.0,
                          c.steady_seconds, text, c.peak_feature_bytes,
                          c.decode_thread_seconds)
+
+    def check_damage(self) -> int:
+        """Exit 0 promises a complete output: finished units whose data files are missing and
+        could not be redone (their input is gone) make it 3."""
+        from ..store.repair import damaged_units
+        damaged = damaged_units(self.prep.layout, self.done_units(self.prep.layout))
+        if not damaged:
+            return EXIT_OK
+        log(self.rank, f"{len(damaged)} finished unit(s) have missing or changed files and were "
+                       f"not redone: {', '.join(sorted(damaged)[:5])}; see `webssl status "
+                       f"{self.prep.layout.out_dir}`")
+        return EXIT_INCOMPLETE
 
     def release_all(self) -> None:
         """Release every claim still held: units in flight, and units whose queued write was

@@ -70,12 +70,15 @@ def run_fields(cfg: ExtractConfig, choice: ModelChoice, pcfg: PreprocessConfig,
                features: tuple[Feature, ...], weights: Path, precision: str) -> dict[str, Any]:
     """What defines the output; a rerun that differs in any of these is refused."""
     from ..checkpoints import file_fingerprint
+    from ..checkpoints.identity import weights_sha256
+    from ..weights.paths import pth_cache_root
     from ..preprocess import describe
     from ..store import normalize_input
     return {
         "model": choice.name,
         "architecture": choice.spec.to_dict(),
-        "weights_checksum": file_fingerprint(weights),
+        "weights_checksum": file_fingerprint(weights),     # quick: name, size, first MiB
+        "weights_sha256": weights_sha256(weights, pth_cache_root(cfg.model.cache_dir) / "sha256"),
         "preprocessing": {k: v for k, v in describe(pcfg).items() if k != "versions"},
         "resolution": pcfg.resolution,
         "precision": precision,
@@ -87,6 +90,8 @@ def run_fields(cfg: ExtractConfig, choice: ModelChoice, pcfg: PreprocessConfig,
         "shard_size": cfg.input.shard_size,
         "image_key": cfg.input.image_key,
         "image_column": cfg.input.image_column,
+        "key_column": cfg.input.key_column,
+        "keep_json": cfg.input.keep_json,
         "tool_version": __version__,
     }
 
@@ -125,8 +130,8 @@ def prepare(cfg: ExtractConfig, rank: RankInfo, precision: str) -> Prepared:
                               wait_seconds=cfg.runtime.plan_wait_seconds,
                               fields=None if rank.is_planner else fields,
                               overwrite=cfg.output.overwrite, recheck=recheck, say=say)
-    if rank.is_planner:      # sweep stale temp files; reopen done units whose files are gone
-        tidy_on_start(layout, say)
+    if rank.is_planner and cfg.runtime.limit_units != 0:   # a plan-only run changes no data
+        tidy_on_start(layout, say)     # sweep stale temp files; reopen damaged done units
     else:
         check_run_config(layout, fields, overwrite=False)
     return Prepared(cfg, choice, pcfg, features, layout, units, weights, fields)

@@ -35,11 +35,15 @@ def file_problem(layout: OutputLayout, info: FileInfo) -> str | None:
     return None
 
 
-def damaged_units(layout: OutputLayout, done: dict[str, DoneRecord]) -> dict[str, list[str]]:
-    """unit id -> ``"path (why)"`` for every finished unit with a missing or changed file."""
+def damaged_units(layout: OutputLayout, done: dict[str, DoneRecord],
+                  ledgers: bool = False) -> dict[str, list[str]]:
+    """unit id -> ``"path (why)"`` for every finished unit with a missing or changed data
+    file (``ledgers``: its failure ledger too). A lost ledger alone loses no features, so it
+    never makes a unit redone: status reports it, the data stay."""
     out: dict[str, list[str]] = {}
     for uid, rec in done.items():
-        problems = [f"{info.path} ({why})" for info in rec.all_files()
+        files = rec.all_files() if ledgers else rec.files
+        problems = [f"{info.path} ({why})" for info in files
                     if (why := file_problem(layout, info)) is not None]
         if problems:
             out[uid] = problems
@@ -59,7 +63,14 @@ def reopen_damaged_units(layout: OutputLayout, say: Callable[[str], None]) -> li
     """
     owner = f"{socket.gethostname()}:{os.getpid()}:reopen"
     reopened = []
-    for uid in sorted(damaged_units(layout, read_done_records(layout))):
+    records = read_done_records(layout)
+    for uid, problems in sorted(damaged_units(layout, records).items()):
+        gone = _source_gone(records[uid].source)
+        if gone:
+            say(f"warning: unit {uid} ({records[uid].unit_name}) has {', '.join(problems)}, "
+                f"but its input {gone} no longer exists, so it cannot be redone: its other "
+                "files are kept. Restore the input and rerun to redo it.")
+            continue
         with hold_unit(layout, uid, owner) as held:
             if held and _reopen(layout, uid, say):
                 reopened.append(uid)
@@ -94,6 +105,15 @@ def _reopen(layout: OutputLayout, uid: str, say: Callable[[str], None]) -> bool:
         f"of it under {layout.out_dir} are missing or changed: {', '.join(problems)}; the unit "
         "is redone by this run.")
     return True
+
+
+def _source_gone(source: str) -> str | None:
+    """The local input path of a unit when it no longer exists (a redo would fail and the
+    unit's remaining files would be lost for nothing); None when it exists or is remote."""
+    if "://" in source or source.startswith("pipe:"):
+        return None
+    path = source.rstrip("/") or "/"
+    return None if os.path.exists(path) else path
 
 
 def _intent_record(intent: dict) -> DoneRecord | None:

@@ -85,16 +85,26 @@ def _normalized(fields: dict[str, Any]) -> dict[str, Any]:
     return {**fields, "inputs": [normalize_input(i) for i in inputs]}
 
 
+# fields added to run configs later: a run config written before one existed is compared
+# without it (an older folder still resumes)
+LATER_FIELDS = ("weights_sha256", "key_column", "keep_json")
+
+
+def _comparable(config: RunConfig, fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if k in config.fields or k not in LATER_FIELDS}
+
+
 def same_settings(config: RunConfig, fields: dict[str, Any]) -> bool:
     """Whether a run with ``fields`` resumes the folder of ``config`` (same fingerprint, or
-    the same once the stored inputs are normalized)."""
-    new = fingerprint(fields)
-    return config.fingerprint == new or fingerprint(_normalized(config.fields)) == new
+    the same once the stored inputs are normalized and fields it predates are left out)."""
+    if config.fingerprint == fingerprint(fields):
+        return True
+    return fingerprint(_normalized(config.fields)) == fingerprint(_comparable(config, fields))
 
 
 def settings_diff(config: RunConfig, fields: dict[str, Any]) -> list[str]:
     """``name: previous -> now`` lines between a run config and ``fields``."""
-    return diff_fields(_normalized(config.fields), canonical_fields(fields))
+    return diff_fields(_normalized(config.fields), canonical_fields(_comparable(config, fields)))
 
 
 def load_run_config(layout: OutputLayout) -> RunConfig | None:

@@ -66,6 +66,7 @@ def get_status(out_dir: str | Path, manifest_name: str = "_webssl") -> StatusRep
     plan_ids = {u.id for u in plan} if plan is not None else set(done)
     done = {k: v for k, v in done.items() if k in plan_ids}
     damaged = damaged_units(layout, done)
+    missing = damaged_units(layout, done, ledgers=True)     # lost ledgers too: report only
     return StatusReport(
         out_dir=str(layout.out_dir), manifest_dir=str(layout.manifest_dir),
         has_plan=plan is not None, units_total=len(plan) if plan is not None else 0,
@@ -77,7 +78,7 @@ def get_status(out_dir: str | Path, manifest_name: str = "_webssl") -> StatusRep
         fields=config.fields if config else {}, created=config.created if config else None,
         claims=[c for c in list_claims(layout) if c.unit_id not in done],
         pending_commits=pending_commits(layout, done),
-        missing_files=sorted(p for problems in damaged.values() for p in problems),
+        missing_files=sorted(p for problems in missing.values() for p in problems),
         failed_units=[f for f in list_unit_failures(layout) if f.unit_id not in done],
         damaged_units=sorted(damaged), repair=_repair_advice(layout, sorted(damaged)))
 

@@ -1,0 +1,113 @@
+"""The run config records the weights' full sha256: two checkpoints of one size that differ
+anywhere are two runs, never resumed into one output."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from tests.extract_helpers import WEIGHTS, cli_args
+from tests.helpers import images as img
+from tests.helpers.cli import cli_here
+from webssl_cli.checkpoints.identity import weights_sha256
+from webssl_cli.store import OutputLayout, load_run_config
+
+
+def _changed_late(dst: Path) -> Path:
+    """The fixture checkpoint with one late tensor changed: same size, same first MiB."""
+    sd = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
+    sd["norm.weight"] = sd["norm.weight"] * 2
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(sd, dst)
+    assert dst.stat().st_size == WEIGHTS.stat().st_size
+    with open(dst, "rb") as a, open(WEIGHTS, "rb") as b:
+        assert a.read(1 << 20) == b.read(1 << 20)
+    return dst
+
+
+def test_file_value_is_its_sha256_and_is_memoized(tmp_path: Path) -> None:
+    f = tmp_path / "a" / WEIGHTS.name        # torch.save names the archive after the file
+    f.parent.mkdir()
+    shutil.copyfile(WEIGHTS, f)
+    memo = tmp_path / "memo"
+    expected = hashlib.sha256(f.read_bytes()).hexdigest()
+    assert weights_sha256(f, memo) == expected                # `sha256sum w.pth` agrees
+    (entry,) = memo.iterdir()
+    assert json.loads(entry.read_text())["sha256"] == expected
+    _changed_late(f)                                          # rewritten in place: new mtime
+    assert weights_sha256(f, memo) == hashlib.sha256(f.read_bytes()).hexdigest() != expected
+
+
+def test_folder_value_covers_every_weight_file(tmp_path: Path) -> None:
+    d = tmp_path / "hf"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    (d / "model.safetensors").write_bytes(b"a" * 100)
+    before = weights_sha256(d)
+    (d / "model.safetensors").write_bytes(b"a" * 99 + b"b")
+    assert weights_sha256(d) != before
+
+
+def test_other_weights_of_the_same_size_are_refused(tmp_path: Path) -> None:
+    photos = tmp_path / "in"
+    photos.mkdir()
+    for i in range(2):
+        (photos / f"p{i}.jpg").write_bytes(img.make_jpeg(40, 40, seed=i))
+    out = tmp_path / "out"
+    first = cli_here(cli_args([photos], out, "--shard-size", "1", "--limit-units", "1",
+                              "--num-workers", "0"))
+    assert first.returncode == 0, first.stderr
+    recorded = load_run_config(OutputLayout(out)).fields["weights_sha256"]
+    assert recorded == hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()
+
+    other = _changed_late(tmp_path / "w2" / WEIGHTS.name)
+    args = cli_args([photos], out, "--shard-size", "1", "--num-workers", "0")
+    args[args.index("--weights") + 1] = str(other)
+    r = cli_here(args)
+    assert r.returncode == 2, r.stderr
+    assert "weights_sha256" in r.stderr
+
+
+def test_a_folder_from_before_the_field_still_resumes(tmp_path: Path) -> None:
+    from webssl_cli.store.runconfig import fingerprint
+    photos = tmp_path / "in"
+    photos.mkdir()
+    for i in range(2):
+        (photos / f"p{i}.jpg").write_bytes(img.make_jpeg(40, 40, seed=i))
+    out = tmp_path / "out"
+    args = cli_args([photos], out, "--shard-size", "1", "--num-workers", "0")
+    assert cli_here(args + ["--limit-units", "1"]).returncode == 0
+    path = OutputLayout(out).run_config_path
+    doc = json.loads(path.read_text())
+    del doc["fields"]["weights_sha256"]                  # as written before the field existed
+    doc["fingerprint"] = fingerprint(doc["fields"])
+    path.write_text(json.dumps(doc))
+    r = cli_here(args)
+    assert r.returncode == 0, r.stderr
+    assert "weights_sha256" not in load_run_config(OutputLayout(out)).fields
+
+
+def test_every_output_file_names_its_run_and_library_versions(tmp_path: Path) -> None:
+    import PIL
+    import torchvision
+
+    from webssl_cli.store import read_provenance
+    photos = tmp_path / "in"
+    photos.mkdir()
+    (photos / "p.jpg").write_bytes(img.make_jpeg(40, 40))
+    out = tmp_path / "out"
+    for fmt in ("parquet", "npy"):
+        r = cli_here(cli_args([photos], out / fmt, "--format", fmt, "--num-workers", "0"))
+        assert r.returncode == 0, r.stderr
+        config = load_run_config(OutputLayout(out / fmt))
+        path = (out / fmt / "part-000000.parquet" if fmt == "parquet"
+                else out / fmt / "metadata" / "000000.parquet")
+        prov = read_provenance(path)["provenance"]
+        assert (prov["fingerprint"], prov["run_id"]) == (config.fingerprint, config.run_id)
+        assert prov["webssl"]["weights_sha256"] == config.fields["weights_sha256"]
+        assert prov["versions"]["torch"] == torch.__version__
+        assert prov["versions"]["torchvision"] == torchvision.__version__
+        assert prov["versions"]["pillow"] == PIL.__version__
