@@ -237,17 +237,22 @@ def test_tar_members_without_image_duplicates_and_image_key(tmp_path):
     extra = {0: [{"__key__": "onlytext", "txt": "no image here"},
                  {"__key__": "both", "png": png, "jpg": jpg, "json": b"[1, 2]"},
                  {"__key__": "badjson", "jpg": jpg, "json": b"{oops"},
-                 {"__key__": "s00_00000", "jpg": jpg}]}       # repeats the first key
+                 {"__key__": "s00_00000", "jpg": jpg},        # repeats the first key
+                 {"__key__": "nan", "jpg": jpg, "json": b'{"x": NaN}'},
+                 {"__key__": "huge", "jpg": jpg, "json": b'{"x": 1e400}'}]}
     (shard,) = gen.write_shards(tmp_path, 1, 1, extra=extra)
     c = cfg(shard, keep_json=True)
     samples = list(iter_samples(plan_units(c)[0], c))
     keys = [s.key for s in samples]
     assert keys == ["shard-000000/s00_00000", "shard-000000/onlytext", "shard-000000/both",
-                    "shard-000000/badjson", "shard-000000/s00_00000#2"]
+                    "shard-000000/badjson", "shard-000000/s00_00000#2", "shard-000000/nan",
+                    "shard-000000/huge"]
     nothing = samples[1]
     assert nothing.data is None and nothing.error_type == "NoImage" and "txt" in nothing.error
     assert samples[2].data == jpg and samples[2].meta == {"json": [1, 2]}
     assert "json_error" in samples[3].meta and samples[3].data == jpg
+    assert "NaN is not JSON" in samples[5].meta["json_error"]      # strict JSON only: the
+    assert "1e400" in samples[6].meta["json_error"]                # output column stays JSON
     by_png = list(iter_samples(plan_units(c)[0], cfg(shard, image_key="png")))
     assert by_png[2].data == png and by_png[3].error_type == "NoImage"
 

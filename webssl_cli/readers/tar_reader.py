@@ -102,7 +102,18 @@ def _json_meta(data: Data) -> dict[str, Any]:
     if isinstance(data, UnresolvedLink):
         return {"json_error": data.reason}
     try:
-        value = json.loads(data or b"")
+        value = json.loads(data or b"", parse_constant=_no_constant, parse_float=_finite)
     except ValueError as exc:
-        return {"json_error": f"unparsable .json member: {exc}"}
+        return {"json_error": f"unparsable .json member (kept as strict JSON only): {exc}"}
     return value if isinstance(value, dict) else {"json": value}
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is out of the range of a double")
+    return value

@@ -63,7 +63,7 @@ def _meta_columns(rows: UnitRows) -> tuple[list[pa.Array], list[pa.Field]]:
     arrays = [pa.array(rows.keys, pa.string()), pa.array(rows.sources, pa.string())]
     fields = [pa.field("key", pa.string(), nullable=False), pa.field("source", pa.string())]
     if rows.json is not None:
-        arrays.append(pa.array([None if j is None else json.dumps(j, ensure_ascii=False)
+        arrays.append(pa.array([None if j is None else json.dumps(j, ensure_ascii=False, allow_nan=False)
                                 for j in rows.json], pa.string()))
         fields.append(pa.field("json", pa.string()))
     return arrays, fields
