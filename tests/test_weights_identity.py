@@ -28,6 +28,14 @@ def _changed_late(dst: Path) -> Path:
     return dst
 
 
+def _photos(tmp_path: Path, n: int) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"p{i}.jpg").write_bytes(img.make_jpeg(40, 40, seed=i))
+    return folder
+
+
 def test_file_value_is_its_sha256_and_is_memoized(tmp_path: Path) -> None:
     f = tmp_path / "a" / WEIGHTS.name        # torch.save names the archive after the file
     f.parent.mkdir()
@@ -52,10 +60,7 @@ def test_folder_value_covers_every_weight_file(tmp_path: Path) -> None:
 
 
 def test_other_weights_of_the_same_size_are_refused(tmp_path: Path) -> None:
-    photos = tmp_path / "in"
-    photos.mkdir()
-    for i in range(2):
-        (photos / f"p{i}.jpg").write_bytes(img.make_jpeg(40, 40, seed=i))
+    photos = _photos(tmp_path, 2)
     out = tmp_path / "out"
     first = cli_here(cli_args([photos], out, "--shard-size", "1", "--limit-units", "1",
                               "--num-workers", "0"))
@@ -73,10 +78,7 @@ def test_other_weights_of_the_same_size_are_refused(tmp_path: Path) -> None:
 
 def test_a_folder_from_before_the_field_still_resumes(tmp_path: Path) -> None:
     from webssl_cli.store.runconfig import fingerprint
-    photos = tmp_path / "in"
-    photos.mkdir()
-    for i in range(2):
-        (photos / f"p{i}.jpg").write_bytes(img.make_jpeg(40, 40, seed=i))
+    photos = _photos(tmp_path, 2)
     out = tmp_path / "out"
     args = cli_args([photos], out, "--shard-size", "1", "--num-workers", "0")
     assert cli_here(args + ["--limit-units", "1"]).returncode == 0
@@ -95,9 +97,7 @@ def test_every_output_file_names_its_run_and_library_versions(tmp_path: Path) ->
     import torchvision
 
     from webssl_cli.store import read_provenance
-    photos = tmp_path / "in"
-    photos.mkdir()
-    (photos / "p.jpg").write_bytes(img.make_jpeg(40, 40))
+    photos = _photos(tmp_path, 1)
     out = tmp_path / "out"
     for fmt in ("parquet", "npy"):
         r = cli_here(cli_args([photos], out / fmt, "--format", fmt, "--num-workers", "0"))
