@@ -44,8 +44,8 @@ def check_bench_config(cfg: BenchConfig) -> None:
 
 
 def bench_resolution(cfg: BenchConfig, choice: ModelChoice) -> int:
-    """--resolution (default: the model's), a positive multiple of the patch size."""
-    check_bench_config(cfg)
+    """--resolution (default: the model's), a multiple of the patch size (its sign is
+    checked by :func:`check_bench_config`, which callers run first)."""
     spec = choice.spec
     res = spec.img_size if cfg.resolution is None else cfg.resolution
     if res % spec.patch_size:

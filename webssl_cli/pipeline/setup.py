@@ -122,16 +122,17 @@ def prepare(cfg: ExtractConfig, rank: RankInfo, precision: str) -> Prepared:
             planned = plan_units(cfg.input)
     def say(msg: str) -> None:
         print(f"{rank.prefix} {msg}".strip(), file=sys.stderr, flush=True)
+
     # resuming: warn about inputs added since the plan was made (local inputs only: cheap)
-    recheck = (lambda: plan_units(cfg.input)) if planned is None and \
-        all(is_local_input(i) for i in cfg.input.inputs) else None
+    local = all(is_local_input(i) for i in cfg.input.inputs)
+    recheck = (lambda: plan_units(cfg.input)) if planned is None and local else None
     units = save_or_load_plan(layout, lambda: planned if planned is not None else plan_units(cfg.input),
                               is_planner=rank.is_planner,
                               wait_seconds=cfg.runtime.plan_wait_seconds,
                               fields=None if rank.is_planner else fields,
                               overwrite=cfg.output.overwrite, recheck=recheck, say=say)
-    if rank.is_planner and cfg.runtime.limit_units != 0:   # a plan-only run changes no data
-        tidy_on_start(layout, say)     # sweep stale temp files; reopen damaged done units
-    else:
+    if not rank.is_planner:
         check_run_config(layout, fields, overwrite=False)
+    elif cfg.runtime.limit_units != 0:     # a plan-only run changes no data
+        tidy_on_start(layout, say)         # sweep stale temp files; reopen damaged done units
     return Prepared(cfg, choice, pcfg, features, layout, units, weights, fields)

@@ -11,7 +11,8 @@ Row keys are ``"<shard name>/<__key__>"``; a key that repeats later in the same 
 ``"#2"``, ``"#3"``... (the first suffix no earlier sample of the shard has) so keys stay unique.
 A sample without an image is yielded with ``data=None`` (error_type ``NoImage``). Hard links and
 symlinks resolve to earlier members of the same shard (see :mod:`.tar_stream`); an image member
-that is a link which cannot be resolved makes the sample fail (``UnresolvedLink``). A shard that cannot be opened or ends badly raises
+that is a link which cannot be resolved makes the sample fail (``UnresolvedLink``). A shard
+that cannot be opened or ends badly raises
 :class:`ReadError` after the complete samples before the failure were yielded.
 """
 from __future__ import annotations
