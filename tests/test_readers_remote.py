@@ -136,6 +136,19 @@ def test_list_of_urls_records_404_per_sample(http_base, tmp_path):
     assert got[2].data is None and got[2].error_type == "HTTPError" and "404" in got[2].error
 
 
+def test_http_list_is_read_by_its_extension_only(http_base, data):
+    (data / "lists").mkdir(exist_ok=True)
+    body = f"{http_base}/imgs/1.jpg\n{http_base}/imgs/0.jpg\n"
+    for name in ("urls.txt", "urls.bin", "urls"):
+        (data / "lists" / name).write_text(body)
+    got = samples_of(InputConfig(inputs=(f"{http_base}/lists/urls.txt",)))
+    assert [k for k, _ in got] == [f"{http_base}/imgs/{n}.jpg" for n in ("0", "1")]
+    assert all(b for _, b in got)
+    for name in ("urls.bin", "urls"):
+        with pytest.raises(UsageError, match=r"unknown input kind: .*\.txt, \.lst, \.list"):
+            plan_units(InputConfig(inputs=(f"{http_base}/lists/{name}",)))
+
+
 def test_s3_shards_read_in_forked_dataloader_workers(s3_env, uploaded, data):
     import torch.utils.data as tud
 

@@ -45,13 +45,17 @@ def kind_of(name: str) -> str | None:
     return None
 
 
+def is_list(name: str) -> bool:
+    """A text list of paths/URLs, by its extension (a query string is ignored)."""
+    return name.split("?", 1)[0].lower().endswith(LIST_EXTS)
+
+
 def stem(name: str) -> str:
     base = name.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     for ext in TAR_EXTS + PARQUET_EXTS + IMAGE_EXTS + LIST_EXTS:
         if base.lower().endswith(ext):
             return base[: -len(ext)] or base
     return base
-
 
 
 _PIPE_SHARD = re.compile(r"([^\s'\"/]+?)(?:\.tar\.gz|\.tgz|\.tar)\b")

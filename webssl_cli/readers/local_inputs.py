@@ -29,7 +29,7 @@ def expand_local(spec: str, path: str, cfg: InputConfig) -> list[Piece]:
     if kind == "image":
         full = os.path.abspath(path)
         return [FileSet(os.path.dirname(full) + "/", stem(full), [full])]
-    if path.lower().endswith(LIST_EXTS):
+    if is_list(path):
         return from_list_file(spec, path, cfg)
     raise UsageError(f"--input {spec}: unknown input kind: give a folder, an image "
                      f"({', '.join(IMAGE_EXTS)}), a tar shard (.tar, .tar.gz, .tgz), a parquet "

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..config import InputConfig
 from ..errors import UsageError
-from .kinds import FileSet, Piece, TarShard, kind_of, stem
+from .kinds import FileSet, Piece, TarShard, is_list, kind_of, stem
 from .local_inputs import decode_list, from_lines, parquet_piece
 from .patterns import static_dir
 from .storage import HTTP_TIMEOUT, http_session, s3_filesystem
@@ -41,6 +41,7 @@ def _s3_objects(spec: str, urls: list[str], cfg: InputConfig, single: bool) -> l
     for url in urls:
         kinds.setdefault(kind_of(url), []).append(url)
     if single and None in kinds:   # a list file on S3
+        _check_list_name(spec, spec)
         text = _s3_call(spec, "read the list", s3_filesystem(cfg).cat_file, spec)
         return from_lines(spec, decode_list(spec, text),
                            spec.rsplit("/", 1)[0], stem(spec), cfg)
@@ -90,6 +91,7 @@ def expand_http(spec: str, urls: list[str], cfg: InputConfig) -> list[Piece]:
         root = static_dir(spec) if len(urls) > 1 else urls[0].rsplit("/", 1)[0] + "/"
         return [FileSet(root, stem(root) or "images", sorted(urls))]
     if len(urls) == 1:   # a list of paths/URLs served over http
+        _check_list_name(spec, urls[0])
         with http_session() as session:
             try:
                 resp = session.get(urls[0], timeout=HTTP_TIMEOUT)
@@ -100,6 +102,13 @@ def expand_http(spec: str, urls: list[str], cfg: InputConfig) -> list[Piece]:
                           stem(urls[0]), cfg)
     raise UsageError(f"--input {spec}: unknown input kind (expected .tar shards, .parquet files "
                      "or images by their extension)")
+
+
+def _check_list_name(spec: str, url: str) -> None:
+    if not is_list(url):
+        raise UsageError(f"--input {spec}: unknown input kind: {url} is not a .tar shard, a "
+                         ".parquet file, an image or a list of paths/URLs (.txt, .lst, .list) "
+                         "by its extension; rename it, or pass a local list file that names it")
 
 
 def _check_reachable(spec: str, url: str) -> None:
