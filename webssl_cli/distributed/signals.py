@@ -88,7 +88,8 @@ def installed(handler) -> Iterator[None]:
 
 def _raise_stop(signum, _frame):
     name = signal.Signals(signum).name
-    raise StopSignal(f"stopped by {name}; nothing is lost, rerun the same command to resume")
+    raise StopSignal(f"stopped by {name} before it finished; rerun the same command (an "
+                     "extraction resumes where it stopped, a download where it was cut)")
 
 
 @contextlib.contextmanager
