@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 from .others import units
 
 
+def log(rank, msg: str) -> None:
+    """One line on stderr, prefixed with the rank (``rank.prefix``) in a multi-rank job."""
+    print(f"{rank.prefix} {msg}".strip(), file=sys.stderr, flush=True)
+
+
 @dataclass
 class Counters:
     images: int = 0

@@ -7,114 +7,34 @@ completion, so a rerun skips done units and redoes the rest.
 """
 from __future__ import annotations
 
-import sys
-import threading
 import time
-from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from ..config import ExtractConfig
 from ..distributed import RankInfo, detect_rank
 from ..distributed.signals import StopFlag, preemption_handlers
-from ..errors import (EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, Preempted, UsageError,
-                      WebsslError)
-from ..model_step import ModelStep, pick_device, pick_precision
+from ..errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, Preempted, UsageError
+from ..model_step import pick_precision
 from ..store.unit_failures import failed_in_job, record_unit_failure
 from .assembler import BatchAssembler, Segment, split_rows
 from .device_decode import DeviceDecoder
+from .heartbeat import Heartbeat
 from .held_memory import HeldFeatures, available_memory
 from .host_copy import HostCopy
 from .loader import Batch, BatchSource
+from .model_setup import build_step, rank_device, settle_batch_size
 from .others import OthersWait, open_units, units, waiting_message
-from .progress import Counters, Progress, summary
+from .progress import Counters, Progress, log, summary
+from .result import RunResult
 from .setup import Prepared, prepare
 from .unit_state import UnitState
+from .unit_writer import UnitWriter
 from .write_queue import WriteQueue
 
 
 DECODE_AHEAD = 2      # --decode gpu: raw batches queued for decoding before the main loop waits
 WRITE_AHEAD = 2       # finished units (features in memory) queued behind the one being written
-
-
-@dataclass
-class RunResult:
-    exit_code: int
-    units_total: int
-    units_done_here: int
-    units_failed: list[str] = field(default_factory=list)
-    images: int = 0
-    failures: int = 0
-    seconds: float = 0.0          # whole run, setup and model load included
-    loop_seconds: float = 0.0     # streaming, workers' start-up included (setup and load not)
-    first_batch_seconds: float = 0.0   # from the start of streaming to the first model batch
-    steady_seconds: float = 0.0   # first model batch to the last one's features: images /
-                                  # steady_seconds is the rate a long run sustains
-    summary: str = ""
-    peak_feature_bytes: int = 0   # features held in host memory waiting for their unit's write
-    decode_thread_seconds: float = 0.0   # --decode gpu: the decode thread's busy time
-
-
-def log(rank: RankInfo, msg: str) -> None:
-    print(f"{rank.prefix} {msg}".strip(), file=sys.stderr, flush=True)
-
-
-def rank_device(requested: str | None, rank: RankInfo) -> torch.device:
-    dev = pick_device(requested)
-    if dev.type == "cuda" and dev.index is None and rank.world_size > 1:
-        dev = torch.device("cuda", rank.local_rank % max(torch.cuda.device_count(), 1))
-    if dev.type == "cuda" and dev.index is not None:
-        torch.cuda.set_device(dev)   # or every rank would also open a context on cuda:0
-    return dev
-
-
-def build_step(prep: Prepared, device: torch.device, precision: str) -> ModelStep:
-    from ..backbone.factory import create_model, pad_ffn, want_pad_ffn
-    m = prep.cfg.model
-    hold = torch.bfloat16 if (device.type == "cuda" and precision == "bf16") else None
-    model = create_model(prep.choice.spec if prep.choice.record is None else prep.choice.record.name,
-                         weights=prep.weights, device=device, dtype=hold, attention=m.attention)
-    if want_pad_ffn(m.pad_ffn, device):
-        pad_ffn(model)
-    return ModelStep(model, prep.features, device, precision, prep.pcfg.mean, prep.pcfg.std,
-                     normalize=prep.cfg.output.normalize, out_dtype=prep.cfg.output.out_dtype)
-
-
-def settle_batch_size(step: ModelStep, prep: Prepared, rank: RankInfo) -> int:
-    """Resolve --batch-size auto by probing the device (eager), then apply --compile with
-    padding to that fixed size so the last partial batch never recompiles."""
-    from ..backbone.factory import compile_blocks
-    from ..model_step.autobatch import find_batch_size, step_probe
-    bs = prep.cfg.runtime.batch_size
-    if bs == "auto":
-        bs = find_batch_size(step_probe(step, prep.pcfg.resolution, step.device),
-                             device=step.device, limit=2048)
-        log(rank, f"--batch-size auto: {bs} images per batch on {step.device}")
-    if prep.cfg.model.compile:
-        compile_blocks(step.model)
-        step.pad_to = bs
-    return bs
-
-
-
-class Heartbeat(threading.Thread):
-    def __init__(self, claims, every: float) -> None:
-        super().__init__(daemon=True, name="webssl-heartbeat")
-        self.claims, self.every = claims, every
-        self.units: set[str] = set()
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.wait(self.every):
-            with self.lock:
-                ids = list(self.units)
-            for uid in ids:
-                try:
-                    self.claims.heartbeat(uid)
-                except Exception as exc:   # taken over: the commit protocol decides later
-                    print(f"warning: heartbeat for unit {uid}: {exc}", file=sys.stderr)
 
 
 def run_extract(cfg: ExtractConfig, rank: RankInfo | None = None) -> RunResult:
@@ -151,11 +71,7 @@ class RankRun:
         self.skip: set[str] = set()      # units this rank failed or lost: not claimed again
         self.writes = WriteQueue(WRITE_AHEAD)
         self.held = HeldFeatures(available_memory(), lambda msg: log(self.rank, msg))
-        self._provenance: dict | None = None
-        self.feature_names = [f.name for f in prep.features]
-        t = (prep.pcfg.resolution // prep.choice.spec.patch_size) ** 2
-        self.shapes = {f.name: f.shape(prep.choice.spec.embed_dim, t) for f in prep.features}
-        self.np_dtype = np.dtype(prep.cfg.output.out_dtype)
+        self.writer = UnitWriter(prep, rank, self.counters, self.held, self.release)
         self.no_more = False
         self.units_claimed = 0
         self.others = OthersWait()
@@ -334,62 +250,7 @@ class RankRun:
             self.fail_unit(st, f"accounting mismatch: {st.samples_seen} samples read, "
                                f"{st.rows} rows + {len(st.failures)} failures")
             return
-        self.writes.submit(lambda: self.write_unit(st), self.flag.waiting)
-
-    def write_unit(self, st: UnitState) -> None:
-        """Stage, fsync and commit one finished unit (on the writer thread). A filesystem
-        error becomes a message naming the unit, the output folder and what to check."""
-        try:
-            self._write_unit(st)
-        except OSError as exc:
-            raise WebsslError(
-                f"writing unit {st.unit.id} ({st.unit.name}) under {self.prep.layout.out_dir} "
-                f"failed: {exc}. Check free space, quota and permissions of --out; finished "
-                "units are kept, rerun the same command to resume.") from exc
-
-    def _write_unit(self, st: UnitState) -> None:
-        from ..store import (DoneRecord, UnitRows, commit_unit, discard_staged, write_failures,
-                             write_unit)
-        t0 = time.perf_counter()
-        unit = st.unit
-        keys, sources, metas, feats, failures = st.ordered(self.feature_names, self.shapes,
-                                                            self.np_dtype)
-        json_col = metas if self.prep.cfg.input.keep_json else None
-        rows = UnitRows(keys=keys, sources=sources, features=feats, json=json_col)
-        files = write_unit(self.prep.layout, self.prep.cfg.output.format, unit, rows,
-                           self.provenance())
-        try:
-            ledger = write_failures(self.prep.layout, unit, failures)
-        except BaseException:
-            discard_staged(self.prep.layout, files)
-            raise
-        rec = DoneRecord(unit_id=unit.id, unit_name=unit.name, source=unit.source,
-                         rows=len(keys), failed=len(failures), files=files, ledger=ledger,
-                         rank=self.rank.owner, seconds=time.perf_counter() - st.started,
-                         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        won = commit_unit(self.prep.layout, rec)
-        if not won:
-            log(self.rank, f"unit {unit.id} ({unit.name}) was committed by another rank; "
-                           "this copy was discarded")
-        self.release(unit.id)
-        self.held.release(st.nbytes)
-        self.counters.units_done += 1 if won else 0
-        self.counters.write_seconds += time.perf_counter() - t0
-
-    def provenance(self) -> dict:
-        """Stored in every output file: the run's settings, the run config's fingerprint and
-        id, and the versions of the libraries that decode, resize and compute."""
-        if self._provenance is None:
-            from ..preprocess import describe
-            from ..store import load_run_config
-            config = load_run_config(self.prep.layout)
-            self._provenance = {
-                "webssl": self.prep.fields, "fingerprint_fields": sorted(self.prep.fields),
-                "fingerprint": config.fingerprint if config else None,
-                "run_id": config.run_id if config else None,
-                "versions": {**describe(self.prep.pcfg)["versions"], "python": sys.version.split()[0],
-                             "webssl": self.prep.fields.get("tool_version")}}
-        return self._provenance
+        self.writes.submit(lambda: self.writer.write(st), self.flag.waiting)
 
     def fail_unit(self, st: UnitState, why: str) -> None:
         unit = st.unit
