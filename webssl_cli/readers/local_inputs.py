@@ -8,7 +8,7 @@ import os
 
 from ..config import InputConfig
 from ..errors import UsageError
-from .kinds import (IMAGE_EXTS, LIST_EXTS, FileSet, ParquetSource, Piece, TarShard, kind_of,
+from .kinds import (IMAGE_EXTS, FileSet, ParquetSource, Piece, TarShard, is_list, kind_of,
                     pipe_name, stem)
 from .parquet_reader import check_key_column, find_image_column, open_parquet
 from .storage import is_url, local_path
