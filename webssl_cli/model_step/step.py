@@ -15,6 +15,15 @@ from .features import Feature, compute, layers_needed
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 OUT_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+NONFINITE = "__nonfinite__"    # the entry nonfinite_rows() adds next to the features
+
+
+def nonfinite_rows(feats: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B, F) bool, on the features' device: row b has a NaN or inf in the f-th feature (in
+    ``feats`` order). Computed where the features are, so that a GPU run does not scan them
+    again on the host; a few elementwise kernels per batch."""
+    return torch.stack([~torch.isfinite(v.reshape(v.shape[0], -1)).all(dim=1)
+                        for v in feats.values()], dim=1)
 
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")

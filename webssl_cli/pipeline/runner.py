@@ -15,7 +15,7 @@ from ..config import ExtractConfig
 from ..distributed import RankInfo, detect_rank
 from ..distributed.signals import StopFlag, preemption_handlers
 from ..errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, Preempted, UsageError
-from ..model_step import pick_precision
+from ..model_step import NONFINITE, nonfinite_rows, pick_precision
 from ..store.unit_failures import failed_in_job, record_unit_failure
 from .assembler import BatchAssembler, Segment, split_rows
 from .device_decode import DeviceDecoder
@@ -24,6 +24,7 @@ from .held_memory import HeldFeatures, available_memory
 from .host_copy import HostCopy
 from .loader import Batch, BatchSource
 from .model_setup import build_step, rank_device, settle_batch_size
+from .nonfinite import split_nonfinite
 from .others import OthersWait, open_units, units, waiting_message
 from .progress import Counters, Progress, log, summary
 from .result import RunResult
@@ -72,6 +73,7 @@ class RankRun:
         self.writes = WriteQueue(WRITE_AHEAD)
         self.held = HeldFeatures(available_memory(), lambda msg: log(self.rank, msg))
         self.writer = UnitWriter(prep, rank, self.counters, self.held, self.release)
+        self.nonfinite_said = False
         self.no_more = False
         self.units_claimed = 0
         self.others = OthersWait()
@@ -149,7 +151,9 @@ class RankRun:
         c = self.counters
         if c.first_batch is None:     # (a wait for other ranks' units before it not counted)
             c.first_batch = t0 - (c.loop_started or t0) - c.others_wait_seconds
-        copy = HostCopy(self.backoff(self.step, images))   # queued on the device, not synced
+        feats = self.backoff(self.step, images)
+        feats[NONFINITE] = nonfinite_rows(feats)
+        copy = HostCopy(feats)          # queued on the device, not synced
         self.counters.model_seconds += time.perf_counter() - t0
         self.finalize(pending)
         return (segments, copy)
@@ -164,12 +168,28 @@ class RankRun:
         self.counters.model_seconds += time.perf_counter() - t0
         for seg, rows in split_rows(segments, host):
             st = self.inflight[seg.unit_index]
+            n = len(seg)
+            flags = rows.pop(NONFINITE)
+            seg, rows, bad = split_nonfinite(seg, rows, flags, list(rows),
+                                             self.prep.cfg.output.out_dtype, self.precision)
+            if bad:
+                self.on_nonfinite(st, bad)
             before = st.nbytes
             st.add_rows(seg.indices, seg.keys, seg.sources, seg.metas, rows)
             self.held.add(st.nbytes - before)
-            st.pending_rows -= len(seg)
+            st.pending_rows -= n
             self.counters.images += len(seg)
             self.maybe_complete(st)
+
+    def on_nonfinite(self, st: UnitState, bad: list) -> None:
+        """Flagged rows become failures of their unit; the first ones are also logged."""
+        st.failures += bad
+        self.counters.failures += len(bad)
+        if not self.nonfinite_said:
+            self.nonfinite_said = True
+            log(self.rank, f"warning: {bad[0].key}: {bad[0].message}. Such images are recorded "
+                           "as failures (NonFiniteFeatures), not written; `webssl status` "
+                           "counts them")
 
     def on_batch(self, b: Batch, pending):
         st = self.inflight[b.unit_index]
