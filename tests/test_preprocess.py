@@ -3,6 +3,7 @@ geometry against the official recipe (torchvision on PIL), PIL float and the HF 
 from __future__ import annotations
 
 import io
+import struct
 import json
 
 import numpy as np
@@ -63,6 +64,53 @@ def test_jpeg_pixels_equal_pil_and_exif_orientation_is_applied():
         x = decode_image(rotated, CFG)
         assert tuple(x.shape[1:]) == shown          # (H, W) as displayed
         assert np.abs(hwc(x) - pil_rgb(rotated)).max() <= 1
+
+
+def _with_app1(jpeg: bytes, *bodies: bytes) -> bytes:
+    segs = b"".join(b"\xff\xe1" + struct.pack(">H", len(b) + 2) + b for b in bodies)
+    return jpeg[:2] + segs + jpeg[2:]
+
+
+def _exif(**tags: int) -> bytes:
+    exif = Image.Exif()
+    for tag, value in tags.items():
+        exif[{"orientation": 0x0112, "software": 0x0131}[tag]] = value
+    return exif.tobytes()          # b"Exif\0\0" + a TIFF block (big-endian here)
+
+
+def _xmp(orientation: int | None) -> bytes:
+    attr = f' tiff:Orientation="{orientation}"' if orientation else ""
+    return (b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF "
+            b"xmlns:rdf='http://www.w3.org/1999/02/22-rdf-syntax-ns#'><rdf:Description "
+            b"xmlns:tiff='http://ns.adobe.com/tiff/1.0/'" + attr.encode() +
+            b"/></rdf:RDF></x:xmpmeta>")
+
+
+@pytest.mark.parametrize("case", ["xmp-then-exif", "xmp-only", "exif-without-tag-then-xmp",
+                                  "exif-first-then-xmp", "plain-xmp"])
+@pytest.mark.parametrize("draft", [False, True])
+def test_orientation_where_torchvision_does_not_look_is_applied(case, draft):
+    """torchvision reads the first APP1 only; PIL reads EXIF anywhere and XMP: decoding gives
+    what PIL's exif_transpose shows, with and without --jpeg-draft."""
+    stored = gen.encode(gen.photo(1, (1200, 800)), "JPEG", quality=92)
+    data = _with_app1(stored, *{
+        "xmp-then-exif": (_xmp(None), _exif(orientation=6)),
+        "xmp-only": (_xmp(6),),
+        "exif-without-tag-then-xmp": (_exif(software=1), _xmp(8)),
+        "exif-first-then-xmp": (_exif(orientation=3), _xmp(6)),
+        "plain-xmp": (_xmp(None),)}[case])
+    shown = Image.open(io.BytesIO(data))
+    want = {"xmp-then-exif": 6, "xmp-only": 6, "exif-without-tag-then-xmp": 8,
+            "exif-first-then-xmp": 3, "plain-xmp": 1}[case]
+    assert shown.getexif().get(0x0112, 1) == want      # what PIL reads (the reference)
+    cfg = PreprocessConfig(resolution=224, jpeg_draft=draft)
+    x = decode_image(data, cfg)
+    h, w = (1200, 800) if want in (6, 8) else (800, 1200)
+    if draft:
+        assert x.shape[1] * w == x.shape[2] * h        # the same aspect, DCT-scaled
+        return
+    assert tuple(x.shape[1:]) == (h, w)
+    assert np.abs(hwc(x) - pil_rgb(data)).max() <= 1
 
 
 def test_cmyk_gray_and_palette_match_pil_convert():

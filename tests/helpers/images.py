@@ -154,6 +154,7 @@ GOOD_SPECIAL = {
 
 BROKEN = {   # name -> (bytes maker, expected DecodeError.error_type)
     "truncated.jpg": (truncated_jpeg, "TruncatedImage"),
+    "cut_in_header.jpg": (lambda: make_jpeg(200, 150, seed=4)[:300], "TruncatedImage"),
     "empty.jpg": (lambda: b"", "EmptyImage"),
     "text.jpg": (lambda: b"this is not an image\n" * 10, "UnknownFormat"),
     "huge.png": (huge_png, "DecompressionBomb"),

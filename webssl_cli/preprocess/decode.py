@@ -1,7 +1,9 @@
 """Encoded bytes -> uint8 RGB tensor (3, H, W), in DataLoader workers.
 
 * JPEG goes through ``torchvision.io.decode_jpeg`` (libjpeg-turbo, EXIF orientation applied);
-  if it refuses a file (odd JPEG flavours), PIL gets a second try. With ``jpeg_draft`` a JPEG
+  if it refuses a file (odd JPEG flavours), PIL gets a second try. A JPEG whose orientation
+  is recorded where torchvision does not look (EXIF behind an XMP segment, XMP only) is
+  decoded with PIL, which applies it (``sniff.jpeg_frame``). With ``jpeg_draft`` a JPEG
   at least twice the resize target goes through PIL's draft mode instead: libjpeg decodes it
   at 1/2, 1/4 or 1/8 scale in the DCT, still covering the target (1.5-3x faster on 1000-4000
   px photos; pixels ~1-2 levels from the exact path).
@@ -37,7 +39,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from ..config import PreprocessConfig
 from .errors import DecodeError
-from .sniff import jpeg_size, sniff_format
+from .sniff import jpeg_frame, sniff_format
 from .transforms import draft_request
 
 # torchvision 0.29 deprecates its image codecs in favour of TorchCodec; they work and are the
@@ -56,11 +58,12 @@ def decode_image(data: bytes, cfg: PreprocessConfig) -> torch.Tensor:
     if not data:
         raise DecodeError("EmptyImage", "the sample has 0 bytes")
     if sniff_format(data) == "jpeg":
-        size = jpeg_size(data)
-        if size is not None:
+        frame = jpeg_frame(data)
+        if frame is not None:
+            size = (frame.width, frame.height)
             _check_pixels(size, cfg)
             draft = draft_request(size[0], size[1], cfg)
-            if draft is not None:
+            if draft is not None or frame.orientation_elsewhere:
                 return _decode_with_pil(data, cfg, draft)
             try:
                 return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8),
@@ -91,7 +94,7 @@ def _decode_with_pil(data: bytes, cfg: PreprocessConfig,
                               f"not an image format PIL knows ({len(data)} bytes, "
                               f"starting {data[:8]!r})") from None
         except Exception as exc:   # noqa: BLE001 - any parser failure is a bad sample
-            raise DecodeError("CorruptImage", f"{type(exc).__name__}: {exc}") from None
+            raise DecodeError(_kind(exc), f"{type(exc).__name__}: {exc}") from None
         _check_pixels(im.size, cfg)
         try:
             if draft is not None and im.format == "JPEG":
@@ -100,12 +103,17 @@ def _decode_with_pil(data: bytes, cfg: PreprocessConfig,
             im = _exif_transpose(im)
             arr = _to_rgb_array(im)
         except OSError as exc:
-            kind = "TruncatedImage" if "truncated" in str(exc) else "CorruptImage"
-            raise DecodeError(kind, f"{im.format or 'image'}: {exc}") from None
+            raise DecodeError(_kind(exc), f"{im.format or 'image'}: {exc}") from None
         except Exception as exc:   # noqa: BLE001 - SyntaxError, ValueError, EOFError, ...
             raise DecodeError("CorruptImage",
                               f"{im.format or 'image'}: {type(exc).__name__}: {exc}") from None
     return torch.from_numpy(arr).permute(2, 0, 1)
+
+
+def _kind(exc: Exception) -> str:
+    """PIL words a cut file "image file is truncated" or "Truncated File Read"."""
+    return ("TruncatedImage" if isinstance(exc, OSError) and "truncated" in str(exc).lower()
+            else "CorruptImage")
 
 
 def _exif_transpose(im: Image.Image) -> Image.Image:

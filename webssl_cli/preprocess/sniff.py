@@ -39,6 +39,7 @@ class JpegFrame:
     width: int
     height: int
     sof: int            # the frame marker: 0xC0 baseline, 0xC1 extended, 0xC2 progressive, ...
+    orientation_elsewhere: bool = False   # see :func:`jpeg_frame`
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
@@ -52,9 +53,15 @@ def jpeg_frame(data: bytes) -> JpegFrame | None:
 
     Walks the marker segments from SOI; stops at SOS (no frame header before the scan
     means a broken file, which the decoder then reports).
+
+    ``orientation_elsewhere``: an orientation may be recorded where torchvision's
+    ``decode_jpeg`` does not look (it reads the first APP1 segment only, when that is EXIF):
+    an EXIF block behind another APP1 (XMP first), or an XMP ``tiff:Orientation`` without an
+    EXIF orientation before it. PIL reads both; such files are decoded with PIL.
     """
     n = len(data)
     i = 2
+    app1 = _App1()
     while i < n:
         if data[i] != 0xFF:
             return None
@@ -74,6 +81,56 @@ def jpeg_frame(data: bytes) -> JpegFrame | None:
                 return None
             height = (data[i + 4] << 8) | data[i + 5]
             width = (data[i + 6] << 8) | data[i + 7]
-            return JpegFrame(width, height, marker)
+            return JpegFrame(width, height, marker, app1.orientation_elsewhere())
+        if marker == 0xE1:
+            app1.add(data[i + 3:i + 1 + seg_len])
         i += 1 + seg_len
     return None
+
+
+_EXIF = b"Exif\x00\x00"
+_XMP = b"http://ns.adobe.com/xap/1.0/\x00"
+
+
+class _App1:
+    """What the APP1 segments before the frame say about the orientation."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first_exif: bytes | None = None     # the first APP1, when it is EXIF
+        self.later_exif = False
+        self.xmp_orientation = False
+
+    def add(self, body: bytes) -> None:
+        self.count += 1
+        if body.startswith(_EXIF):
+            if self.count == 1:
+                self.first_exif = body
+            else:
+                self.later_exif = True
+        elif body.startswith(_XMP) and b"tiff:Orientation" in body:
+            self.xmp_orientation = True
+
+    def orientation_elsewhere(self) -> bool:
+        if self.first_exif is None:
+            return self.later_exif or self.xmp_orientation
+        return self.xmp_orientation and not _has_orientation_tag(self.first_exif[6:])
+
+
+def _has_orientation_tag(tiff: bytes) -> bool:
+    """Whether IFD0 of an EXIF (TIFF) block has tag 0x0112; unreadable counts as having it
+    (torchvision and PIL then both read the same block)."""
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return True
+    ifd = int.from_bytes(tiff[4:8], order)
+    if ifd + 2 > len(tiff):
+        return True
+    count = int.from_bytes(tiff[ifd:ifd + 2], order)
+    for k in range(count):
+        at = ifd + 2 + 12 * k
+        if at + 2 > len(tiff):
+            return True
+        if int.from_bytes(tiff[at:at + 2], order) == 0x0112:
+            return True
+    return False
