@@ -11,7 +11,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from webssl_cli.store import (DoneRecord, OutputLayout, UnitRows, commit_unit, done_units,
-                              get_status, read_features, save_or_load_plan, sha256_file,
+                              get_status, load_plan, read_features, save_or_load_plan,
+                              sha256_file,
                               write_failures, write_unit)
 from webssl_cli.store.staging import sweep_staging
 from tests.helpers.race import race_two
@@ -170,14 +171,27 @@ def test_rank_killed_before_commit_leaves_nothing_visible(tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     assert not list(layout.out_dir.glob("*.parquet"))
+    (dead,) = list(layout.staging_dir.iterdir())
+    assert sweep_staging(layout, set()) == [dead.name]     # its writer is gone: swept at once
     assert done_units(layout) == {} and read_features(layout.out_dir)[0] == []
-    leftovers = list(layout.staging_dir.iterdir())
-    assert len(leftovers) == 1
+
+
+def test_staging_of_a_live_or_unknown_writer_is_swept_only_when_old(tmp_path):
+    layout = OutputLayout(tmp_path / "out")
+    save_or_load_plan(layout, lambda: _units(1), is_planner=True, wait_seconds=1)
+    rows = UnitRows(keys=["a"], sources=["s"], features={"cls": np.ones((1, 4), np.float16)})
+    write_unit(layout, "parquet", load_plan(layout)[0], rows, {})   # this (live) process
+    old_style = layout.staging_dir / "000000.otherhost-77-0a1b2c3d"  # an older version's name
+    old_style.mkdir()
+    (old_style / "part-000000.parquet").write_bytes(b"x")
+    leftovers = sorted(layout.staging_dir.iterdir())
+    assert len(leftovers) == 2
     assert sweep_staging(layout, set()) == []                     # recent: may be a live writer
     past = time.time() - 7200
-    for root, dirs, files in os.walk(leftovers[0]):
-        for name in dirs + files:
-            os.utime(os.path.join(root, name), (past, past))
-    os.utime(leftovers[0], (past, past))
-    assert sweep_staging(layout, set()) == [leftovers[0].name]
+    for leftover in leftovers:
+        for root, dirs, files in os.walk(leftover):
+            for name in dirs + files:
+                os.utime(os.path.join(root, name), (past, past))
+        os.utime(leftover, (past, past))
+    assert sorted(sweep_staging(layout, set())) == [p.name for p in leftovers]
     assert not any(layout.staging_dir.iterdir())

@@ -17,7 +17,9 @@ is "not known to be gone": the lease decides, as before.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import socket
 from functools import lru_cache
 from typing import Any
@@ -54,6 +56,34 @@ def _pid_namespace() -> str | None:
 def _machine() -> dict[str, str | None]:
     return {"host": socket.gethostname(), "boot_id": _read("/proc/sys/kernel/random/boot_id"),
             "pid_ns": _pid_namespace()}
+
+
+def process_tag() -> str:
+    """This process's identity as a file-name part, ``<pid>-<start>-<machine>``: the start
+    time tells a reused PID apart, and an 8-hex hash of host, boot and PID namespace tells
+    machines and containers apart. ``x`` for a start time that cannot be read."""
+    me = this_process()
+    return f"{me['pid']}-{me['start'] or 'x'}-{_machine_hash(_machine())}"
+
+
+_TAG = re.compile(r"^(\d+)-(\d+)-([0-9a-f]{8})$")
+
+
+def tag_is_gone(tag: str) -> bool:
+    """True only if ``tag`` (from :func:`process_tag`) names a process of this machine, boot
+    and PID namespace that is no longer running."""
+    m = _TAG.match(tag)
+    here = _machine()
+    if m is None or here["boot_id"] is None or here["pid_ns"] is None:
+        return False
+    if m.group(3) != _machine_hash(here):
+        return False
+    return _start_time(int(m.group(1))) != m.group(2)
+
+
+def _machine_hash(machine: dict[str, str | None]) -> str:
+    text = "|".join(str(machine[k]) for k in ("host", "boot_id", "pid_ns"))
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
 def this_process() -> dict[str, Any]:

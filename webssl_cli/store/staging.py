@@ -1,9 +1,11 @@
 """Attempt-unique staging of a unit's files until the unit is committed.
 
 ``write_unit``/``write_failures`` never write at a final name: each call writes into its
-own folder ``<manifest>/staging/<unit>.<host>-<pid>-<random>/`` mirroring the final
-relative paths. Only the commit winner renames its staged files into place, so two
-ranks that computed the same unit can never overwrite each other's outputs.
+own folder ``<manifest>/staging/<unit>.<host>-<pid>-<start>-<machine>-<random>/``
+mirroring the final relative paths (``liveness.process_tag`` for the middle part). Only the
+commit winner renames its staged files into place, so two ranks that computed the same unit
+can never overwrite each other's outputs. A folder whose writer is known to have exited (same
+machine, PID gone) is swept at once; any other only when untouched for an hour.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from ..atomic_io import fsync_dir, fsync_file, prune_empty_dirs, remove_quietly, sha256_file
 from .layout import OutputLayout
+from .liveness import process_tag, tag_is_gone
 from .records import FileInfo
 
 STALE_STAGING_SECONDS = 3600.0   # untouched this long and uncommitted: left by a dead process
@@ -28,7 +31,7 @@ def _safe(text: str) -> str:
 
 def new_attempt_dir(layout: OutputLayout, unit_id: str) -> Path:
     """A fresh staging folder for one write of one unit."""
-    attempt = f"{_safe(socket.gethostname())}-{os.getpid()}-{secrets.token_hex(4)}"
+    attempt = f"{_safe(socket.gethostname())}-{process_tag()}-{secrets.token_hex(4)}"
     path = layout.staging_dir / f"{unit_id}.{attempt}"
     path.mkdir(parents=True, exist_ok=False)
     return path
@@ -64,8 +67,9 @@ def attempt_dir_of(layout: OutputLayout, staged_rel: str) -> str:
 
 def sweep_staging(layout: OutputLayout, keep: set[str],
                   older_than: float = STALE_STAGING_SECONDS) -> list[str]:
-    """Remove attempt folders not in ``keep`` whose newest file is older than ``older_than``
-    seconds (left by killed processes). Returns the removed folder names."""
+    """Remove attempt folders not in ``keep`` whose writer is known to have exited, or whose
+    newest file is older than ``older_than`` seconds (left by killed processes on other
+    machines). Returns the removed folder names."""
     removed: list[str] = []
     try:
         entries = list(os.scandir(layout.staging_dir))
@@ -75,10 +79,17 @@ def sweep_staging(layout: OutputLayout, keep: set[str],
     for entry in entries:
         if entry.name in keep or not entry.is_dir(follow_symlinks=False):
             continue
-        if _newest_mtime(Path(entry.path)) < limit:
+        if _writer_gone(entry.name) or _newest_mtime(Path(entry.path)) < limit:
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(entry.name)
     return removed
+
+
+def _writer_gone(name: str) -> bool:
+    """``<unit>.<host>-<pid>-<start>-<machine>-<random>``: is that writer known to be gone?
+    (Folders of older versions, ``<host>-<pid>-<random>``, never are: age decides.)"""
+    parts = name.partition(".")[2].rsplit("-", 4)
+    return len(parts) == 5 and tag_is_gone("-".join(parts[1:4]))
 
 
 def _newest_mtime(path: Path) -> float:
