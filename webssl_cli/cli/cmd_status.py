@@ -58,7 +58,7 @@ def status(
     if report.claims:
         claims = Table(title="claimed, not finished")
         for col in ("unit", "owner", "heartbeat age", "stale"):
-            claims.add_column(col)
+            claims.add_column(col, overflow="fold")
         for c in report.claims:
             claims.add_row(c.unit_id, c.owner, _age(c.age_seconds),
                            "yes (its process is gone)" if c.owner_gone
@@ -67,7 +67,7 @@ def status(
     if report.failed_units:
         failed = Table(title="units given up, not done since (rerun the extraction to retry)")
         for col in ("unit", "name", "reason", "rank", "at"):
-            failed.add_column(col)
+            failed.add_column(col, overflow="fold")
         for f in report.failed_units:
             failed.add_row(f.unit_id, f.unit_name, f.reason, f.owner, f.failed_at)
         console.print(failed)
