@@ -111,3 +111,23 @@ def test_every_output_file_names_its_run_and_library_versions(tmp_path: Path) ->
         assert prov["versions"]["torch"] == torch.__version__
         assert prov["versions"]["torchvision"] == torchvision.__version__
         assert prov["versions"]["pillow"] == PIL.__version__
+
+
+def test_a_stale_sidecar_beside_weights_is_caught_never_recorded(tmp_path: Path) -> None:
+    """A `.sha256` beside a --weights file is checked before the run; the recorded value is
+    the file's own hash, never a sidecar's that no verification stamp backs."""
+    f = tmp_path / "w" / WEIGHTS.name
+    f.parent.mkdir()
+    shutil.copy(WEIGHTS, f)
+    real = hashlib.sha256(f.read_bytes()).hexdigest()
+    f.with_name(f.name + ".sha256").write_text(f"{'0' * 64}  {f.name}\n")
+    assert weights_sha256(f) == real                  # an unverified sidecar is not trusted
+    args = cli_args([_photos(tmp_path, 2)], tmp_path / "out", "--num-workers", "0")
+    args[args.index("--weights") + 1] = str(f)
+    r = cli_here(args)
+    assert r.returncode == 1 and "checksum mismatch" in r.stderr and str(f) in r.stderr
+    assert not (tmp_path / "out" / "_webssl" / "done").exists()
+    f.with_name(f.name + ".sha256").write_text(f"{real}  {f.name}\n")
+    r = cli_here(args)
+    assert r.returncode == 0, r.stderr
+    assert load_run_config(OutputLayout(tmp_path / "out")).fields["weights_sha256"] == real

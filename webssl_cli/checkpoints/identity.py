@@ -3,9 +3,10 @@
 Two checkpoints of one architecture have the same size, and fine-tunes can share their first
 megabytes, so nothing short of the whole content tells them apart. A single file's value is
 its plain sha256 (checkable with ``sha256sum``); a folder's is the sha256 of its weight
-files' ``name:sha256`` lines. Cached downloads carry a verified ``.sha256`` sidecar, used as
-it is; any other file is hashed once and the result memoized under ``memo_dir``, keyed by
-the file's path, size, mtime and inode, so later runs and ranks do not read it again.
+files' ``name:sha256`` lines. Cached downloads carry a ``.sha256`` sidecar and a
+``.verified`` stamp, used as they are while the stamp matches the file; any other file is
+hashed once and the result memoized under ``memo_dir``, keyed by the file's path, size, mtime
+and inode, so later runs and ranks do not read it again.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import sys
 from pathlib import Path
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".json")
-_HEX = set("0123456789abcdef")
 
 
 def weight_files(path: str | os.PathLike[str]) -> list[Path]:
@@ -26,12 +26,16 @@ def weight_files(path: str | os.PathLike[str]) -> list[Path]:
     return sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in WEIGHT_SUFFIXES)
 
 
-def _sidecar(f: Path) -> str | None:
+def _verified_sidecar(f: Path) -> str | None:
+    """The sidecar's sha256, only while the ``.verified`` stamp says the file was hashed to
+    it and not touched since: a sidecar alone may be stale (a file swapped beside it)."""
+    from ..errors import CheckpointError
+    from ..weights.checksum import read_sidecar, stamp_matches
     try:
-        value = f.with_name(f.name + ".sha256").read_text().split()[0].lower()
-    except (OSError, IndexError):
+        value = read_sidecar(f)
+    except CheckpointError:
         return None
-    return value if len(value) == 64 and set(value) <= _HEX else None
+    return value if value is not None and stamp_matches(f, value) else None
 
 
 def _memo_path(f: Path, memo_dir: Path) -> Path:
@@ -45,9 +49,9 @@ def _stamp(f: Path) -> dict[str, int | str]:
 
 
 def file_sha256(f: Path, memo_dir: Path | None = None) -> str:
-    """The sha256 of ``f``: its sidecar's, its memo's (same path, size, mtime, inode), or
+    """The sha256 of ``f``: its verified sidecar's, its memo's (same path, size, mtime, inode), or
     computed (and memoized, best effort: a read-only cache only means hashing again)."""
-    known = _sidecar(f)
+    known = _verified_sidecar(f)
     if known:
         return known
     stamp = _stamp(f)

@@ -57,6 +57,10 @@ def locate_weights(cfg: ExtractConfig, choice: ModelChoice) -> Path:
         p = Path(m.weights).expanduser()
         if not p.exists():
             raise UsageError(f"--weights {p}: no such file or directory")
+        if p.is_file():
+            from ..weights.checksum import read_sidecar, verify_file
+            if read_sidecar(p) is not None:     # a .sha256 beside it: the file must match it
+                verify_file(p)
         return p
     if choice.record is None:
         raise UsageError("--model-config needs --weights FILE (a custom architecture has no "

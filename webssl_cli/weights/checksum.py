@@ -76,7 +76,8 @@ def write_stamp(dest: Path, sha256: str, stat_of: Path | None = None) -> None:
         pass   # read-only cache: verification still works, it just rehashes next time
 
 
-def _stamp_matches(path: Path, sha256: str) -> bool:
+def stamp_matches(path: Path, sha256: str) -> bool:
+    """Whether ``path`` was hashed to ``sha256`` and not touched since (size, mtime_ns)."""
     try:
         stamp = json.loads(stamp_path(path).read_text())
         st = os.stat(path)
@@ -97,7 +98,7 @@ def verify_file(path: Path, *, force: bool = False) -> None:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     expected = read_sidecar(path)
-    if expected is not None and not force and _stamp_matches(path, expected):
+    if expected is not None and not force and stamp_matches(path, expected):
         return
     actual = sha256_file(path)
     if expected is None:
