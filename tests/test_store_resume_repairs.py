@@ -278,6 +278,18 @@ def test_manifest_name_collision_exits_2(tmp_path):
     OutputLayout(tmp_path, "_my.manifest-1")            # ordinary names still work
 
 
+def test_a_new_manifest_name_must_be_hidden_from_dataset_readers(tmp_path):
+    """pyarrow skips only _ and . names: a manifest called "mf" would break ds.dataset(OUT)."""
+    import pyarrow.dataset as ds
+    images = _images(tmp_path / "in", 2)
+    r = cli_here(cli_args([images], tmp_path / "out", "--manifest-name", "mf"))
+    assert r.returncode == 2 and "--manifest-name mf" in r.stderr and "_mf" in r.stderr
+    assert not (tmp_path / "out" / "mf").exists()
+    r = cli_here(cli_args([images], tmp_path / "out", "--manifest-name", "_mf"))
+    assert r.returncode == 0, r.stderr
+    assert ds.dataset(tmp_path / "out", format="parquet").to_table().num_rows == 2
+
+
 # -- 6. stale temp files -------------------------------------------------------------------------
 
 def test_stale_temp_files_are_swept_fresh_ones_kept_and_both_ignored(tmp_path):

@@ -7,6 +7,7 @@ inputs (resolution vs patch size, feature specs, input kinds) live with those st
 from __future__ import annotations
 
 import math
+import os
 import re
 
 from .config import ExtractConfig
@@ -63,3 +64,17 @@ def check_config(cfg: ExtractConfig) -> None:
     if not cfg.input.inputs:
         raise UsageError("at least one --input is required")
     check_output_dir(cfg.output.out_dir)
+    check_manifest_name(cfg.output.out_dir, cfg.output.manifest_name)
+
+
+def check_manifest_name(out_dir: str, name: str) -> None:
+    """A new manifest folder's name starts with ``_`` or ``.``: dataset readers (pyarrow,
+    Spark, Hive) skip only such names, so ``ds.dataset(OUT)`` never trips over run records
+    or staged files. An existing one (made by an older version) is still used."""
+    from .store.layout import OutputLayout
+    OutputLayout(out_dir, name)            # a plain folder name, not one of the data names
+    if name.startswith(("_", ".")) or os.path.isdir(os.path.join(out_dir, name)):
+        return
+    raise UsageError(f"--manifest-name {name}: must start with '_' or '.' (e.g. _{name}), so "
+                     "that pyarrow/Spark dataset readers of --out skip it as they skip "
+                     "_webssl/")
