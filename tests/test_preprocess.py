@@ -121,9 +121,20 @@ def test_cmyk_gray_and_palette_match_pil_convert():
 
 def test_alpha_is_dropped_not_composited():
     data = gen.rgba_png()   # left half fully transparent
-    x = hwc(decode_image(data, CFG))
-    assert np.array_equal(x, pil_rgb(data))
-    assert (x[:, :20] < 250).any()   # no white compositing of the transparent half
+    for mode in ("resize-crop", "squash"):       # the official recipes: PIL convert("RGB")
+        x = hwc(decode_image(data, PreprocessConfig(resolution=224, mode=mode)))
+        assert np.array_equal(x, pil_rgb(data))
+        assert (x[:, :20] < 250).any()   # no white compositing of the transparent half
+
+
+def test_shortest_crop_composites_alpha_onto_white_as_transformers_does():
+    from transformers.image_transforms import convert_to_rgb
+    cfg = PreprocessConfig(resolution=224, mode="shortest-crop")
+    for data in (gen.rgba_png(), gen.la_png(), gen.palette_transparent_png(), gen.gray_jpeg()):
+        theirs = convert_to_rgb(Image.open(io.BytesIO(data)), return_numpy=True).astype(int)
+        assert np.array_equal(hwc(decode_image(data, cfg)), theirs)
+    x = hwc(decode_image(gen.rgba_png(), cfg))
+    assert (x[:, :20] == 255).all()                # the transparent half is white
 
 
 def test_sixteen_bit_is_scaled_to_eight_bits():

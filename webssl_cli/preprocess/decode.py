@@ -10,12 +10,14 @@
 * Everything else (PNG, WebP, GIF, BMP, TIFF, ...) goes through PIL with
   ``ImageOps.exif_transpose``; PIL reads the first frame of animations.
 * Modes: gray / 1-bit / palette / CMYK / YCbCr / LAB -> RGB via PIL ``convert("RGB")``;
-  16-bit gray (``I;16*``, ``I``) is scaled to 8 bits (x * 255 / 65535, rounded; 16-bit RGB
-  PNGs are already reduced to 8 bits by PIL); float (``F``) is read as [0, 1] when its max is
+  16-bit gray (``I;16*``, ``I``) is scaled to 8 bits (x * 255 / 65535, rounded); 16-bit
+  RGB/RGBA/LA PNGs come from PIL already reduced to 8 bits by keeping the high byte
+  (x >> 8, up to one level below the rounded value); float (``F``) is read as [0, 1] when its max is
   <= 1, else as [0, 255].
-* Alpha (RGBA, LA, PA, palette transparency) is **dropped**, not composited: the same pixels
-  as ``Image.convert("RGB")`` in the official demo and the HF image processors, so features
-  match theirs.
+* Alpha (RGBA, LA, PA, palette transparency) follows the recipe the mode copies: dropped
+  (``Image.convert("RGB")``, as the official demo) for ``resize-crop`` and ``squash``;
+  composited onto white for ``shortest-crop``, as the HF image processors do
+  (transformers' ``convert_to_rgb``), so features match theirs.
 * Decompression bombs: the declared size (JPEG SOF header, or PIL's lazy ``Image.open``) is
   checked against ``PreprocessConfig.max_image_pixels`` before any pixel is decoded. PIL's own
   global limit is switched off while we decode (our check replaces it, with the configured
@@ -101,6 +103,8 @@ def _decode_with_pil(data: bytes, cfg: PreprocessConfig,
                 im.draft(None, draft)      # DCT scaling; mode and EXIF handled as usual
             im.load()
             im = _exif_transpose(im)
+            if cfg.mode == "shortest-crop" and _has_alpha(im):
+                im = _on_white(im)
             arr = _to_rgb_array(im)
         except OSError as exc:
             raise DecodeError(_kind(exc), f"{im.format or 'image'}: {exc}") from None
@@ -121,6 +125,17 @@ def _exif_transpose(im: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(im)
     except Exception:   # noqa: BLE001 - an unreadable EXIF block leaves the pixels as stored
         return im
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    return "A" in im.getbands() or im.info.get("transparency") is not None
+
+
+def _on_white(im: Image.Image) -> Image.Image:
+    """Transparency composited onto white (transformers' ``convert_to_rgb``)."""
+    rgba = im.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)),
+                                 rgba).convert("RGB")
 
 
 def _to_rgb_array(im: Image.Image) -> np.ndarray:

@@ -137,7 +137,9 @@ def describe(cfg: PreprocessConfig) -> dict[str, Any]:
         "decoder": {"jpeg": "torchvision.io.decode_jpeg (PIL if it refuses the file)",
                     "other": "PIL (first frame)"},
         "exif_orientation": "applied",
-        "alpha": "dropped, as PIL convert('RGB') (not composited)",
+        "alpha": ("composited onto white, as transformers' convert_to_rgb"
+                  if cfg.mode == "shortest-crop" else
+                  "dropped, as PIL convert('RGB') (not composited)"),
         "sixteen_bit": "scaled to 8 bits: round(x * 255 / 65535)",
         "max_image_pixels": cfg.max_image_pixels,
         **({"jpeg_draft": "JPEGs at least twice the resize target decoded at 1/2, 1/4 or 1/8 "
