@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.extract_helpers import WEIGHTS, cli_args
@@ -76,7 +77,8 @@ def test_other_weights_of_the_same_size_are_refused(tmp_path: Path) -> None:
     assert "weights_sha256" in r.stderr
 
 
-def test_a_folder_from_before_the_field_still_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("field", ["weights_sha256", "position_embedding"])
+def test_a_folder_from_before_the_field_still_resumes(tmp_path: Path, field: str) -> None:
     from webssl_cli.store.runconfig import fingerprint
     photos = _photos(tmp_path, 2)
     out = tmp_path / "out"
@@ -84,12 +86,12 @@ def test_a_folder_from_before_the_field_still_resumes(tmp_path: Path) -> None:
     assert cli_here(args + ["--limit-units", "1"]).returncode == 0
     path = OutputLayout(out).run_config_path
     doc = json.loads(path.read_text())
-    del doc["fields"]["weights_sha256"]                  # as written before the field existed
+    del doc["fields"][field]                             # as written before the field existed
     doc["fingerprint"] = fingerprint(doc["fields"])
     path.write_text(json.dumps(doc))
     r = cli_here(args)
     assert r.returncode == 0, r.stderr
-    assert "weights_sha256" not in load_run_config(OutputLayout(out)).fields
+    assert field not in load_run_config(OutputLayout(out)).fields
 
 
 def test_every_output_file_names_its_run_and_library_versions(tmp_path: Path) -> None:
@@ -131,3 +133,23 @@ def test_a_stale_sidecar_beside_weights_is_caught_never_recorded(tmp_path: Path)
     r = cli_here(args)
     assert r.returncode == 0, r.stderr
     assert load_run_config(OutputLayout(tmp_path / "out")).fields["weights_sha256"] == real
+
+
+def test_position_embedding_use_is_recorded_and_mae_off_224_is_labelled(tmp_path: Path) -> None:
+    """Web-MAE's reference runs at its trained size only: another --resolution works (DINO's
+    interpolation rule) but the output says it is outside the reference."""
+    mae = WEIGHTS.parent.parent / "mae-tiny-p16"
+    photos = _photos(tmp_path, 2)
+    for res, family, expect in ((56, "dino", "as trained (4x4 patches)"),
+                                (96, "mae", "outside the reference"),
+                                (64, "mae", "as trained (4x4 patches)")):
+        args = cli_args([photos], tmp_path / f"{family}{res}", "--num-workers", "0")
+        args[args.index("--resolution") + 1] = str(res)
+        if family == "mae":
+            args[args.index("--model-config") + 1] = str(mae / "spec.json")
+            args[args.index("--weights") + 1] = str(mae / "official.pth")
+        r = cli_here(args)
+        assert r.returncode == 0, r.stderr
+        note = load_run_config(OutputLayout(tmp_path / f"{family}{res}")).fields["position_embedding"]
+        assert expect in note
+        assert ("outside the reference" in r.stderr) == (expect == "outside the reference")

@@ -85,6 +85,7 @@ def run_fields(cfg: ExtractConfig, choice: ModelChoice, pcfg: PreprocessConfig,
         "weights_sha256": weights_sha256(weights, pth_cache_root(cfg.model.cache_dir) / "sha256"),
         "preprocessing": {k: v for k, v in describe(pcfg).items() if k != "versions"},
         "resolution": pcfg.resolution,
+        "position_embedding": choice.spec.position_embedding(pcfg.resolution),
         "precision": precision,
         "features": [f.name for f in features],
         "normalize": cfg.output.normalize,
@@ -124,9 +125,13 @@ def prepare(cfg: ExtractConfig, rank: RankInfo, precision: str) -> Prepared:
         check_run_config(layout, fields, overwrite=cfg.output.overwrite)
         if planned is None and not layout.plan_path.exists():
             planned = plan_units(cfg.input)
+
     def say(msg: str) -> None:
         print(f"{rank.prefix} {msg}".strip(), file=sys.stderr, flush=True)
 
+    if rank.is_planner and "outside the reference" in fields["position_embedding"]:
+        say(f"note: {choice.name} at {pcfg.resolution} px: position embedding "
+            f"{fields['position_embedding']} (recorded with the output)")
     # resuming: warn about inputs added since the plan was made (local inputs only: cheap)
     local = all(is_local_input(i) for i in cfg.input.inputs)
     recheck = (lambda: plan_units(cfg.input)) if planned is None and local else None

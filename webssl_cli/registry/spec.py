@@ -53,6 +53,20 @@ class ArchSpec:
         s = resolution or self.img_size
         return (s // self.patch_size) ** 2
 
+    def position_embedding(self, resolution: int) -> str:
+        """How the position embedding is used at ``resolution`` (recorded with the output).
+        Web-MAE's official code runs at 224 only: other sizes are outside its reference."""
+        grid = resolution // self.patch_size
+        if grid == self.grid:
+            return f"as trained ({grid}x{grid} patches)"
+        text = (f"interpolated from the trained {self.grid}x{self.grid} patch grid to "
+                f"{grid}x{grid} (bicubic in float32, offset {self.interpolate_offset}, "
+                f"antialias {'on' if self.interpolate_antialias else 'off'}: the official "
+                "Web-DINO rule)")
+        if self.family == "mae":
+            text += "; outside the reference: the official Web-MAE code accepts 224 only"
+        return text
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

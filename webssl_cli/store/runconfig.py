@@ -87,7 +87,7 @@ def _normalized(fields: dict[str, Any]) -> dict[str, Any]:
 
 # fields added to run configs later: a run config written before one existed is compared
 # without it (an older folder still resumes)
-LATER_FIELDS = ("weights_sha256", "key_column", "keep_json")
+LATER_FIELDS = ("weights_sha256", "key_column", "keep_json", "position_embedding")
 
 
 def _comparable(config: RunConfig, fields: dict[str, Any]) -> dict[str, Any]:
