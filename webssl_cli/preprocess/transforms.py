@@ -2,8 +2,11 @@
 
 Three recipes (``PreprocessConfig.mode``), all bicubic with antialias on the uint8 tensor
 (torchvision ``v2.functional.resize``: on the CPU two separable passes, each rounded and clamped
-to 0..255 like PIL's own uint8 resize, which the official recipe runs on; on a CUDA tensor
-torchvision resizes in float32 and rounds once, which can differ by a level or two at edges):
+to 0..255 like PIL's own uint8 resize, which the official recipe runs on; on a CUDA tensor, and
+in ``--decode gpu``'s batched resize, float32 with one rounding at the end. The two differ
+most where the intermediate pass clips or rounds: mean well under a level on photos, but up to
+~12 levels at hard edges and ~25 on pure noise (QA on CPU tensors); CLS cosine 0.9999-1.0 on
+photos, 0.999 on a 1-bit image):
 
 * ``resize-crop`` (default, official Web-SSL README): shorter side to round(S / 0.875),
   longer side ``int(short * long / short_in)`` (torchvision's rule, also HF's), then center crop S.
