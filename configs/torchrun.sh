@@ -7,6 +7,12 @@
 # under srun --kill-on-bad-exit=0 or `webssl extract --gpus N` the others finish its units.
 set -euo pipefail
 MODEL=${MODEL:-dino300m-full2b-224}
+# Decoding on the CPU, one DataLoader worker per core of this rank's share less 2 (the main
+# process and its threads): cores per GPU - 2. On an H100 with 16 cores, 14 CPU workers ran
+# dino300m end to end at 0.95x of its model-only rate, --decode gpu at 0.73x
+# (docs/performance.md). Use --decode gpu only when the node has few cores per GPU.
+CORES_PER_GPU=$(( $(nproc) / 8 ))
+WORKERS=${WORKERS:-$(( CORES_PER_GPU > 3 ? CORES_PER_GPU - 2 : 1 ))}
 torchrun --standalone --nproc-per-node 8 -m webssl_cli extract \
     --model "$MODEL" --input "${INPUT:-shards/}" --out "${OUT:-feats/}" \
-    --features cls --num-workers 12 --decode gpu --batch-size 256
+    --features cls --num-workers "$WORKERS" --decode cpu --batch-size 256

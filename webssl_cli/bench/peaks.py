@@ -3,7 +3,7 @@
 The numbers are the vendors' datasheet peaks for dense (non-sparse) bf16 with fp32
 accumulation, the convention of published MFU figures, so a bench here compares with a paper.
 A well-tuned large matmul reaches about 80% of it (~790 TFLOP/s on an H100 SXM, see
-shared/MODELS.md); pass ``--peak-tflops 790`` to measure against that practical ceiling.
+docs/models.md); pass ``--peak-tflops 790`` to measure against that practical ceiling.
 Matched as case-insensitive substrings of ``torch.cuda.get_device_name()``, longest first
 (so "H100 PCIe" wins over "H100").
 """

@@ -46,7 +46,7 @@ def bench(
     Examples:
       webssl bench --model dino7b-full8b-224 --batch-size auto --images 1000000
       webssl bench --model dino300m-full2b-224 --device cpu --batch-size 4 --iters 2
-      webssl bench --input shards/{000..009}.tar --num-workers 8
+      webssl bench --input 'shards/{000..009}.tar' --num-workers 8
       webssl bench --input photos/ --num-workers 8 --jpeg-draft
     """
     from ..bench import BenchConfig

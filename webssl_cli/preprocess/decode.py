@@ -6,7 +6,8 @@
   decoded with PIL, which applies it (``sniff.jpeg_frame``). With ``jpeg_draft`` a JPEG
   at least twice the resize target goes through PIL's draft mode instead: libjpeg decodes it
   at 1/2, 1/4 or 1/8 scale in the DCT, still covering the target (1.5-3x faster on 1000-4000
-  px photos; pixels ~1-2 levels from the exact path).
+  px photos; the 224 px crops measured 49.7 dB PSNR, mean |diff| 0.52 levels from the exact
+  path).
 * Everything else (PNG, WebP, GIF, BMP, TIFF, ...) goes through PIL with
   ``ImageOps.exif_transpose``; PIL reads the first frame of animations.
 * Modes: gray / 1-bit / palette / CMYK / YCbCr / LAB -> RGB via PIL ``convert("RGB")``;
