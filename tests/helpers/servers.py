@@ -10,6 +10,10 @@ not come up in time, moto's threaded server is used instead (same yield).
 ``http_server(root)`` serves a folder read-only (``http.server``, port 0). A path
 ``/_cut/<N>/<file>`` sends only the first N bytes of ``<file>`` while announcing its full
 Content-Length, then closes the connection: a connection dropped mid-transfer.
+
+``FlakyServer(root)`` serves a folder but fails on purpose as planned per path (HTTP statuses
+with Retry-After, connection resets and stalls mid-body), with optional Range/ETag support,
+on a chosen port (to bring a "down" server back).
 """
 from __future__ import annotations
 
@@ -214,3 +218,154 @@ def http_server(root: str | os.PathLike) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# --- a flaky HTTP server (transient failures on purpose) ----------------------------------------
+
+class _FlakyHandler(SimpleHTTPRequestHandler):
+    """Serves ``owner.root`` like :class:`_Handler`, but each request first takes the next
+    planned fault of its path (``owner.faults``), and GETs honour ``Range: bytes=N-`` with
+    ``If-Range`` when ``owner.ranges`` is on (206, ``Accept-Ranges``, a strong ``ETag``)."""
+
+    protocol_version = "HTTP/1.1"
+    owner: "FlakyServer"
+
+    def log_message(self, format: str, *args: object) -> None:   # noqa: A002 - quiet
+        pass
+
+    def do_HEAD(self) -> None:   # noqa: N802
+        self._serve(head=True)
+
+    def do_GET(self) -> None:   # noqa: N802
+        self._serve(head=False)
+
+    def _serve(self, head: bool) -> None:
+        path = self.path.split("?", 1)[0]
+        fault = self.owner.take(self.command, path, self.headers.get("Range"))
+        target = Path(self.owner.root) / path.lstrip("/")
+        if isinstance(fault, int):
+            return self._status(fault)
+        if not target.is_file():
+            return self._status(404)
+        body = target.read_bytes()
+        start = self._range_start(len(body))
+        code = 206 if start else 200
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.send_header("Content-Type", "application/octet-stream")
+        if code == 206:
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        if self.owner.ranges:
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("ETag", self.owner.etag)
+        self.end_headers()
+        if head:
+            return
+        rest = body[start:]
+        if isinstance(fault, tuple):          # ("reset", new ETag): the file changes
+            fault, self.owner.etag = fault
+        if fault in ("reset", "stall"):
+            self.wfile.write(rest[: len(rest) // 2])
+            self.wfile.flush()
+            if fault == "stall":
+                self.owner.stopped.wait(self.owner.stall_s)
+            self._reset()
+            return
+        self.wfile.write(rest)
+
+    def _range_start(self, size: int) -> int:
+        """Byte to start at: N of ``Range: bytes=N-`` when ranges are on and the ``If-Range``
+        (if any) matches the current ETag, else 0."""
+        asked = self.headers.get("Range")
+        if not (self.owner.ranges and asked and asked.startswith("bytes=")):
+            return 0
+        if_range = self.headers.get("If-Range")
+        if if_range and if_range != self.owner.etag:
+            return 0
+        start = asked[len("bytes="):].split("-")[0]
+        return int(start) if start.isdigit() and int(start) < size else 0
+
+    def _status(self, code: int) -> None:
+        body = b"planned failure"
+        self.send_response(code)
+        if code in (429, 503) and self.owner.retry_after is not None:
+            self.send_header("Retry-After", str(self.owner.retry_after))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _reset(self) -> None:
+        """Drop the connection with a TCP RST (SO_LINGER 0), as a crashed peer does."""
+        import struct
+
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        self.connection.close()
+
+
+class FlakyServer:
+    """A static HTTP server on 127.0.0.1 that fails on purpose, then recovers.
+
+    ``fail(path, *faults)`` plans the next requests of ``path`` (any method unless
+    ``method=`` is given): an int answers that HTTP status (with ``Retry-After: retry_after``
+    on 429/503 when set), ``"reset"`` sends the headers and half the body then resets the
+    connection (``("reset", etag)`` also changes the ETag from then on: the file changed),
+    ``"stall"`` sends half the body then goes silent for ``stall_s`` (then resets).
+    Requests with no planned fault are served normally. ``ranges`` turns on ``Accept-Ranges``,
+    a strong ``etag`` and ``Range``/``If-Range`` support (change ``etag`` to fake a file that
+    changed). ``log`` holds (method, path, Range header) of every request. ``port`` picks the
+    port (0: a free one), so a test can start a server where a dead one was."""
+
+    def __init__(self, root: str | os.PathLike, *, port: int = 0, ranges: bool = False,
+                 retry_after: int | None = None, stall_s: float = 10.0) -> None:
+        self.root, self.port, self.ranges = str(root), port, ranges
+        self.retry_after, self.stall_s = retry_after, stall_s
+        self.etag = '"v1"'
+        self.faults: dict[tuple[str | None, str], list[object]] = {}
+        self.log: list[tuple[str, str, str | None]] = []
+        self.stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def fail(self, path: str, *faults: object, method: str | None = None) -> None:
+        with self._lock:
+            self.faults.setdefault((method, path), []).extend(faults)
+
+    def take(self, method: str, path: str, range_header: str | None) -> object:
+        """Log a request and return its planned fault (None: serve it)."""
+        with self._lock:
+            self.log.append((method, path, range_header))
+            for key in ((method, path), (None, path)):
+                if self.faults.get(key):
+                    return self.faults[key].pop(0)
+        return None
+
+    def requests(self, path: str, method: str = "GET") -> list[tuple[str, str, str | None]]:
+        with self._lock:
+            return [r for r in self.log if r[1] == path and r[0] == method]
+
+    def __enter__(self) -> "FlakyServer":
+        owner = self
+
+        class Handler(_FlakyHandler):
+            pass
+
+        Handler.owner = owner
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None

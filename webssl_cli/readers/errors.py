@@ -30,3 +30,7 @@ class ReadError(WebsslError):
 
 class TarFormatError(Exception):
     """The byte stream is not (or stops being) a valid tar archive."""
+
+
+class StreamError(Exception):
+    """A source that cannot be opened or that ended badly (message says why)."""

@@ -4,14 +4,27 @@ Keys: ``unit.source`` is the key root and ends with ``/``; an item under it is k
 relative to it, any other item (a URL from a list file, an absolute path outside the root) by
 itself. A file that cannot be read is yielded with ``data=None`` and the exception's type and
 message (FileNotFoundError, HTTPError 404, ...).
+
+Transient network failures (refused or dropped connections, timeouts, HTTP 408/429/5xx) are
+retried first (:mod:`.retry`); one that persists becomes a ``TransientNetworkError`` sample.
+But when no sample of the part could be read and some failed that way, the server is down
+rather than the files bad: the part raises :class:`ReadError`, so the unit is not committed
+(its failures would otherwise be final) and a rerun reads it again. The part gives up early,
+after :data:`GIVE_UP_AFTER` such failures in a row on one host with nothing read yet, instead
+of waiting out the retries of every URL of a dead server.
 """
 from __future__ import annotations
 
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 from ..config import InputConfig
 from ..units import RawSample, Unit
-from .storage import http_session, is_http, read_bytes
+from .errors import ReadError
+from .retry import TransientNetworkError
+from .storage import http_session, http_timeout, is_http, read_bytes
+
+GIVE_UP_AFTER = 3
 
 
 def file_key(unit: Unit, item: str) -> str:
@@ -21,9 +34,51 @@ def file_key(unit: Unit, item: str) -> str:
     return item
 
 
+class _DownCheck:
+    """Counts a part's reads to tell a dead server (nothing read, network failures) from bad
+    files (final failures, or some reads that worked)."""
+
+    def __init__(self, unit: Unit) -> None:
+        self.unit = unit
+        self.read = 0
+        self.transient: list[TransientNetworkError] = []
+        self.streak_host: str | None = None
+        self.streak = 0
+
+    def ok(self) -> None:
+        self.read += 1
+
+    def failed(self, exc: Exception) -> None:
+        """Record a failed sample; raise ReadError once a dead server is plain."""
+        if not isinstance(exc, TransientNetworkError):
+            self.streak = 0
+            return
+        self.transient.append(exc)
+        host = urlsplit(exc.url).netloc
+        self.streak = self.streak + 1 if host == self.streak_host else 1
+        self.streak_host = host
+        if self.read == 0 and self.streak >= GIVE_UP_AFTER:
+            raise self.error(f"the first {self.streak} URLs on {host} failed with network "
+                             "errors; the rest of the unit was not tried")
+
+    def finish(self) -> None:
+        """End of the part: raise ReadError when nothing was read and the network failed."""
+        if self.read == 0 and self.transient:
+            raise self.error(f"{len(self.transient)} of its URLs failed with network errors")
+
+    def error(self, what: str) -> ReadError:
+        first = self.transient[0]
+        return ReadError(self.unit, f"no image could be read: {what} (first: {first.url}: "
+                                    f"{first.what}, {first.attempts} attempts); the server or "
+                                    "network seems down: check it before a rerun")
+
+
 def iter_file_samples(unit: Unit, cfg: InputConfig, part: int,
                       n_parts: int) -> Iterator[RawSample]:
     session: Any = None
+    check = _DownCheck(unit)
+    if any(is_http(item) for item in unit.items):
+        http_timeout()   # a bad $WEBSSL_HTTP_TIMEOUT fails the unit, not each sample
     try:
         for index, item in enumerate(unit.items):
             if index % n_parts != part:
@@ -37,8 +92,11 @@ def iter_file_samples(unit: Unit, cfg: InputConfig, part: int,
                 yield RawSample(index=index, key=key, source=item, data=None,
                                 error=str(exc) or type(exc).__name__,
                                 error_type=type(exc).__name__)
+                check.failed(exc)
                 continue
+            check.ok()
             yield RawSample(index=index, key=key, source=item, data=data)
+        check.finish()
     finally:
         if session is not None:
             session.close()

@@ -1,5 +1,10 @@
 """Planned pieces of remote inputs: ``s3://`` prefixes, objects and globs (listed with s3fs)
-and ``http(s)://`` URLs (checked with one HEAD request; HTTP cannot be listed)."""
+and ``http(s)://`` URLs (checked with one HEAD request; HTTP cannot be listed).
+
+An HTTP input the server refuses for good (404, 403, any 4xx but 408/429) is a usage error
+(exit 2: the input is wrong). One that cannot be reached for a transient reason (refused or
+dropped connection, timeout, 408/429/5xx) is retried (:mod:`.retry`), then is a runtime error
+(exit 1: :class:`~.retry.NetworkUnavailable`): the input may be right, the server is down."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,7 +14,9 @@ from ..errors import UsageError
 from .kinds import FileSet, Piece, TarShard, is_list, kind_of, stem
 from .local_inputs import decode_list, from_lines, parquet_piece
 from .patterns import static_dir
-from .storage import HTTP_TIMEOUT, http_session, s3_filesystem
+from .retry import (NetworkUnavailable, Transient, TransientNetworkError, describe,
+                    is_transient_status, network_failure, status_failure, with_retries)
+from .storage import http_session, http_timeout, s3_filesystem
 
 
 def _s3_call(spec: str, what: str, fn: Any, *args: Any) -> Any:
@@ -93,11 +100,7 @@ def expand_http(spec: str, urls: list[str], cfg: InputConfig) -> list[Piece]:
     if len(urls) == 1:   # a list of paths/URLs served over http
         _check_list_name(spec, urls[0])
         with http_session() as session:
-            try:
-                resp = session.get(urls[0], timeout=HTTP_TIMEOUT)
-                resp.raise_for_status()
-            except Exception as exc:   # noqa: BLE001
-                raise UsageError(f"--input {spec}: cannot read: {exc}") from None
+            resp = _planning_request(spec, urls[0], lambda t: session.get(urls[0], timeout=t))
         return from_lines(spec, decode_list(spec, resp.content), urls[0].rsplit("/", 1)[0],
                           stem(urls[0]), cfg)
     raise UsageError(f"--input {spec}: unknown input kind (expected .tar shards, .parquet files "
@@ -113,13 +116,42 @@ def _check_list_name(spec: str, url: str) -> None:
 
 def _check_reachable(spec: str, url: str) -> None:
     with http_session() as session:
+        _planning_request(spec, url, lambda t: _head(session, url, t))
+
+
+def _head(session: Any, url: str, timeout: tuple[float, float]) -> Any:
+    """HEAD ``url``; a server without HEAD is asked for the body, of which none is read."""
+    resp = session.head(url, timeout=timeout, allow_redirects=True)
+    if resp.status_code in (405, 501):
+        with session.get(url, timeout=timeout, stream=True) as got:
+            return got
+    return resp
+
+
+def _planning_request(spec: str, url: str, request: Any) -> Any:
+    """``request(timeout)`` for ``--input spec``, retried while it fails transiently; a final
+    4xx or an unusable URL is a UsageError, a failure that persists is NetworkUnavailable."""
+    timeout = http_timeout()
+
+    def attempt() -> Any:
         try:
-            resp = session.head(url, timeout=HTTP_TIMEOUT, allow_redirects=True)
-            if resp.status_code in (405, 501):   # no HEAD: ask for the body, read none of it
-                with session.get(url, timeout=HTTP_TIMEOUT, stream=True) as got:
-                    resp = got
-        except Exception as exc:   # noqa: BLE001
+            resp = request(timeout)
+        except Exception as exc:   # noqa: BLE001 - requests/urllib3/socket errors
+            if network_failure(exc):
+                raise Transient(describe(exc, timeout[1])) from None
             raise UsageError(f"--input {spec}: cannot reach {url}: {type(exc).__name__}: "
                              f"{exc}") from None
+        if is_transient_status(resp.status_code):
+            raise status_failure(resp)
+        return resp
+
+    try:
+        resp = with_retries(url, attempt)
+    except TransientNetworkError as exc:
+        raise NetworkUnavailable(
+            f"--input {spec}: cannot reach {url}: {exc.what} ({exc.attempts} attempts). The "
+            "server or the network seems down or overloaded, not the input wrong: check that "
+            "the server is up and reachable from here, then rerun the same command") from None
     if resp.status_code >= 400:
         raise UsageError(f"--input {spec}: {url} answers HTTP {resp.status_code} {resp.reason}")
+    return resp

@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import gzip
 import os
-import subprocess
-import tempfile
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Iterator
 
 from ..config import InputConfig
+from .errors import StreamError
+from .http_stream import http_bytes, http_session, http_timeout, open_http
+from .pipe_stream import open_pipe
 
-HTTP_TIMEOUT = (10.0, 120.0)      # (connect, read) seconds
-_STREAM_BLOCK = 8 << 20
+_STREAM_BLOCK = 8 << 20     # s3fs read-ahead block of a shard stream
 
-
-class StreamError(Exception):
-    """A source that cannot be opened or that ended badly (message says why)."""
+__all__ = ["StreamError", "http_session", "http_timeout", "is_http", "is_url", "local_path",
+           "open_stream", "read_bytes", "s3_filesystem"]
 
 
 def is_url(location: str) -> bool:
@@ -68,23 +67,12 @@ def s3_filesystem(cfg: InputConfig) -> Any:
     return fs
 
 
-def http_session() -> Any:
-    import requests
-
-    session = requests.Session()
-    session.headers["User-Agent"] = "webssl-cli"
-    return session
-
-
 def read_bytes(location: str, cfg: InputConfig, session: Any | None = None) -> bytes:
     """All bytes of one file: a local path, ``s3://`` object or ``http(s)://`` URL (raises)."""
     if location.startswith("s3://"):
         return s3_filesystem(cfg).cat_file(location)
     if is_http(location):
-        session = session or http_session()
-        with session.get(location, timeout=HTTP_TIMEOUT) as resp:
-            resp.raise_for_status()
-            return resp.content
+        return http_bytes(location, session or http_session())
     with open(local_path(location), "rb") as fh:
         return fh.read()
 
@@ -97,9 +85,13 @@ def open_stream(source: str, cfg: InputConfig) -> Iterator[BinaryIO]:
     Raises :class:`StreamError` when the source cannot be opened, or (``pipe:``) when the
     command exits non-zero after its output was read.
     """
-    opener = _open_pipe if source.startswith("pipe:") else (
-        _open_http if is_http(source) else _open_s3 if source.startswith("s3://") else _open_local)
-    with opener(source, cfg) as raw:
+    if source.startswith("pipe:"):
+        opened = open_pipe(source)
+    elif is_http(source):
+        opened = open_http(source)
+    else:
+        opened = (_open_s3 if source.startswith("s3://") else _open_local)(source, cfg)
+    with opened as raw:
         stream = _Peeked(raw, 2)
         if stream.head == _GZIP_MAGIC:
             with gzip.GzipFile(fileobj=stream, mode="rb") as unzipped:
@@ -158,61 +150,3 @@ def _open_s3(source: str, cfg: InputConfig) -> Iterator[BinaryIO]:
         raise StreamError(f"cannot open: {type(exc).__name__}: {exc}") from None
     with fh:
         yield fh
-
-
-@contextmanager
-def _open_http(source: str, cfg: InputConfig) -> Iterator[BinaryIO]:
-    session = http_session()
-    try:
-        resp = session.get(source, stream=True, timeout=HTTP_TIMEOUT)
-    except Exception as exc:   # noqa: BLE001
-        raise StreamError(f"cannot connect: {type(exc).__name__}: {exc}") from None
-    with session, resp:
-        if resp.status_code >= 400:
-            raise StreamError(f"HTTP {resp.status_code} {resp.reason}")
-        resp.raw.decode_content = True
-        yield resp.raw
-
-
-@contextmanager
-def _open_pipe(source: str, cfg: InputConfig) -> Iterator[BinaryIO]:
-    command = source[len("pipe:"):]
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=err,
-                                bufsize=1 << 20)
-        assert proc.stdout is not None
-        try:
-            yield proc.stdout   # type: ignore[misc]
-        except Exception as exc:   # bad output: if the command failed, that is the news
-            code = _wait_or_kill(proc, 2.0)
-            if code not in (0, None, -9):
-                raise StreamError(_exit_message(code, err)) from exc
-            raise
-        except BaseException:      # the consumer stopped early
-            _wait_or_kill(proc, 0.0)
-            raise
-        while proc.stdout.read(1 << 20):   # drain padding after the end-of-archive marker
-            pass
-        proc.stdout.close()
-        code = proc.wait()
-        if code != 0:
-            raise StreamError(_exit_message(code, err))
-
-
-def _wait_or_kill(proc: subprocess.Popen, timeout: float) -> int | None:
-    assert proc.stdout is not None
-    try:
-        code = proc.wait(timeout=timeout) if timeout else None
-    except subprocess.TimeoutExpired:
-        code = None
-    if code is None:
-        proc.kill()
-        proc.wait()
-    proc.stdout.close()
-    return code
-
-
-def _exit_message(code: int, err: BinaryIO) -> str:
-    err.seek(0)
-    tail = err.read()[-400:].decode("utf-8", "replace").strip()
-    return f"command exited with status {code}" + (f": {tail}" if tail else "")

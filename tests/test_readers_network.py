@@ -1,0 +1,277 @@
+"""Remote inputs over an unreliable network, against real servers on 127.0.0.1 that fail on
+purpose (:class:`~tests.helpers.servers.FlakyServer`): transient failures (5xx, 429 with
+Retry-After, reset connections) are retried; a server that stays down fails the unit (not
+committed, exit 3) instead of filling the ledger, and the rerun after it is back completes;
+HTTP shards resume mid-stream with Range; planning tells a down server (exit 1) from a wrong
+input (exit 2); ``pipe:`` commands die with their whole process group.
+
+Backoff waits are shrunk with ``WEBSSL_HTTP_BACKOFF_S`` so the tests do not sleep.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.extract_helpers import cli_args
+from tests.helpers import images as gen
+from tests.helpers.cli import cli_here
+from tests.helpers.servers import FlakyServer, free_ports
+from webssl_cli import read_features
+from webssl_cli.config import InputConfig
+from webssl_cli.errors import UsageError, WebsslError
+from webssl_cli.readers import ReadError, iter_samples, plan_units
+from webssl_cli.store import OutputLayout, done_units
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch):
+    monkeypatch.setenv("WEBSSL_HTTP_BACKOFF_S", "0.01")
+    monkeypatch.delenv("WEBSSL_HTTP_TIMEOUT", raising=False)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("net")
+    gen.write_shards(root / "wds", n_shards=1, per_shard=6, seed=3)
+    (root / "imgs").mkdir()
+    for i in range(6):
+        (root / "imgs" / f"{i}.jpg").write_bytes(gen.make_jpeg(40, 30, seed=i))
+    return root
+
+
+def url_list(tmp_path: Path, base: str, names: list[str]) -> Path:
+    lst = tmp_path / "urls.txt"
+    lst.write_text("".join(f"{base}/imgs/{n}\n" for n in names))
+    return lst
+
+
+def samples(c: InputConfig) -> list:
+    return [s for u in plan_units(c) for s in iter_samples(u, c)]
+
+
+# --- image URLs (files units) ----------------------------------------------------------------
+
+def test_image_urls_retry_transient_failures_but_not_404(tmp_path, data):
+    with FlakyServer(data, retry_after=1) as srv:
+        srv.fail("/imgs/0.jpg", 500, 503)
+        srv.fail("/imgs/1.jpg", "reset")
+        srv.fail("/imgs/2.jpg", 429)                       # Retry-After: 1
+        lst = url_list(tmp_path, srv.base, ["0.jpg", "1.jpg", "2.jpg", "404.jpg"])
+        t0 = time.monotonic()
+        got = {s.key.rsplit("/", 1)[-1]: s for s in samples(InputConfig(inputs=(str(lst),)))}
+        took = time.monotonic() - t0
+        for n in ("0", "1", "2"):
+            assert got[f"{n}.jpg"].data == (data / "imgs" / f"{n}.jpg").read_bytes()
+        assert len(srv.requests("/imgs/0.jpg")) == 3 and len(srv.requests("/imgs/1.jpg")) == 2
+        assert took >= 0.9                                  # Retry-After was honoured
+        bad = got["404.jpg"]
+        assert bad.data is None and bad.error_type == "HTTPError" and "404" in bad.error
+        assert len(srv.requests("/imgs/404.jpg")) == 1      # a 404 is final: not retried
+
+
+def test_persistent_5xx_is_a_sample_failure_when_others_read(tmp_path, data):
+    with FlakyServer(data) as srv:
+        srv.fail("/imgs/1.jpg", *[503] * 10)
+        lst = url_list(tmp_path, srv.base, ["0.jpg", "1.jpg"])
+        got = samples(InputConfig(inputs=(str(lst),)))
+        assert got[0].data is not None
+        assert got[1].data is None and got[1].error_type == "TransientNetworkError"
+        assert "HTTP 503" in got[1].error and "4 attempts" in got[1].error
+        assert len(srv.requests("/imgs/1.jpg")) == 4        # 1 + 3 retries
+
+
+def test_server_down_fails_the_unit_instead_of_every_sample(tmp_path, data):
+    port = free_ports(1)[0]
+    lst = url_list(tmp_path, f"http://127.0.0.1:{port}", [f"{i}.jpg" for i in range(6)])
+    c = InputConfig(inputs=(str(lst),))
+    (unit,) = plan_units(c)
+    got = []
+    with pytest.raises(ReadError) as info:
+        for s in iter_samples(unit, c):
+            got.append(s)
+    msg = str(info.value)
+    assert "no image could be read" in msg and f"127.0.0.1:{port}" in msg
+    assert "Connection refused" in msg and "rerun" in msg
+    assert len(got) == 3       # gave up after 3 dead URLs in a row, not after all 6
+
+
+def test_bad_http_timeout_setting_is_clear(tmp_path, data, monkeypatch):
+    monkeypatch.setenv("WEBSSL_HTTP_TIMEOUT", "soon")
+    with FlakyServer(data) as srv:
+        with pytest.raises(UsageError, match="WEBSSL_HTTP_TIMEOUT='soon' is not a positive"):
+            plan_units(InputConfig(inputs=(f"{srv.base}/wds/shard-000000.tar",)))
+        r = cli_here(cli_args([f"{srv.base}/wds/shard-000000.tar"], tmp_path / "o"),
+                     env={"WEBSSL_HTTP_TIMEOUT": "-3"})
+        assert r.returncode == 2 and "WEBSSL_HTTP_TIMEOUT='-3'" in r.stderr
+
+
+def test_idle_read_timeout_is_worded_as_no_data(tmp_path, data, monkeypatch):
+    monkeypatch.setenv("WEBSSL_HTTP_TIMEOUT", "0.3")
+    with FlakyServer(data, stall_s=2.0) as srv:
+        srv.fail("/imgs/1.jpg", *["stall"] * 4)
+        lst = url_list(tmp_path, srv.base, ["0.jpg", "1.jpg"])
+        got = samples(InputConfig(inputs=(str(lst),)))
+        assert got[0].data is not None and got[1].data is None
+        assert "no data for 0.3 s" in got[1].error and "ReadTimeout" not in got[1].error
+
+
+def test_server_down_run_exits_3_uncommitted_then_rerun_completes(tmp_path, data):
+    port = free_ports(1)[0]
+    lst = url_list(tmp_path, f"http://127.0.0.1:{port}", [f"{i}.jpg" for i in range(4)])
+    out = tmp_path / "out"
+    args = cli_args([lst], out, "--num-workers", "1")
+    r = cli_here(args)
+    assert r.returncode == 3, r.stderr
+    assert "no image could be read" in r.stderr and "rerun" in r.stderr
+    assert done_units(OutputLayout(out), recover=False) == {}
+    with FlakyServer(data, port=port):
+        r = cli_here(args)
+    assert r.returncode == 0, r.stderr
+    keys, x = read_features(out, "cls")
+    assert sorted(k.rsplit("/", 1)[-1] for k in keys) == [f"{i}.jpg" for i in range(4)]
+
+
+# --- tar shards over HTTP --------------------------------------------------------------------
+
+def test_http_shard_retries_open_and_resumes_mid_stream(data):
+    local = [(s.key, s.data) for s in samples(InputConfig(inputs=(str(data / "wds"),)))]
+    with FlakyServer(data, ranges=True) as srv:
+        path = "/wds/shard-000000.tar"
+        srv.fail(path, 500, method="GET")
+        srv.fail(path, "reset", "reset", method="GET")
+        got = [(s.key, s.data) for s in samples(InputConfig(inputs=(srv.base + path,)))]
+        assert got == local
+        ranges = [r[2] for r in srv.requests(path)]
+        assert ranges[:2] == [None, None] and len(ranges) == 4
+        assert all(r and r.startswith("bytes=") and r != "bytes=0-" for r in ranges[2:])
+        size = (data / "wds" / "shard-000000.tar").stat().st_size
+        assert int(ranges[2][6:-1]) == size // 2            # resumed where it broke
+
+
+def test_http_shard_resume_refused_when_the_file_changed(data):
+    with FlakyServer(data, ranges=True) as srv:
+        path = "/wds/shard-000000.tar"
+        srv.fail(path, ("reset", '"v2"'), method="GET")   # the file changes mid-transfer
+        c = InputConfig(inputs=(srv.base + path,))
+        with pytest.raises(ReadError, match=r"resuming at byte \d+: the server answered HTTP "
+                                            r"200 instead of 206"):
+            samples(c)
+        assert [r[2] for r in srv.requests(path)][-1].startswith("bytes=")
+
+
+def test_http_shard_without_ranges_fails_clearly_after_a_break(data):
+    with FlakyServer(data, ranges=False) as srv:
+        path = "/wds/shard-000000.tar"
+        srv.fail(path, "reset", method="GET")
+        c = InputConfig(inputs=(srv.base + path,))
+        with pytest.raises(ReadError, match="cannot resume: the server sent neither"):
+            samples(c)
+
+
+def test_http_shard_persistent_503_says_so(data):
+    with FlakyServer(data) as srv:
+        path = "/wds/shard-000000.tar"
+        c = InputConfig(inputs=(srv.base + path,))
+        (unit,) = plan_units(c)
+        srv.fail(path, *[503] * 10, method="GET")
+        with pytest.raises(ReadError, match=r"HTTP 503 .*\(4 attempts\).*rerun"):
+            list(iter_samples(unit, c))
+
+
+# --- planning -----------------------------------------------------------------------------------
+
+def test_planning_retries_a_transient_503(data):
+    with FlakyServer(data) as srv:
+        srv.fail("/wds/shard-000000.tar", 503, 503, method="HEAD")
+        (unit,) = plan_units(InputConfig(inputs=(f"{srv.base}/wds/shard-000000.tar",)))
+        assert unit.kind == "tar"
+        srv.fail("/lst.txt", 502, method="GET")
+        (data / "lst.txt").write_text(f"{srv.base}/imgs/0.jpg\n")
+        (unit,) = plan_units(InputConfig(inputs=(f"{srv.base}/lst.txt",)))
+        assert unit.items == (f"{srv.base}/imgs/0.jpg",)
+
+
+def test_planning_down_server_is_exit_1_not_a_usage_error(tmp_path, data):
+    with FlakyServer(data) as srv:
+        url = f"{srv.base}/wds/shard-000000.tar"
+        srv.fail("/wds/shard-000000.tar", *[503] * 10)
+        with pytest.raises(WebsslError) as info:
+            plan_units(InputConfig(inputs=(url,)))
+        assert not isinstance(info.value, UsageError) and info.value.exit_code == 1
+        r = cli_here(cli_args([url], tmp_path / "o1"))
+        assert r.returncode == 1, r.stderr
+        assert url in r.stderr and "HTTP 503" in r.stderr and "rerun" in r.stderr
+        r = cli_here(cli_args([f"{srv.base}/wds/absent.tar"], tmp_path / "o2"))
+        assert r.returncode == 2 and "HTTP 404" in r.stderr
+    dead = f"http://127.0.0.1:{free_ports(1)[0]}/x.tar"
+    r = cli_here(cli_args([dead], tmp_path / "o3"))
+    assert r.returncode == 1 and "Connection refused" in r.stderr and dead in r.stderr
+
+
+# --- pipe: commands -----------------------------------------------------------------------------
+
+def _gone(pid: int, within: float = 5.0) -> bool:
+    """True once ``pid`` no longer runs (gone, or a zombie about to be reaped)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (ProcessLookupError, FileNotFoundError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def ignoring_stop_signals():
+    """Like a DataLoader worker: SIGINT/SIGTERM ignored while the pipe: command starts."""
+    saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
+
+
+def test_pipe_command_group_is_killed_after_a_bad_shard(tmp_path, ignoring_stop_signals):
+    pidfile = tmp_path / "pid"
+    cmd = (f"pipe:head -c 1024 /dev/urandom; sleep 321 & echo $! > {pidfile}; wait")
+    c = InputConfig(inputs=(cmd,))
+    (unit,) = plan_units(c)
+    t0 = time.monotonic()
+    with pytest.raises(ReadError, match="no valid tar header"):
+        list(iter_samples(unit, c))
+    assert time.monotonic() - t0 < 10
+    pid = int(pidfile.read_text())
+    if not _gone(pid):
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail(f"the pipe: command's child {pid} (sleep 321) outlived the unit")
+
+
+def test_pipe_command_group_is_killed_when_the_reader_stops(tmp_path, data, ignoring_stop_signals):
+    pidfile = tmp_path / "pid"
+    shard = data / "wds" / "shard-000000.tar"
+    cmd = f"pipe:sleep 321 & echo $! > {pidfile}; cat {shard}; wait"
+    c = InputConfig(inputs=(cmd,))
+    (unit,) = plan_units(c)
+    it = iter_samples(unit, c)
+    assert next(it).data is not None
+    it.close()                                   # the consumer stops early
+    pid = int(pidfile.read_text())
+    if not _gone(pid):
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail(f"the pipe: command's child {pid} (sleep 321) outlived the reader")
+
+
+def test_pipe_command_runs_with_default_stop_signals(ignoring_stop_signals):
+    c = InputConfig(inputs=('pipe:grep SigIgn /proc/self/status >&2; exit 3',))
+    with pytest.raises(ReadError) as info:
+        samples(c)
+    mask = int(str(info.value).split("SigIgn:")[1].split()[0], 16)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
+        assert not mask & (1 << (sig - 1)), f"{sig.name} is ignored in the pipe: command"
