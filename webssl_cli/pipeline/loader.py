@@ -11,8 +11,8 @@ blocks the others.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from ..config import InputConfig, PreprocessConfig
 from ..units import Failure, Unit
+from .worker_lifecycle import PARENT_POLL, stop_workers, worker_init
 
 
 @dataclass(frozen=True)
@@ -94,13 +95,6 @@ def piece_size(batch_size: int, num_workers: int, gpu_decode: bool) -> int:
     return min(batch_size, max(MIN_PIECE, -(-batch_size // num_workers)))
 
 
-def _worker_init(_: int) -> None:
-    # The parent handles signals and shuts the workers down; one thread per worker.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    torch.set_num_threads(1)
-
-
 def iter_part(item: WorkItem, icfg: InputConfig, pcfg: PreprocessConfig,
               batch_size: int, gpu_decode: bool = False) -> Iterator[Batch]:
     """Read, decode and batch one part of one unit (runs inside a worker)."""
@@ -162,17 +156,35 @@ def iter_part(item: WorkItem, icfg: InputConfig, pcfg: PreprocessConfig,
 
 
 class WorkQueueDataset(IterableDataset):
+    """What a worker iterates: parts taken from the shared work queue until a None.
+
+    ``parent_pid`` is the main process (recorded where the dataset is made, before the
+    workers fork) so that a worker can tell when it has been orphaned."""
+
     def __init__(self, work: "mp.Queue[WorkItem | None]", icfg: InputConfig,
                  pcfg: PreprocessConfig, batch_size: int, gpu_decode: bool) -> None:
         self.work, self.icfg, self.pcfg, self.batch_size = work, icfg, pcfg, batch_size
         self.gpu_decode = gpu_decode
+        self.parent_pid = os.getpid()
 
     def __iter__(self) -> Iterator[Batch]:
         while True:
-            item = self.work.get()
+            item = self._next_item()
             if item is None:
                 return
             yield from iter_part(item, self.icfg, self.pcfg, self.batch_size, self.gpu_decode)
+
+    def _next_item(self) -> WorkItem | None:
+        """Wait for the next part. Polls rather than blocking for good: after a ``kill -9`` of
+        the main process no part and no None will ever come, and a worker without the Linux
+        parent-death signal (``worker_lifecycle``) would otherwise wait here forever. It exits
+        without cleanup: there is nobody left to hand anything to."""
+        while True:
+            try:
+                return self.work.get(timeout=PARENT_POLL)
+            except queue.Empty:
+                if os.getppid() != self.parent_pid:
+                    os._exit(0)
 
 
 class BatchSource:
@@ -192,7 +204,7 @@ class BatchSource:
             ds = WorkQueueDataset(self.work, icfg, pcfg, batch_size, gpu_decode)
             self.loader = DataLoader(ds, batch_size=None, num_workers=num_workers,
                                      pin_memory=pin_memory, prefetch_factor=prefetch_factor,
-                                     worker_init_fn=_worker_init, multiprocessing_context=ctx,
+                                     worker_init_fn=worker_init, multiprocessing_context=ctx,
                                      in_order=False, persistent_workers=False)
             self._it = iter(self.loader)
         else:
@@ -208,11 +220,30 @@ class BatchSource:
         self.outstanding += n
         return n
 
-    def next_batch(self) -> Batch:
+    def next_batch(self, timeout: float | None = None) -> Batch | None:
+        """The next ready piece; None if none came within ``timeout`` seconds (None or 0:
+        wait as long as it takes). The runner waits in such slices so that it can report a
+        stalled input and commit the units it finished meanwhile (runner.py ``next_input``).
+
+        The DataLoader iterator has no timeout per call, only the loader's ``timeout``, which
+        it reads on every fetch (``_timeout``) and which raises "DataLoader timed out" before
+        the iterator's state changes: it is set per call here and that error becomes None.
+        With ``num_workers`` 0 the main thread reads and decodes, so this returns only once a
+        piece is ready."""
         if self.outstanding <= 0:
             raise RuntimeError("next_batch with nothing submitted")
         if self._it is not None:
-            b = next(self._it)
+            it = self._it
+            it._timeout = timeout or 0
+            try:
+                b = next(it)
+            except RuntimeError as exc:
+                if not (timeout and str(exc).startswith("DataLoader timed out")):
+                    raise
+                pin = getattr(it, "_pin_memory_thread", None)
+                if pin is not None and not pin.is_alive():   # a timed fetch skips this check
+                    raise RuntimeError("DataLoader pin memory thread exited") from None
+                return None
         else:
             while True:
                 if self._local is None:
@@ -229,8 +260,14 @@ class BatchSource:
         return b
 
     def close(self) -> None:
-        if self._it is not None:
-            for _ in range(self.num_workers):
-                self.work.put(None)
-            self._it._shutdown_workers()   # terminates workers even if they are mid-part
-            self._it = None
+        """Stop the workers, whatever they are doing: at once when they wait for work, in
+        about ASK_GRACE seconds when one is blocked in a read, 5 s at worst
+        (``worker_lifecycle.stop_workers``). Safe to call twice."""
+        it, self._it = self._it, None
+        if it is None:
+            return
+        for _ in range(self.num_workers):
+            self.work.put(None)        # a worker waiting for a part leaves its dataset
+        stop_workers(it)
+        self.work.cancel_join_thread()  # parts no worker will take must not hold up exit
+        self.work.close()

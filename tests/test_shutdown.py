@@ -1,0 +1,173 @@
+"""Stopping a run whose DataLoader worker is blocked on a stalled input (a ``pipe:`` command
+that wrote part of a tar and then sleeps): a stop signal exits 4 within seconds, a second one
+at once, and a ``kill -9`` of the main process leaves no worker behind. Real processes; each
+run pays the torch import (about 6 s here), so the cases are few.
+
+The stalled command touches a marker file first: once it exists the run is in its main loop
+and a worker is reading. The CLI runs in its own session, and whatever it leaves (a worker, the
+sleeping command) is killed with its process group at the end of each test.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.extract_helpers import cli_args
+from tests.helpers.cli import WEBSSL, child_env
+from tests.helpers.images import write_shards
+
+STALL = 120          # seconds the pipe command sleeps: far longer than any bound checked here
+
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, ppid, start time) of a process, None when it does not exist."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def children(pid: int) -> dict[int, int]:
+    """{pid: start time} of the live children of ``pid`` (the DataLoader workers)."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = _stat(int(name))
+            if st is not None and st[1] == pid and st[0] != "Z":
+                out[int(name)] = st[2]
+    return out
+
+
+def alive(procs: dict[int, int]) -> list[int]:
+    """Those of ``procs`` still running (a zombie or a reused pid counts as gone)."""
+    left = []
+    for pid, start in procs.items():
+        st = _stat(pid)
+        if st is not None and st[0] != "Z" and st[2] == start:
+            left.append(pid)
+    return left
+
+
+def wait_gone(procs: dict[int, int], seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while alive(procs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive(procs)
+
+
+@pytest.fixture
+def stalled_run(tmp_path):
+    """Start ``webssl extract`` (2 workers) on a pipe: input that stalls mid-tar; yields
+    (process, its workers, out dir, marker path) once a worker is blocked reading it."""
+    shard = write_shards(tmp_path / "shards", 1, 24)[0]
+    marker = tmp_path / "reading"
+    cmd = (f"touch {shlex.quote(str(marker))}; head -c {shard.stat().st_size // 3} "
+           f"{shlex.quote(str(shard))}; sleep {STALL}")
+    out = tmp_path / "out"
+    args = cli_args([f"pipe:{cmd}"], out, "--num-workers", "2", "--batch-size", "4")
+    p = subprocess.Popen([WEBSSL, *args], env=child_env({}), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert p.poll() is None, p.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the run never started reading"
+            time.sleep(0.05)
+        time.sleep(1.0)            # the head is read; the worker now blocks on the sleep
+        workers = children(p.pid)
+        assert len(workers) == 2, workers
+        yield p, workers, out, marker
+    finally:
+        for pgid in {p.pid, *_groups(naming(marker))} - {os.getpgrp()}:
+            try:
+                os.killpg(pgid, signal.SIGKILL)   # the run; the command, if left behind
+            except ProcessLookupError:
+                pass
+        p.communicate()
+
+
+def _groups(pids: list[int]) -> set[int]:
+    groups = set()
+    for pid in pids:
+        try:
+            groups.add(os.getpgid(pid))
+        except ProcessLookupError:
+            pass
+    return groups
+
+
+def naming(marker: Path) -> list[int]:
+    """The processes whose command line names ``marker``: the pipe: command's shell (it runs
+    in a session of its own, outside the run's process group)."""
+    pids = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if str(marker).encode() in Path(f"/proc/{name}/cmdline").read_bytes():
+                pids.append(int(name))
+        except OSError:
+            pass
+    return pids
+
+
+def exit_within(p: subprocess.Popen, seconds: float) -> tuple[int, str, float]:
+    """Wait for ``p``: (exit code, stderr, seconds taken); fails if it took over ``seconds``
+    (waiting a while longer so that the failure says how long it really took)."""
+    t0 = time.monotonic()
+    try:
+        p.wait(timeout=seconds + 15)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running {seconds + 15:.0f} s after the signal")
+    took = time.monotonic() - t0
+    try:      # the output ends only when no process holds it open (a live worker would)
+        _, err = p.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the run exited, but something it started still holds its stderr")
+    assert took < seconds, f"exited only after {took:.1f} s: {err[-2000:]}"
+    return p.returncode, err, took
+
+
+def test_stop_signal_exits_4_promptly_while_a_worker_is_stalled(stalled_run) -> None:
+    """The stalled worker is asked to stop, so the readers' cleanup still runs: the pipe:
+    command goes too (a SIGKILLed worker would leave it sleeping)."""
+    p, workers, out, marker = stalled_run
+    p.send_signal(signal.SIGTERM)
+    code, err, _ = exit_within(p, 8)
+    assert code == 4, err[-2000:]
+    assert "stopped by SIGTERM" in err
+    assert "Traceback" not in err, err[-3000:]
+    assert wait_gone(workers, 2) == [], "DataLoader workers left behind"
+    assert naming(marker) == [], "the pipe: command outlived the run"
+    claims = out / "_webssl" / "claims"
+    assert not list(claims.glob("*.json")), "the unit in flight was not released"
+
+
+def test_second_signal_exits_at_once(stalled_run) -> None:
+    """The main process leaves with os._exit while the stalled worker is being stopped; the
+    worker and its command still go (parent-death signal)."""
+    p, workers, _, marker = stalled_run
+    p.send_signal(signal.SIGTERM)
+    time.sleep(0.3)                 # inside the cleanup, which waits for the stalled worker
+    p.send_signal(signal.SIGINT)
+    code, err, _ = exit_within(p, 2.5)
+    assert code == 4, err[-2000:]
+    assert "second SIGINT: exiting now" in err, err[-2000:]
+    assert wait_gone(workers, 3) == [], "workers outlived the main process"
+    assert naming(marker) == [], "the pipe: command outlived the run"
+
+
+def test_kill_9_of_the_main_process_leaves_no_worker(stalled_run) -> None:
+    """One worker is blocked in the stalled read, the other waits for work: both go, and the
+    blocked one still stops its pipe: command."""
+    p, workers, _, marker = stalled_run
+    p.kill()
+    p.wait()
+    assert wait_gone(workers, 3) == [], "orphaned DataLoader workers"
+    assert naming(marker) == [], "the pipe: command outlived the run"
