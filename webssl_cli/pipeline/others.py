@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from ..store.records import ClaimInfo
+from ..store.unit_failures import UnitFailure
 from ..units import Unit
 
 FIRST_POLL, MAX_POLL = 0.25, 5.0   # seconds between looks at the claims, growing 1.5x
@@ -67,3 +68,30 @@ class OthersWait:
             return False
         self.said, self.said_at = left, now
         return True
+
+
+def not_done_message(left: list[Unit], total: int, failures: list[UnitFailure],
+                     claims: list[ClaimInfo], out_dir) -> str:
+    """Why a run ends with units of the output not done although it did all it could claim
+    (another process gave them up, or still holds them): its exit 3 is explained here, with
+    a few unit ids per reason."""
+    ids = {u.id for u in left}
+    given_up = {f.unit_id: f for f in failures if f.unit_id in ids}
+    held = {c.unit_id: c for c in claims if c.unit_id in ids and c.unit_id not in given_up}
+    rest = sorted(ids - set(given_up) - set(held))
+    parts = []
+    if given_up:
+        parts.append(f"{units(len(given_up))} given up by another process ("
+                     + "; ".join(f"{f.unit_id} ({f.unit_name}) by {f.owner}: {f.reason[:200]}"
+                                 for f in list(given_up.values())[:3])
+                     + ("; ..." if len(given_up) > 3 else "") + ")")
+    if held:
+        parts.append(f"{units(len(held))} still held by another process ("
+                     + ", ".join(f"{c.unit_id} by {c.owner}" for c in list(held.values())[:3])
+                     + (", ..." if len(held) > 3 else "") + ")")
+    if rest:
+        parts.append(f"{units(len(rest))} not claimed by any process ({', '.join(rest[:3])}"
+                     + (", ..." if len(rest) > 3 else "") + ")")
+    return (f"exit 3: {len(left)} of {units(total)} of {out_dir} not done: "
+            + "; ".join(parts) + f". `webssl status {out_dir}` says more; rerun the same "
+            "command to do them")

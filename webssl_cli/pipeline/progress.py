@@ -19,7 +19,8 @@ def log(rank, msg: str) -> None:
 
 @dataclass
 class Counters:
-    images: int = 0
+    images: int = 0                  # rows through the model (the throughput figures)
+    images_written: int = 0          # rows of the units this process committed (writer thread)
     failures: int = 0
     units_done: int = 0
     units_failed: int = 0
@@ -63,12 +64,16 @@ class Counters:
 
 
 class Progress:
-    """``update()`` is cheap; it redraws or prints at most every ``every`` seconds."""
+    """``update()`` is cheap; it redraws or prints at most every ``every`` seconds.
+
+    ``limit`` (--limit-units) bounds the units this run will do, so the eta counts those only.
+    """
 
     def __init__(self, units_total: int, units_done_before: int, prefix: str = "",
-                 every: float = 30.0, enabled: bool = True, done_counter=None) -> None:
+                 every: float = 30.0, enabled: bool = True, done_counter=None,
+                 limit: int | None = None) -> None:
         self.total, self.before, self.prefix = units_total, units_done_before, prefix
-        self.every, self.enabled = every, enabled
+        self.every, self.enabled, self.limit = every, enabled, limit
         self.done_counter = done_counter          # callable -> units done in the whole job
         self.tty = enabled and sys.stderr.isatty()
         self._last = 0.0
@@ -86,7 +91,11 @@ class Progress:
             self._task = self._bar.add_task(f"{prefix} extract".strip(), total=units_total,
                                             completed=units_done_before, rate=0.0, fail=0)
 
-    def update(self, c: Counters, force: bool = False) -> None:
+    def update(self, c: Counters, force: bool = False, waiting: float | None = None,
+               final: bool = False) -> None:
+        """``waiting``: seconds the current wait for input has lasted (None: not waiting),
+        so that a stalled input is told from a hang. ``final``: the line after the run
+        ended, which has no eta."""
         if not self.enabled:
             return
         now = time.perf_counter()
@@ -95,16 +104,26 @@ class Progress:
         self._last = now
         done = self.done_counter() if self.done_counter else self.before + c.units_done
         rate = c.images / max(c.loop_seconds, 1e-9)
+        wait = f", waiting for input for {waiting:.0f} s" if waiting is not None else ""
         if self._bar is not None:
-            self._bar.update(self._task, completed=done, rate=rate, fail=c.failures)
+            desc = f"{self.prefix} extract{wait.replace(',', ' -', 1)}".strip()
+            self._bar.update(self._task, completed=done, rate=rate, fail=c.failures,
+                             description=desc)
             return
-        left = self.total - done
-        eta = ""
-        if c.units_done and left > 0:
-            eta = f", eta {left * c.elapsed / c.units_done / 60:.1f} min"
-        print(f"{self.prefix} units {done}/{self.total}, images {c.images} ({rate:.1f}/s), "
-              f"failed samples {c.failures}, failed units {c.units_failed}{eta}".strip(),
-              file=sys.stderr, flush=True)
+        eta = "" if final else self.eta(c, done)
+        print(f"{self.prefix} units {done}/{self.total}, images {c.images} processed "
+              f"({rate:.1f}/s), {c.images_written} written, failed samples {c.failures}, "
+              f"failed units {c.units_failed}{eta}{wait}".strip(), file=sys.stderr, flush=True)
+
+    def eta(self, c: Counters, done: int) -> str:
+        """At this process's pace, the units left: not done and not given up here, and with
+        --limit-units no more than this run still has to do."""
+        left = self.total - done - c.units_failed
+        if self.limit is not None:
+            left = min(left, self.limit - c.units_done - c.units_failed)
+        if not c.units_done or left <= 0:
+            return ""
+        return f", eta {left * c.elapsed / c.units_done / 60:.1f} min"
 
     def close(self) -> None:
         if self._bar is not None:
@@ -136,9 +155,9 @@ def summary(c: Counters, workers: int) -> str:
               if c.steady_seconds > 0 else "")
     return (f"{c.images} images in {wall:.1f}s ({c.images / wall:.1f} img/s; "
             f"{c.elapsed - c.loop_seconds:.1f}s setup and model load before that; first model "
-            f"batch after {c.first_batch or 0.0:.1f}s{steady}), "
-            f"{units(c.units_done)} done, {units(c.units_failed)} failed, {c.failures} failed "
-            f"samples. Time: {times}, waiting for data {c.wait_seconds:.1f}s, waiting for writes "
+            f"batch after {c.first_batch or 0.0:.1f}s{steady}), {c.images_written} of them "
+            f"written, {units(c.units_done)} done, {units(c.units_failed)} failed, "
+            f"{c.failures} failed samples. Time: {times}, waiting for data {c.wait_seconds:.1f}s, waiting for writes "
             f"{c.write_wait_seconds:.1f}s; features held in memory at most "
             f"{c.peak_feature_bytes / 2**20:.1f} MiB. Bottleneck: {hint}."
             + (f" Waited {c.others_wait_seconds:.1f}s (not counted above) for units other "

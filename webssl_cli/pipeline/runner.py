@@ -16,7 +16,7 @@ from ..distributed import RankInfo, detect_rank
 from ..distributed.signals import StopFlag, preemption_handlers
 from ..errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, Preempted, UsageError
 from ..model_step import NONFINITE, nonfinite_rows, pick_precision
-from ..store.unit_failures import failed_in_job, record_unit_failure
+from ..store.unit_failures import failed_in_job, list_unit_failures, record_unit_failure
 from .assembler import BatchAssembler, Segment, split_rows
 from .device_decode import DeviceDecoder
 from .heartbeat import Heartbeat
@@ -25,7 +25,7 @@ from .host_copy import HostCopy
 from .loader import Batch, BatchSource
 from .model_setup import build_step, rank_device, settle_batch_size
 from .nonfinite import split_nonfinite
-from .others import OthersWait, open_units, units, waiting_message
+from .others import OthersWait, not_done_message, open_units, units, waiting_message
 from .progress import Counters, Progress, log, summary
 from .result import RunResult
 from .setup import Prepared, prepare
@@ -36,6 +36,9 @@ from .write_queue import WriteQueue
 
 DECODE_AHEAD = 2      # --decode gpu: raw batches queued for decoding before the main loop waits
 WRITE_AHEAD = 2       # finished units (features in memory) queued behind the one being written
+WAIT_SLICE = 0.5      # seconds per wait for the loader: progress and stop checks in between
+FLUSH_AFTER = 1.5     # seconds of stalled input before the rows read so far run as a partial
+                      # batch, so that the units they finish are committed during the stall
 
 
 def run_extract(cfg: ExtractConfig, rank: RankInfo | None = None) -> RunResult:
@@ -107,19 +110,18 @@ class RankRun:
     def wait_for_others(self, source: BatchSource, flag: StopFlag, progress: Progress) -> bool:
         """Nothing was left to claim. While units are open that other ranks hold, wait for
         them (pipeline/others.py); True once one was claimed here, False when none is open.
-        This rank's own units still being written are not waited for here (writes.drain)."""
+        This rank's own units still being written are committed first (writes.drain), so they
+        are never waited for, polled for or reported as other ranks' units."""
         if self.rt.limit_units is not None and self.units_claimed >= self.rt.limit_units:
             return False
+        self.writes.drain(flag.waiting)
         while True:
+            held = set(self.claims.held)    # before done: a unit leaves it once it is done
             done = set(self.done_units(self.prep.layout))
             elsewhere = self.failed_elsewhere()
-            left = open_units(self.prep.units, done, self.skip | elsewhere | set(self.claims.held))
+            left = open_units(self.prep.units, done, self.skip | elsewhere | held)
             if not left:
-                if elsewhere - done:
-                    out = self.prep.layout.out_dir
-                    log(self.rank, f"{units(len(elsewhere - done))} failed on other ranks of "
-                                   f"this job (they exit 3; `webssl status {out}` says why); "
-                                   "rerun the same command to retry them")
+                self.say_failed_in_job(elsewhere - done)
                 return False
             self.no_more = False
             self.claim_more(source, flag)
@@ -134,6 +136,15 @@ class RankRun:
             self.others.seconds += time.perf_counter() - t0
             self.counters.others_wait_seconds = self.others.seconds
             progress.update(self.counters)
+
+    def say_failed_in_job(self, failed: set[str]) -> None:
+        """Units other ranks of this launcher job gave up: those ranks exit 3 and the job
+        with them. A lone process has no such ranks: check_complete reports them."""
+        if failed and self.rank.job:
+            out = self.prep.layout.out_dir
+            log(self.rank, f"{units(len(failed))} failed on other ranks of this job (they exit "
+                           f"3; `webssl status {out}` says why); rerun the same command to "
+                           "retry them")
 
     def failed_elsewhere(self) -> set[str]:
         """Units other ranks of this job gave up on (not retried here)."""
@@ -214,6 +225,31 @@ class RankRun:
             self.maybe_complete(st)
         return pending
 
+    def next_input(self, source: BatchSource, flag: StopFlag, progress: Progress, pending):
+        """The loader's next piece, waited for in WAIT_SLICE slices: while the input stalls
+        the progress line says so (a hang is told from a slow input), and after FLUSH_AFTER
+        the rows already read run as a partial batch (padded with --compile, no recompile),
+        so the units they finish are committed now, not when the input resumes (a kill
+        during the stall would lose them). Returns (piece, pending)."""
+        stalled_since = time.perf_counter()
+        while True:
+            t0 = time.perf_counter()
+            with flag.waiting():
+                b = source.next_batch(timeout=WAIT_SLICE)
+            self.counters.wait_seconds += time.perf_counter() - t0
+            if b is not None:
+                return b, pending
+            stalled = time.perf_counter() - stalled_since
+            if stalled >= FLUSH_AFTER and self.holds_rows(pending):
+                self.drain(pending)
+                pending = None
+            progress.update(self.counters, waiting=stalled)
+
+    def holds_rows(self, pending) -> bool:
+        """Rows read but not yet in their units: assembled, decoding, or on the device."""
+        decoding = self.decoder is not None and len(self.decoder) > 0
+        return pending is not None or self.assembler.rows > 0 or decoding
+
     def add_rows(self, b: Batch) -> None:
         """Hand a batch's decoded rows (if any) to the assembler."""
         if b.images is not None and b.indices:
@@ -270,7 +306,15 @@ class RankRun:
             self.fail_unit(st, f"accounting mismatch: {st.samples_seen} samples read, "
                                f"{st.rows} rows + {len(st.failures)} failures")
             return
-        self.writes.submit(lambda: self.writer.write(st), self.flag.waiting)
+        self.writes.submit(lambda: self.write_unit(st), self.flag.waiting)
+
+    def write_unit(self, st: UnitState) -> None:
+        """On the writer thread: write the unit; its rows count as written if this copy was
+        the one committed (the writer counts the unit done only then)."""
+        before = self.counters.units_done
+        self.writer.write(st)
+        if self.counters.units_done > before:
+            self.counters.images_written += st.rows
 
     def fail_unit(self, st: UnitState, why: str) -> None:
         unit = st.unit
@@ -313,17 +357,15 @@ class RankRun:
                                  gpu_decode=rt.decode == "gpu")
             progress = Progress(len(prep.units), done_before, self.rank.prefix,
                                 rt.progress_every,
-                                done_counter=lambda: len(self.done_units(prep.layout)))
+                                done_counter=lambda: len(self.done_units(prep.layout)),
+                                limit=rt.limit_units)
             self.heartbeat.start()
             flag.interruptible = False       # from here on only while blocked (flag.waiting)
             self.counters.loop_started = time.perf_counter()
             self.claim_more(source, flag)
             while True:
                 while source.outstanding > 0:
-                    t0 = time.perf_counter()
-                    with flag.waiting():
-                        b = source.next_batch()
-                    self.counters.wait_seconds += time.perf_counter() - t0
+                    b, pending = self.next_input(source, flag, progress, pending)
                     pending = self.on_batch(b, pending)
                     self.claim_more(source, flag)
                     progress.update(self.counters)
@@ -348,22 +390,54 @@ class RankRun:
             self.release_all()
             self.heartbeat.stop.set()
             if progress is not None:
-                progress.update(self.counters, force=True)
+                progress.update(self.counters, force=True, final=True)
                 progress.close()
         if write_error is not None:
             raise write_error
         if exit_code == EXIT_OK and self.failed:
             exit_code = EXIT_INCOMPLETE
+        if exit_code != EXIT_PREEMPTED:
+            exit_code = max(exit_code, self.check_complete())
         if exit_code == EXIT_OK:
             exit_code = self.check_damage()
         self.counters.peak_feature_bytes = self.held.peak
-        text = summary(self.counters, max(rt.num_workers, 1))
+        text = summary(self.counters, max(rt.num_workers, 1)) + self.limit_note()
         log(self.rank, text)
         c = self.counters
         return RunResult(exit_code, len(prep.units), c.units_done, self.failed, c.images,
                          c.failures, c.elapsed, c.loop_seconds, c.first_batch or 0.0,
                          c.steady_seconds, text, c.peak_feature_bytes,
                          c.decode_thread_seconds)
+
+    def check_complete(self) -> int:
+        """Exit 0 promises that every planned unit is done (`webssl extract --help`). At the
+        end of a run that did all it could claim, a unit may still be missing because this
+        rank gave it up (reported, exit 3 already), another rank of the same launcher job
+        did (that rank exits 3, and so the job), or another process on this output (a second
+        command without a job id) gave it up or still holds it: then this run exits 3 too,
+        saying which and why. With --limit-units the run was asked for a share only, and
+        that share decides (limit_note)."""
+        if self.rt.limit_units is not None:
+            return EXIT_OK
+        layout = self.prep.layout
+        done = set(self.done_units(layout))
+        reported = set(self.failed) | (self.failed_elsewhere() if self.rank.job else set())
+        left = [u for u in self.prep.units if u.id not in done and u.id not in reported]
+        if not left:
+            return EXIT_OK
+        others = [c for c in self.claims.active_claims() if c.owner != self.rank.owner]
+        log(self.rank, not_done_message(left, len(self.prep.units), list_unit_failures(layout),
+                                        others, layout.out_dir))
+        return EXIT_INCOMPLETE
+
+    def limit_note(self) -> str:
+        """With --limit-units, what exit 0 means: this run's share was done, not the output."""
+        limit = self.rt.limit_units
+        if limit is None:
+            return ""
+        left = len(self.prep.units) - len(self.done_units(self.prep.layout))
+        return (f" With --limit-units {limit} the exit code reports this run's share (0: "
+                f"every unit it took is done); {units(left)} of the output not done yet.")
 
     def check_damage(self) -> int:
         """Exit 0 promises a complete output: finished units whose data files are missing and

@@ -7,7 +7,9 @@ ranks would otherwise each retry a broken shard, one after another, at the tail 
 while everyone else waits (pipeline/others.py). A rerun is another job, so it retries them.
 "The same job" is the launcher's job id (distributed/env.py ``job_id``: SLURM job, step and
 restart count; torchrun run id; the ``--gpus`` launcher's own). Without one, a rank counts
-the failures recorded since it started (file mtime against this machine's clock).
+the failures recorded since it started by processes without a job id either (file mtime
+against this machine's clock): another command on the same output (a second shell) is not
+a rank of "this job" that reports them, so such a run exits 3 for them (pipeline/runner.py).
 """
 from __future__ import annotations
 
@@ -51,7 +53,8 @@ def clear_unit_failure(layout: OutputLayout, unit_id: str) -> None:
 
 def failed_in_job(layout: OutputLayout, job: str, started: float) -> set[str]:
     """Ids of units given up by job ``job``; for job "" those recorded at or after
-    ``started`` (a time.time())."""
+    ``started`` (a time.time()) by processes without a job id (a job's failures are its
+    own: a process outside it retries them, as a rerun would)."""
     try:
         entries = [e for e in os.scandir(layout.unit_failures_dir) if e.name.endswith(".json")]
     except FileNotFoundError:
@@ -59,10 +62,8 @@ def failed_in_job(layout: OutputLayout, job: str, started: float) -> set[str]:
     out = set()
     for e in entries:
         try:
-            if job:
-                same = (read_json_file(e.path) or {}).get("job") == job
-            else:
-                same = e.stat().st_mtime >= started
+            recent = bool(job) or e.stat().st_mtime >= started
+            same = recent and (read_json_file(e.path) or {}).get("job", "") == job
         except (FileNotFoundError, ValueError):
             continue
         if same:
