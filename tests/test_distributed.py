@@ -261,7 +261,8 @@ def test_gpus_parent_ctrl_c_stops_all_workers(shards: Path, single, tmp_path: Pa
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert p.returncode == EXIT_PREEMPTED, err[-2000:]
-    assert err.count("SIGINT received") == 2          # both workers got it and stopped
+    # both workers got it and stopped: in their run, or (a slow start under load) before it
+    assert err.count("SIGINT received") + err.count("stopped by SIGINT before") == 2, err
     layout = OutputLayout(out)
     assert [c for c in list_claims(layout) if not c.stale] == []
     assert visible_data_files(out) <= committed_files(out)

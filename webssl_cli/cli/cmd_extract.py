@@ -54,7 +54,8 @@ def extract(
 
     Example: webssl extract --model dino300m-full2b-224 --input photos/ --out feats/
 
-    Exit codes: 0 all units done; 1 runtime failure; 2 usage or input error;
+    Exit codes: 0 all units done (with --limit-units: every unit this run took);
+    1 runtime failure; 2 usage or input error;
     3 some units could not be completed (see `webssl status OUT`);
     4 stopped by SIGTERM/SIGINT/SIGUSR1 (rerun to resume).
     """
