@@ -84,6 +84,18 @@ def test_persistent_5xx_is_a_sample_failure_when_others_read(tmp_path, data):
         assert len(srv.requests("/imgs/1.jpg")) == 4        # 1 + 3 retries
 
 
+def test_after_a_host_failed_its_later_urls_get_one_attempt(tmp_path, data):
+    """Web-scale URL lists have many dead hosts: the backoff is paid once per host."""
+    with FlakyServer(data) as srv:
+        for n in (1, 2, 3):
+            srv.fail(f"/imgs/{n}.jpg", *[503] * 10)
+        lst = url_list(tmp_path, srv.base, ["0.jpg", "1.jpg", "2.jpg", "3.jpg", "4.jpg"])
+        got = samples(InputConfig(inputs=(str(lst),)))
+        assert [s.data is not None for s in got] == [True, False, False, False, True]
+        assert [len(srv.requests(f"/imgs/{n}.jpg")) for n in (1, 2, 3)] == [4, 1, 1]
+        assert "(1 attempt)" in got[2].error
+
+
 def test_server_down_fails_the_unit_instead_of_every_sample(tmp_path, data):
     port = free_ports(1)[0]
     lst = url_list(tmp_path, f"http://127.0.0.1:{port}", [f"{i}.jpg" for i in range(6)])

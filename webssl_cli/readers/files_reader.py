@@ -11,7 +11,9 @@ But when no sample of the part could be read and some failed that way, the serve
 rather than the files bad: the part raises :class:`ReadError`, so the unit is not committed
 (its failures would otherwise be final) and a rerun reads it again. The part gives up early,
 after :data:`GIVE_UP_AFTER` such failures in a row on one host with nothing read yet, instead
-of waiting out the retries of every URL of a dead server.
+of waiting out the retries of every URL of a dead server. And once a host has failed
+transiently after all retries, later URLs on it get one attempt only: a URL list with many
+dead hosts (common in web-scale lists) costs one request per dead URL, not its backoff.
 """
 from __future__ import annotations
 
@@ -44,6 +46,10 @@ class _DownCheck:
         self.transient: list[TransientNetworkError] = []
         self.streak_host: str | None = None
         self.streak = 0
+        self.down_hosts: set[str] = set()   # failed after all retries: no retries any more
+
+    def retries(self, item: str) -> int | None:
+        return 0 if urlsplit(item).netloc in self.down_hosts else None
 
     def ok(self) -> None:
         self.read += 1
@@ -55,6 +61,7 @@ class _DownCheck:
             return
         self.transient.append(exc)
         host = urlsplit(exc.url).netloc
+        self.down_hosts.add(host)
         self.streak = self.streak + 1 if host == self.streak_host else 1
         self.streak_host = host
         if self.read == 0 and self.streak >= GIVE_UP_AFTER:
@@ -87,7 +94,7 @@ def iter_file_samples(unit: Unit, cfg: InputConfig, part: int,
             try:
                 if is_http(item) and session is None:
                     session = http_session()
-                data = read_bytes(item, cfg, session)
+                data = read_bytes(item, cfg, session, check.retries(item))
             except Exception as exc:   # noqa: BLE001 - every failure becomes a ledger row
                 yield RawSample(index=index, key=key, source=item, data=None,
                                 error=str(exc) or type(exc).__name__,

@@ -45,10 +45,10 @@ def http_session() -> Any:
     return session
 
 
-def http_bytes(url: str, session: Any) -> bytes:
-    """The body of ``url``, retrying transient failures (raises
-    :class:`~.retry.TransientNetworkError` when they persist, ``requests.HTTPError`` for a
-    final 4xx answer)."""
+def http_bytes(url: str, session: Any, retries: int | None = None) -> bytes:
+    """The body of ``url``, retrying transient failures (``retries`` times, default
+    :data:`~.retry.RETRIES`; raises :class:`~.retry.TransientNetworkError` when they persist,
+    ``requests.HTTPError`` for a final 4xx answer)."""
     timeout = http_timeout()
 
     def attempt() -> bytes:
@@ -65,7 +65,7 @@ def http_bytes(url: str, session: Any) -> bytes:
                 raise Transient(describe(exc, timeout[1])) from None
             raise
 
-    return with_retries(url, attempt)
+    return with_retries(url, attempt, retries)
 
 
 @contextmanager

@@ -47,8 +47,9 @@ class TransientNetworkError(Exception):
 
     def __init__(self, url: str, what: str, attempts: int) -> None:
         self.url, self.what, self.attempts = url, what, attempts
-        super().__init__(f"{url}: {what} ({attempts} attempts); the server or network seems "
-                         "down: check it and rerun")
+        tries = f"{attempts} attempt{'' if attempts == 1 else 's'}"
+        super().__init__(f"{url}: {what} ({tries}); the server or network seems down: check "
+                         "it and rerun")
 
 
 class NetworkUnavailable(WebsslError):

@@ -67,12 +67,14 @@ def s3_filesystem(cfg: InputConfig) -> Any:
     return fs
 
 
-def read_bytes(location: str, cfg: InputConfig, session: Any | None = None) -> bytes:
-    """All bytes of one file: a local path, ``s3://`` object or ``http(s)://`` URL (raises)."""
+def read_bytes(location: str, cfg: InputConfig, session: Any | None = None,
+               retries: int | None = None) -> bytes:
+    """All bytes of one file: a local path, ``s3://`` object or ``http(s)://`` URL (raises;
+    ``retries``: of a URL's transient failures, default ``retry.RETRIES``)."""
     if location.startswith("s3://"):
         return s3_filesystem(cfg).cat_file(location)
     if is_http(location):
-        return http_bytes(location, session or http_session())
+        return http_bytes(location, session or http_session(), retries)
     with open(local_path(location), "rb") as fh:
         return fh.read()
 
