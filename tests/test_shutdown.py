@@ -1,6 +1,6 @@
 """Stopping a run whose DataLoader worker is blocked on a stalled input (a ``pipe:`` command
-that wrote part of a tar and then sleeps): a stop signal exits 4 within seconds, a second one
-at once, and a ``kill -9`` of the main process leaves no worker behind. Real processes; each
+that wrote part of a tar and then sleeps): a stop signal exits 4 without waiting for the
+read, a second one at once, and a ``kill -9`` of the main process leaves no worker behind. Real processes; each
 run pays the torch import (about 6 s here), so the cases are few.
 
 The stalled command touches a marker file first: once it exists the run is in its main loop
@@ -117,21 +117,20 @@ def naming(marker: Path) -> list[int]:
     return pids
 
 
-def exit_within(p: subprocess.Popen, seconds: float) -> tuple[int, str, float]:
-    """Wait for ``p``: (exit code, stderr, seconds taken); fails if it took over ``seconds``
-    (waiting a while longer so that the failure says how long it really took)."""
-    t0 = time.monotonic()
+def exit_before_the_stall_ends(p: subprocess.Popen) -> tuple[int, str]:
+    """Wait for ``p`` after a stop signal: (exit code, stderr). The pipe: command sleeps
+    STALL s, so a run that waits for the stalled read to end is still there at STALL / 2
+    (the bug); how fast it exits is not asserted here (speed is not a pass/fail matter)."""
     try:
-        p.wait(timeout=seconds + 15)
+        p.wait(timeout=STALL / 2)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"still running {seconds + 15:.0f} s after the signal")
-    took = time.monotonic() - t0
+        pytest.fail(f"still running {STALL / 2:.0f} s after the signal: it waits for the "
+                    "stalled read")
     try:      # the output ends only when no process holds it open (a live worker would)
-        _, err = p.communicate(timeout=5)
+        _, err = p.communicate(timeout=STALL / 4)
     except subprocess.TimeoutExpired:
         pytest.fail("the run exited, but something it started still holds its stderr")
-    assert took < seconds, f"exited only after {took:.1f} s: {err[-2000:]}"
-    return p.returncode, err, took
+    return p.returncode, err
 
 
 def test_stop_signal_exits_4_promptly_while_a_worker_is_stalled(stalled_run) -> None:
@@ -139,7 +138,7 @@ def test_stop_signal_exits_4_promptly_while_a_worker_is_stalled(stalled_run) -> 
     command goes too (a SIGKILLed worker would leave it sleeping)."""
     p, workers, out, marker = stalled_run
     p.send_signal(signal.SIGTERM)
-    code, err, _ = exit_within(p, 8)
+    code, err = exit_before_the_stall_ends(p)
     assert code == 4, err[-2000:]
     assert "stopped by SIGTERM" in err
     assert "Traceback" not in err, err[-3000:]
@@ -156,9 +155,9 @@ def test_second_signal_exits_at_once(stalled_run) -> None:
     p.send_signal(signal.SIGTERM)
     time.sleep(0.3)                 # inside the cleanup, which waits for the stalled worker
     p.send_signal(signal.SIGINT)
-    code, err, _ = exit_within(p, 2.5)
+    code, err = exit_before_the_stall_ends(p)
     assert code == 4, err[-2000:]
-    assert "second SIGINT: exiting now" in err, err[-2000:]
+    assert "second SIGINT: exiting now" in err, err[-2000:]   # the at-once path, not cleanup
     assert wait_gone(workers, 3) == [], "workers outlived the main process"
     assert naming(marker) == [], "the pipe: command outlived the run"
 

@@ -324,6 +324,7 @@ class FlakyServer:
         self.etag = '"v1"'
         self.faults: dict[tuple[str | None, str], list[object]] = {}
         self.log: list[tuple[str, str, str | None]] = []
+        self.arrived: list[float] = []       # time.monotonic() of each request in ``log``
         self.stopped = threading.Event()
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -340,6 +341,7 @@ class FlakyServer:
         """Log a request and return its planned fault (None: serve it)."""
         with self._lock:
             self.log.append((method, path, range_header))
+            self.arrived.append(time.monotonic())
             for key in ((method, path), (None, path)):
                 if self.faults.get(key):
                     return self.faults[key].pop(0)
@@ -348,6 +350,12 @@ class FlakyServer:
     def requests(self, path: str, method: str = "GET") -> list[tuple[str, str, str | None]]:
         with self._lock:
             return [r for r in self.log if r[1] == path and r[0] == method]
+
+    def arrival_gaps(self, path: str, method: str = "GET") -> list[float]:
+        """Seconds between successive requests of ``path`` (how long a client waited)."""
+        with self._lock:
+            times = [t for r, t in zip(self.log, self.arrived) if r[1] == path and r[0] == method]
+        return [b - a for a, b in zip(times, times[1:])]
 
     def __enter__(self) -> "FlakyServer":
         owner = self
