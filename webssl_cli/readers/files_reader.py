@@ -75,9 +75,7 @@ class _DownCheck:
 
     def error(self, what: str) -> ReadError:
         first = self.transient[0]
-        return ReadError(self.unit, f"no image could be read: {what} (first: {first.url}: "
-                                    f"{first.what}, {first.attempts} attempts); the server or "
-                                    "network seems down: check it before a rerun")
+        return ReadError(self.unit, f"no image could be read: {what}; first: {first}")
 
 
 def iter_file_samples(unit: Unit, cfg: InputConfig, part: int,

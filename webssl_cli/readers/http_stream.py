@@ -11,7 +11,8 @@ from typing import Any, BinaryIO, Iterator
 from ..errors import UsageError
 from .errors import StreamError
 from .retry import (RETRIES, Transient, TransientNetworkError, describe, is_transient_status,
-                    network_failure, status_failure, wait_before, with_retries)
+                    network_errors_transient, network_failure, status_failure, wait_before,
+                    with_retries)
 
 HTTP_CONNECT_TIMEOUT = 10.0
 HTTP_READ_TIMEOUT = 120.0         # default of $WEBSSL_HTTP_TIMEOUT
@@ -52,18 +53,11 @@ def http_bytes(url: str, session: Any, retries: int | None = None) -> bytes:
     timeout = http_timeout()
 
     def attempt() -> bytes:
-        try:
-            with session.get(url, timeout=timeout) as resp:
-                if is_transient_status(resp.status_code):
-                    raise status_failure(resp)
-                resp.raise_for_status()
-                return resp.content
-        except Transient:
-            raise
-        except Exception as exc:   # noqa: BLE001 - requests/urllib3/socket errors
-            if network_failure(exc):
-                raise Transient(describe(exc, timeout[1])) from None
-            raise
+        with network_errors_transient(timeout[1]), session.get(url, timeout=timeout) as resp:
+            if is_transient_status(resp.status_code):
+                raise status_failure(resp)
+            resp.raise_for_status()
+            return resp.content
 
     return with_retries(url, attempt, retries)
 
@@ -99,8 +93,7 @@ class _HttpStream:
         try:
             self.resp = with_retries(self.url, lambda: self._get(None))
         except TransientNetworkError as exc:
-            raise StreamError(f"{exc.what} ({exc.attempts} attempts); the server or network "
-                              "seems down: check it and rerun") from None
+            raise StreamError(exc.summary) from None
         headers = self.resp.headers
         self.etag = headers.get("ETag")
         strong = self.etag if self.etag and not self.etag.startswith("W/") else None
@@ -117,10 +110,12 @@ class _HttpStream:
             if self.validator:
                 headers["If-Range"] = self.validator
         try:
-            resp = self.session.get(self.url, stream=True, timeout=self.timeout, headers=headers)
-        except Exception as exc:   # noqa: BLE001 - requests/urllib3/socket errors
-            if network_failure(exc):
-                raise Transient(describe(exc, self.timeout[1])) from None
+            with network_errors_transient(self.timeout[1]):
+                resp = self.session.get(self.url, stream=True, timeout=self.timeout,
+                                        headers=headers)
+        except Transient:
+            raise
+        except Exception as exc:   # noqa: BLE001 - an unusable URL, TLS, ...
             raise StreamError(f"cannot connect: {type(exc).__name__}: {exc}") from None
         if resp.status_code >= 400:
             resp.close()

@@ -14,8 +14,8 @@ from ..errors import UsageError
 from .kinds import FileSet, Piece, TarShard, is_list, kind_of, stem
 from .local_inputs import decode_list, from_lines, parquet_piece
 from .patterns import static_dir
-from .retry import (NetworkUnavailable, Transient, TransientNetworkError, describe,
-                    is_transient_status, network_failure, status_failure, with_retries)
+from .retry import (NetworkUnavailable, Transient, TransientNetworkError, is_transient_status,
+                    network_errors_transient, status_failure, with_retries)
 from .storage import http_session, http_timeout, s3_filesystem
 
 
@@ -135,10 +135,11 @@ def _planning_request(spec: str, url: str, request: Any) -> Any:
 
     def attempt() -> Any:
         try:
-            resp = request(timeout)
-        except Exception as exc:   # noqa: BLE001 - requests/urllib3/socket errors
-            if network_failure(exc):
-                raise Transient(describe(exc, timeout[1])) from None
+            with network_errors_transient(timeout[1]):
+                resp = request(timeout)
+        except Transient:
+            raise
+        except Exception as exc:   # noqa: BLE001 - an unusable URL, TLS, ...
             raise UsageError(f"--input {spec}: cannot reach {url}: {type(exc).__name__}: "
                              f"{exc}") from None
         if is_transient_status(resp.status_code):
@@ -149,9 +150,8 @@ def _planning_request(spec: str, url: str, request: Any) -> Any:
         resp = with_retries(url, attempt)
     except TransientNetworkError as exc:
         raise NetworkUnavailable(
-            f"--input {spec}: cannot reach {url}: {exc.what} ({exc.attempts} attempts). The "
-            "server or the network seems down or overloaded, not the input wrong: check that "
-            "the server is up and reachable from here, then rerun the same command") from None
+            f"--input {spec}: cannot reach {url}: {exc.summary} (the input itself is not at "
+            "fault)") from None
     if resp.status_code >= 400:
         raise UsageError(f"--input {spec}: {url} answers HTTP {resp.status_code} {resp.reason}")
     return resp

@@ -13,13 +13,14 @@ never retried.
 from __future__ import annotations
 
 import email.utils
+from contextlib import contextmanager
 from http.client import IncompleteRead as HttpIncompleteRead
 import os
 import random
 import re
 import socket
 import time
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from ..errors import WebsslError
 
@@ -48,8 +49,9 @@ class TransientNetworkError(Exception):
     def __init__(self, url: str, what: str, attempts: int) -> None:
         self.url, self.what, self.attempts = url, what, attempts
         tries = f"{attempts} attempt{'' if attempts == 1 else 's'}"
-        super().__init__(f"{url}: {what} ({tries}); the server or network seems down: check "
-                         "it and rerun")
+        self.summary = (f"{what} ({tries}); the server or network seems down: check it and "
+                        "rerun")          # without the URL, for messages that name it already
+        super().__init__(f"{url}: {self.summary}")
 
 
 class NetworkUnavailable(WebsslError):
@@ -120,6 +122,20 @@ def with_retries(url: str, attempt: Callable[[], T], retries: int | None = None)
             waited += wait
             time.sleep(wait)
     raise AssertionError("unreachable")
+
+
+@contextmanager
+def network_errors_transient(read_timeout: float) -> Iterator[None]:
+    """Inside, a network failure (:func:`network_failure`) becomes :class:`Transient` with
+    its account (:func:`describe`); any other exception passes through unchanged."""
+    try:
+        yield
+    except Transient:
+        raise
+    except Exception as exc:   # noqa: BLE001 - requests/urllib3/socket errors
+        if network_failure(exc):
+            raise Transient(describe(exc, read_timeout)) from None
+        raise
 
 
 # --- what went wrong, in words -----------------------------------------------------------
