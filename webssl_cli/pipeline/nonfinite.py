@@ -26,6 +26,7 @@ def split_nonfinite(seg: Segment, rows: dict[str, np.ndarray], bad: np.ndarray,
                                 f"NaN or inf in {which}; {advice(out_dtype, precision)}",
                                 seg.indices[i]))
     pick = keep.tolist()
+    # the model has run: the kept rows need their bookkeeping, not their images
     kept = Segment(seg.unit_index, seg.images[:0], [seg.indices[i] for i in pick],
                    [seg.keys[i] for i in pick], [seg.sources[i] for i in pick],
                    [seg.metas[i] for i in pick])

@@ -158,8 +158,8 @@ def summary(c: Counters, workers: int) -> str:
             f"batch after {c.first_batch or 0.0:.1f}s{steady}), {c.images_written} of them "
             f"written, {units(c.units_done)} done, {units(c.units_failed)} failed, "
             f"{c.failures} failed samples. Time: {times}, waiting for data "
-            f"{c.wait_seconds:.1f}s, waiting for writes {c.write_wait_seconds:.1f}s; features held in memory at most "
-            f"{c.peak_feature_bytes / 2**20:.1f} MiB. Bottleneck: {hint}."
+            f"{c.wait_seconds:.1f}s, waiting for writes {c.write_wait_seconds:.1f}s; features "
+            f"held in memory at most {c.peak_feature_bytes / 2**20:.1f} MiB. Bottleneck: {hint}."
             + (f" Waited {c.others_wait_seconds:.1f}s (not counted above) for units other "
                "ranks held." if c.others_wait_seconds else "")
             + (f" WARNING: all {c.failures} samples read here failed; `webssl status` on the "

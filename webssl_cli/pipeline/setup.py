@@ -129,7 +129,7 @@ def prepare(cfg: ExtractConfig, rank: RankInfo, precision: str) -> Prepared:
     def say(msg: str) -> None:
         print(f"{rank.prefix} {msg}".strip(), file=sys.stderr, flush=True)
 
-    if rank.is_planner and "outside the reference" in fields["position_embedding"]:
+    if rank.is_planner and choice.spec.outside_reference(pcfg.resolution):
         say(f"note: {choice.name} at {pcfg.resolution} px: position embedding "
             f"{fields['position_embedding']} (recorded with the output)")
     # resuming: warn about inputs added since the plan was made (local inputs only: cheap)

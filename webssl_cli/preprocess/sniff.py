@@ -83,7 +83,7 @@ def jpeg_frame(data: bytes) -> JpegFrame | None:
             width = (data[i + 6] << 8) | data[i + 7]
             return JpegFrame(width, height, marker, app1.orientation_elsewhere())
         if marker == 0xE1:
-            app1.add(data[i + 3:i + 1 + seg_len])
+            app1.add(data, i + 3, i + 1 + seg_len)
         i += 1 + seg_len
     return None
 
@@ -97,24 +97,30 @@ class _App1:
 
     def __init__(self) -> None:
         self.count = 0
-        self.first_exif: bytes | None = None     # the first APP1, when it is EXIF
+        self.first_exif: tuple[bytes, int, int] | None = None   # (data, start, end) of it
         self.later_exif = False
         self.xmp_orientation = False
 
-    def add(self, body: bytes) -> None:
+    def add(self, data: bytes, start: int, end: int) -> None:
+        """The APP1 segment body ``data[start:end]`` (looked at in place, never copied:
+        this runs for every JPEG decoded)."""
         self.count += 1
-        if body.startswith(_EXIF):
+        if data.startswith(_EXIF, start, end):
             if self.count == 1:
-                self.first_exif = body
+                self.first_exif = (data, start, end)
             else:
                 self.later_exif = True
-        elif body.startswith(_XMP) and b"tiff:Orientation" in body:
+        elif data.startswith(_XMP, start, end) and data.find(b"tiff:Orientation", start,
+                                                               end) >= 0:
             self.xmp_orientation = True
 
     def orientation_elsewhere(self) -> bool:
         if self.first_exif is None:
             return self.later_exif or self.xmp_orientation
-        return self.xmp_orientation and not _has_orientation_tag(self.first_exif[6:])
+        if not self.xmp_orientation:
+            return False
+        data, start, end = self.first_exif
+        return not _has_orientation_tag(data[start + len(_EXIF):end])
 
 
 def _has_orientation_tag(tiff: bytes) -> bool:

@@ -63,9 +63,13 @@ class ArchSpec:
                 f"{grid}x{grid} (bicubic in float32, offset {self.interpolate_offset}, "
                 f"antialias {'on' if self.interpolate_antialias else 'off'}: the official "
                 "Web-DINO rule)")
-        if self.family == "mae":
+        if self.outside_reference(resolution):
             text += "; outside the reference: the official Web-MAE code accepts 224 only"
         return text
+
+    def outside_reference(self, resolution: int) -> bool:
+        """Web-MAE's official code runs at its trained size only (Web-DINO's interpolates)."""
+        return self.family == "mae" and resolution // self.patch_size != self.grid
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
