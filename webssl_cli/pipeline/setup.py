@@ -58,9 +58,7 @@ def locate_weights(cfg: ExtractConfig, choice: ModelChoice) -> Path:
         if not p.exists():
             raise UsageError(f"--weights {p}: no such file or directory")
         if p.is_file():
-            from ..weights.checksum import read_sidecar, verify_file
-            if read_sidecar(p) is not None:     # a .sha256 beside it: the file must match it
-                verify_file(p)
+            check_sidecar(p, cfg.model.cache_dir)
         return p
     if choice.record is None:
         raise UsageError("--model-config needs --weights FILE (a custom architecture has no "
@@ -68,6 +66,26 @@ def locate_weights(cfg: ExtractConfig, choice: ModelChoice) -> Path:
     from ..weights import WeightsRequest, resolve_weights
     return resolve_weights(WeightsRequest(model=choice.record, source=m.source,
                                           cache_dir=m.cache_dir, offline=m.offline))
+
+
+def check_sidecar(weights: Path, cache_dir: str | None) -> None:
+    """A ``.sha256`` beside a ``--weights`` file must match it. The hash is the one the run
+    config records (``weights_sha256``, memoized in the cache), so a big checkpoint in a
+    read-only folder is hashed once, not on every run and rank, and not twice per run."""
+    from ..checkpoints.identity import weights_sha256
+    from ..errors import CheckpointError
+    from ..weights.checksum import read_sidecar, sidecar_path
+    from ..weights.paths import pth_cache_root
+    expected = read_sidecar(weights)
+    if expected is None:
+        return
+    actual = weights_sha256(weights, pth_cache_root(cache_dir) / "sha256")
+    if actual != expected:
+        raise CheckpointError(
+            f"--weights {weights}: checksum mismatch: the file hashes to sha256 {actual} but "
+            f"{sidecar_path(weights).name} beside it records {expected}. The file was changed "
+            "or replaced after the sidecar was written: put the right file back, or delete the "
+            "stale sidecar if this file is the one you mean")
 
 
 def run_fields(cfg: ExtractConfig, choice: ModelChoice, pcfg: PreprocessConfig,
