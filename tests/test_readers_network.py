@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -223,6 +224,55 @@ def test_planning_down_server_is_exit_1_not_a_usage_error(tmp_path, data):
     assert r.returncode == 1 and "Connection refused" in r.stderr and dead in r.stderr
 
 
+# --- parquet over HTTP (ranged reads) ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pq_data(tmp_path_factory) -> Path:
+    """A parquet of 20 images in row groups of 7 (three groups: several ranged reads)."""
+    root = tmp_path_factory.mktemp("pq")
+    gen.write_parquet(root / "p.parquet", [gen.make_jpeg(40, 30, seed=i) for i in range(20)])
+    return root
+
+
+def _pairs(got: list) -> list:
+    return [(s.key, s.data) for s in got]
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+def test_http_parquet_reads_like_the_local_file_despite_transient_failures(pq_data, ranges):
+    """Every ranged request (the size probe, the footer, each column chunk) is retried: 503s
+    and connections reset mid-body cost retries, not the unit. A server without Range
+    support is read whole."""
+    local = _pairs(samples(InputConfig(inputs=(str(pq_data / "p.parquet"),))))
+    with FlakyServer(pq_data, ranges=ranges) as srv:
+        srv.fail("/p.parquet", 503, "reset", 503, 502, "reset")
+        got = _pairs(samples(InputConfig(inputs=(f"{srv.base}/p.parquet",))))
+        gets = srv.requests("/p.parquet")
+        assert srv.faults[(None, "/p.parquet")] == []      # every planned failure was met
+    assert got == local and len(got) == 20
+    if ranges:
+        assert all(r[2] and r[2].startswith("bytes=") for r in gets)
+
+
+def test_http_parquet_that_changes_while_read_fails_the_unit(pq_data):
+    with FlakyServer(pq_data, ranges=True) as srv:
+        c = InputConfig(inputs=(f"{srv.base}/p.parquet",))
+        (unit,) = plan_units(c)
+        # the third request of the read (after the size probe and the footer) breaks, and
+        # the file is replaced on the server from then on
+        srv.fail("/p.parquet", "serve", "serve", ("reset", '"v2"'))
+        with pytest.raises(ReadError, match="changed on the server while it was read"):
+            list(iter_samples(unit, c))
+
+
+def test_http_parquet_down_at_planning_is_a_network_failure_not_a_usage_error(pq_data):
+    with FlakyServer(pq_data, ranges=True) as srv:
+        srv.fail("/p.parquet", *[503] * 4, method="GET")     # HEAD answers, reads fail
+        with pytest.raises(WebsslError, match=r"HTTP 503 .*4 attempts.*not at fault") as info:
+            plan_units(InputConfig(inputs=(f"{srv.base}/p.parquet",)))
+    assert not isinstance(info.value, UsageError)
+
+
 # --- pipe: commands -----------------------------------------------------------------------------
 
 def _gone(pid: int, within: float = 5.0) -> bool:
@@ -275,6 +325,46 @@ def test_pipe_command_group_is_killed_when_the_reader_stops(tmp_path, data, igno
     if not _gone(pid):
         os.kill(pid, signal.SIGKILL)
         pytest.fail(f"the pipe: command's child {pid} (sleep 321) outlived the reader")
+
+
+def _read_all_in_thread(c: InputConfig) -> tuple[threading.Thread, dict]:
+    got: dict = {}
+
+    def read() -> None:
+        try:
+            got["keys"] = [s.key for s in samples(c)]
+        except Exception as exc:   # noqa: BLE001 - the test reports it
+            got["error"] = exc
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    return t, got
+
+
+@pytest.mark.parametrize("tail", ["sleep 321 & echo $! > {pid}",          # child holds stdout
+                                  "echo $$ > {pid}; exec sleep 321"])     # the command lingers
+def test_pipe_command_that_keeps_stdout_open_does_not_hold_the_unit(tmp_path, data, tail,
+                                                                    ignoring_stop_signals):
+    """After the archive's end, a silent writer that keeps the pipe open (a background child,
+    or the command itself going on) ends the drain: the unit is complete, not held until the
+    writer exits (321 s), and the writer's group is stopped."""
+    pidfile = tmp_path / "pid"
+    shard = data / "wds" / "shard-000000.tar"
+    c = InputConfig(inputs=(f"pipe:cat {shard}; " + tail.format(pid=pidfile),))
+    t, got = _read_all_in_thread(c)
+    t.join(timeout=120)          # far below the 321 s the writer would hold the pipe
+    pid = int(pidfile.read_text())
+    assert not t.is_alive(), "the reader waited on the silent writer"
+    assert "error" not in got, got.get("error")
+    assert got["keys"] == [s.key for s in samples(InputConfig(inputs=(str(shard),)))]
+    if not _gone(pid):
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail(f"the pipe: command's writer {pid} (sleep 321) outlived the unit")
+
+
+def test_pipe_command_failing_after_a_whole_archive_still_fails_the_unit(data):
+    shard = data / "wds" / "shard-000000.tar"
+    with pytest.raises(ReadError, match="status 3"):
+        samples(InputConfig(inputs=(f"pipe:cat {shard}; exit 3",)))
 
 
 def test_pipe_command_runs_with_default_stop_signals(ignoring_stop_signals):

@@ -248,20 +248,21 @@ class _FlakyHandler(SimpleHTTPRequestHandler):
         if not target.is_file():
             return self._status(404)
         body = target.read_bytes()
-        start = self._range_start(len(body))
-        code = 206 if start else 200
+        picked = self._range(len(body))
+        code = 206 if picked else 200
+        start, stop = picked or (0, len(body))
         self.send_response(code)
-        self.send_header("Content-Length", str(len(body) - start))
+        self.send_header("Content-Length", str(stop - start))
         self.send_header("Content-Type", "application/octet-stream")
         if code == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{len(body)}")
         if self.owner.ranges:
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("ETag", self.owner.etag)
         self.end_headers()
         if head:
             return
-        rest = body[start:]
+        rest = body[start:stop]
         if isinstance(fault, tuple):          # ("reset", new ETag): the file changes
             fault, self.owner.etag = fault
         if fault in ("reset", "stall"):
@@ -273,17 +274,21 @@ class _FlakyHandler(SimpleHTTPRequestHandler):
             return
         self.wfile.write(rest)
 
-    def _range_start(self, size: int) -> int:
-        """Byte to start at: N of ``Range: bytes=N-`` when ranges are on and the ``If-Range``
-        (if any) matches the current ETag, else 0."""
+    def _range(self, size: int) -> tuple[int, int] | None:
+        """The [start, stop) bytes of ``Range: bytes=N-`` or ``bytes=N-M`` when ranges are on,
+        the ``If-Range`` (if any) matches the current ETag and N is inside the file; else
+        None (the whole body, 200). A ``bytes=0-`` range is served as the whole body."""
         asked = self.headers.get("Range")
         if not (self.owner.ranges and asked and asked.startswith("bytes=")):
-            return 0
+            return None
         if_range = self.headers.get("If-Range")
         if if_range and if_range != self.owner.etag:
-            return 0
-        start = asked[len("bytes="):].split("-")[0]
-        return int(start) if start.isdigit() and int(start) < size else 0
+            return None
+        first, _, last = asked[len("bytes="):].partition("-")
+        if not first.isdigit() or int(first) >= size or (last and not last.isdigit()):
+            return None
+        start, stop = int(first), min(size, int(last) + 1) if last else size
+        return None if (start, stop) == (0, size) and not last else (start, stop)
 
     def _status(self, code: int) -> None:
         body = b"planned failure"
@@ -311,7 +316,8 @@ class FlakyServer:
     ``method=`` is given): an int answers that HTTP status (with ``Retry-After: retry_after``
     on 429/503 when set), ``"reset"`` sends the headers and half the body then resets the
     connection (``("reset", etag)`` also changes the ETag from then on: the file changed),
-    ``"stall"`` sends half the body then goes silent for ``stall_s`` (then resets).
+    ``"stall"`` sends half the body then goes silent for ``stall_s`` (then resets),
+    ``"serve"`` serves that request normally (to place a fault after it).
     Requests with no planned fault are served normally. ``ranges`` turns on ``Accept-Ranges``,
     a strong ``etag`` and ``Range``/``If-Range`` support (change ``etag`` to fake a file that
     changed). ``log`` holds (method, path, Range header) of every request. ``port`` picks the

@@ -11,6 +11,7 @@ from ..errors import UsageError
 from .kinds import (IMAGE_EXTS, FileSet, ParquetSource, Piece, TarShard, is_list, kind_of,
                     pipe_name, stem)
 from .parquet_reader import check_key_column, find_image_column, open_parquet
+from .retry import NetworkUnavailable, TransientNetworkError
 from .storage import is_url, local_path
 
 log = logging.getLogger("webssl.readers")
@@ -188,7 +189,10 @@ def parquet_piece(spec: str, location: str, cfg: InputConfig) -> ParquetSource:
         schema, rows = pf.schema_arrow, pf.metadata.num_rows
     except UsageError:
         raise
-    except Exception as exc:   # noqa: BLE001 - pyarrow/fsspec raise many types
+    except TransientNetworkError as exc:
+        raise NetworkUnavailable(f"--input {spec}: cannot read parquet {location}: "
+                                 f"{exc.summary} (the input itself is not at fault)") from None
+    except Exception as exc:   # noqa: BLE001 - pyarrow/s3fs raise many types
         raise UsageError(f"--input {spec}: cannot read parquet {location}: "
                          f"{type(exc).__name__}: {exc}") from None
     find_image_column(schema, cfg, location)

@@ -22,6 +22,7 @@ from ..config import InputConfig
 from ..errors import UsageError
 from ..units import RawSample, Unit
 from .errors import ReadError
+from .http_ranges import open_http_file
 from .keys import KeyDeduper
 from .storage import is_http, local_path, s3_filesystem
 
@@ -38,8 +39,7 @@ def open_parquet(location: str, cfg: InputConfig) -> pq.ParquetFile:
     if location.startswith("s3://"):
         return pq.ParquetFile(s3_filesystem(cfg).open(location, "rb"))
     if is_http(location):
-        import fsspec
-        return pq.ParquetFile(fsspec.filesystem("http").open(location, "rb"))
+        return pq.ParquetFile(open_http_file(location))
     return pq.ParquetFile(local_path(location))
 
 
@@ -109,7 +109,7 @@ def iter_parquet_samples(unit: Unit, cfg: InputConfig, part: int,
                 break
     except UsageError as exc:
         raise ReadError(unit, str(exc)) from None
-    except Exception as exc:   # noqa: BLE001 - pyarrow/fsspec errors of every kind
+    except Exception as exc:   # noqa: BLE001 - pyarrow, s3fs and HTTP errors of every kind
         raise ReadError(unit, f"{type(exc).__name__}: {exc} (after {done} rows)") from None
 
 

@@ -4,6 +4,7 @@ reader is done with it, so nothing it started in the background outlives the uni
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import tempfile
@@ -14,6 +15,7 @@ from typing import BinaryIO, Iterator
 from .errors import StreamError
 
 PIPE_KILL_GRACE_S = 2.0           # SIGTERM to a pipe: command's group, then SIGKILL
+PIPE_DRAIN_IDLE_S = 2.0           # after the archive's end: silence that ends the wait for more
 
 
 @contextmanager
@@ -35,14 +37,36 @@ def open_pipe(source: str) -> Iterator[BinaryIO]:
             except BaseException:      # the consumer stopped early
                 _wait_or_kill(proc, 0.0)
                 raise
-            while proc.stdout.read(1 << 20):   # drain padding after the end-of-archive marker
-                pass
+            _drain(proc, PIPE_DRAIN_IDLE_S)   # padding after the end-of-archive marker
             proc.stdout.close()
-            code = proc.wait()
+            try:
+                code = proc.wait(timeout=PIPE_DRAIN_IDLE_S)
+            except subprocess.TimeoutExpired:   # the archive is whole; the command lingers
+                code = 0
             if code != 0:
                 raise StreamError(_exit_message(code, err))
         finally:
             _kill_group(proc.pid, PIPE_KILL_GRACE_S)   # what the command left in the background
+
+
+def _drain(proc: subprocess.Popen, idle_s: float) -> None:
+    """Read and drop what the command still writes after the consumer is done (the tar's
+    padding) until end of file. Bounded: a background child of the command that keeps stdout
+    open, or a command that goes on running silently, would otherwise hold the unit forever.
+    So it stops at the first short silence once the command (the shell) has exited, and after
+    ``idle_s`` s of silence while it still runs."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    quiet_since = time.monotonic()
+    while True:
+        exited = proc.poll() is not None
+        ready, _, _ = select.select([fd], [], [], 0.05 if exited else 0.25)
+        if ready:
+            if not os.read(fd, 1 << 20):
+                return
+            quiet_since = time.monotonic()
+        elif exited or time.monotonic() - quiet_since >= idle_s:
+            return
 
 
 def _default_signals() -> None:
