@@ -104,6 +104,35 @@ def test_backoff_splits_a_batch_that_runs_out_of_memory_and_keeps_rows_in_order(
     assert calls == [4, 3]
 
 
+class PaddedStep(ModelStep):
+    """The real step, compiled-style (``pad_to``), on a GPU where more than ``fit`` rows run
+    out of memory: the padded rows count, as they do on the device."""
+    fit = 8
+
+    def __call__(self, images: torch.Tensor):
+        if max(len(images), self.pad_to or 0) > self.fit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().__call__(images)
+
+
+def test_backoff_on_a_padded_short_batch_halves_the_padded_size_not_the_short_one():
+    base = tiny_step()
+    step = PaddedStep(base.model, base.features, base.device, "fp32", (0.485, 0.456, 0.406),
+                      (0.229, 0.224, 0.225), out_dtype="float32")
+    step.pad_to = 16
+    logged: list[tuple[int, int]] = []
+
+    def on_backoff(old: int, new: int) -> None:   # what the runner does: pad to the new size
+        logged.append((old, new))
+        step.pad_to = new
+
+    backoff = OOMBackoff(16, on_backoff=on_backoff)
+    images = torch.randint(0, 256, (3, 3, 56, 56), dtype=torch.uint8)   # a flushed tail
+    got = backoff(step, images)
+    assert logged == [(16, 8)] and backoff.batch_size == 8    # not 3 // 2 = 1
+    torch.testing.assert_close(got["cls"], base(images)["cls"], atol=1e-4, rtol=1e-4)
+
+
 def test_backoff_gives_up_on_one_image():
     def never(images):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")

@@ -171,7 +171,9 @@ class OOMBackoff:
             oom = True
         if oom:
             free_memory()
-            self._halve(len(images))
+            # a compiled step pads short batches to ``pad_to`` rows: that many ran out of
+            # memory, not the few real ones (halving those would leave batches of 1)
+            self._halve(max(len(images), getattr(step, "pad_to", None) or 0))
         return None
 
     def _halve(self, failed: int) -> None:
