@@ -128,3 +128,25 @@ def test_xformers_backend_fails_clearly_when_unavailable() -> None:
         pass
     with pytest.raises(UsageError, match="xformers cannot be loaded"):
         create_model(DINO / "spec.json", weights=DINO / "official.pth", attention="xformers")
+
+
+@pytest.mark.parametrize("command", ["extract", "bench"])
+def test_a_forced_attention_kernel_that_cannot_run_here_is_refused_up_front(tmp_path, command):
+    """torch has no efficient/cuDNN SDPA kernel on a CPU (and on CUDA none in float32 for
+    flash/cuDNN): every batch would fail with a traceback. One tiny attention call at start
+    says so, exit 2, before any unit starts; a kernel that can run is then accepted on the
+    same --out (the refused settings never started a unit, so they do not lock it)."""
+    from tests.helpers.cli import cli_here
+    out = tmp_path / "o"
+    model = ["--model-config", str(DINO / "spec.json"), "--resolution", "56", "--device", "cpu"]
+    args = (["extract", *model, "--weights", str(DINO / "official.pth"), "--input",
+             str(Path(__file__).resolve().parents[1] / "examples" / "images"), "--out", str(out),
+             "--num-workers", "0"] if command == "extract"
+            else ["bench", *model, "--iters", "1", "--warmup", "0", "--batch-size", "2"])
+    for backend in ("efficient", "cudnn"):
+        r = cli_here([*args, "--attention", backend, "--precision", "fp32"])
+        assert r.returncode == 2, r.stderr
+        assert f"--attention {backend} cannot run on cpu with float32" in r.stderr
+        assert "Traceback" not in r.stderr
+    r = cli_here([*args, "--attention", "flash", "--precision", "fp32"])   # same --out
+    assert r.returncode == 0, r.stderr

@@ -8,6 +8,7 @@ cannot be loaded.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -17,6 +18,32 @@ from torch import nn
 from ..errors import UsageError
 
 BACKENDS = ("auto", "flash", "efficient", "cudnn", "math", "xformers")
+
+
+def check_backend_runs(backend: str, device: torch.device, dtype: torch.dtype,
+                       head_dim: int) -> None:
+    """Refuse, before any work, a forced SDPA kernel that cannot run on this device with these
+    attention inputs: one tiny attention call with the run's head size and dtype (under
+    autocast bf16/fp16, else float32). Without it every batch fails with torch's "No viable
+    backend" (the efficient and cuDNN kernels on a CPU; FlashAttention and cuDNN with float32
+    on CUDA, which takes them in fp16/bf16 only)."""
+    if backend in ("auto", "math", "xformers"):
+        return
+    q = torch.zeros(1, 1, 16, head_dim, device=device, dtype=dtype)
+    with warnings.catch_warnings(record=True) as told:
+        warnings.simplefilter("always")
+        try:
+            with sdpa_backend(backend):
+                F.scaled_dot_product_attention(q, q, q)
+            return
+        except RuntimeError as exc:
+            reasons = [" ".join(str(w.message).split()) for w in told] or [str(exc)]
+    why = "; ".join(reasons)[:400].rstrip(".")
+    name = str(dtype).replace("torch.", "")
+    hint = ", or --precision bf16" if dtype == torch.float32 and device.type == "cuda" else ""
+    raise UsageError(f"--attention {backend} cannot run on {device.type} with {name} attention "
+                     f"inputs (head size {head_dim}); torch: {why}. Use --attention auto "
+                     f"(torch picks a kernel that can){hint}")
 
 
 def _xformers_attention():

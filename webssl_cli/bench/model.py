@@ -15,10 +15,12 @@ import time
 
 import torch
 
+from ..backbone.attention import check_backend_runs
 from ..backbone.factory import (ModelChoice, choose_given, compile_blocks, create_model, pad_ffn,
                                 want_pad_ffn)
 from ..errors import UsageError, WebsslError
 from ..model_step import ModelStep, parse_features, pick_device, pick_precision
+from ..model_step.step import DTYPES
 from ..model_step.autobatch import CPU_DEFAULT_BATCH, find_batch_size, is_oom, step_probe
 from ..registry import flops_per_image
 from .config import BenchConfig, BenchResult
@@ -144,6 +146,7 @@ def bench_model(cfg: BenchConfig) -> BenchResult:
     grid = res // spec.patch_size
     features = parse_features(cfg.features, spec.depth, (grid, grid))
     check_memory(choice, res, cfg.batch_size, precision, device)
+    check_backend_runs(cfg.attention, device, DTYPES[precision], spec.head_dim)
     hold = torch.bfloat16 if (device.type == "cuda" and precision == "bf16") else None
     model = create_model(choice.record.name if choice.record else spec, device=device,
                          dtype=hold, random_init=True, attention=cfg.attention)

@@ -6,6 +6,7 @@ import torch
 
 from ..distributed import RankInfo
 from ..model_step import ModelStep, pick_device
+from ..model_step.step import DTYPES
 from .progress import log
 from .setup import Prepared
 
@@ -20,8 +21,10 @@ def rank_device(requested: str | None, rank: RankInfo) -> torch.device:
 
 
 def build_step(prep: Prepared, device: torch.device, precision: str) -> ModelStep:
+    from ..backbone.attention import check_backend_runs
     from ..backbone.factory import create_model, pad_ffn, want_pad_ffn
     m = prep.cfg.model
+    check_backend_runs(m.attention, device, DTYPES[precision], prep.choice.spec.head_dim)
     hold = torch.bfloat16 if (device.type == "cuda" and precision == "bf16") else None
     model = create_model(prep.choice.spec if prep.choice.record is None else prep.choice.record.name,
                          weights=prep.weights, device=device, dtype=hold, attention=m.attention)

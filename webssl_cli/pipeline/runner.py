@@ -17,6 +17,7 @@ from ..distributed.signals import StopFlag, preemption_handlers
 from ..errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, Preempted, UsageError
 from ..model_step import NONFINITE, nonfinite_rows, pick_precision
 from ..store.unit_failures import failed_in_job, list_unit_failures, record_unit_failure
+from ..store.runconfig import check_run_config
 from .assembler import BatchAssembler, Segment, split_rows
 from .device_decode import DeviceDecoder
 from .heartbeat import Heartbeat
@@ -347,6 +348,9 @@ class RankRun:
             done_before = len(self.done_units(prep.layout))
             self.step = build_step(prep, self.device, self.precision)
             bs = settle_batch_size(self.step, prep, self.rank)
+            # the settings may have been replaced while the model loaded (a run that never
+            # started a unit is replaceable: store.runconfig.never_started); not ours: stop
+            check_run_config(prep.layout, prep.fields, overwrite=False)
             self.backoff = OOMBackoff(bs, on_backoff=self.on_backoff)
             self.assembler = BatchAssembler(bs, self.device)
             if rt.decode == "gpu":
