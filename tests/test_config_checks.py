@@ -104,3 +104,57 @@ def test_summary_when_no_image_got_through() -> None:
     assert "the model is the bottleneck" not in text
     text = summary(Counters(), workers=1)
     assert "WARNING" not in text and "no image reached the model" in text
+
+
+def test_api_takes_one_path_or_pathlib_paths(photos: Path, tmp_path: Path) -> None:
+    """A single str (or Path) input is one input, not one per letter (which walked '/');
+    pathlib.Path works wherever a path goes; list_models() needs no filter."""
+    import dataclasses
+
+    from webssl_cli import list_models
+    from webssl_cli.config import InputConfig, ModelConfig, OutputConfig
+    from tests.extract_helpers import SPEC, WEIGHTS
+    base = config([photos], tmp_path / "a", workers=0)
+    assert InputConfig(str(photos)).inputs == (str(photos),)
+    assert InputConfig(photos).inputs == InputConfig([photos, str(photos)]).inputs[:1]
+    cfg = dataclasses.replace(
+        base, input=InputConfig(photos),
+        model=dataclasses.replace(base.model, model_config=SPEC, weights=Path(WEIGHTS)),
+        output=OutputConfig(tmp_path / "b", ("cls",), "parquet", "float32"))
+    assert isinstance(cfg.model.weights, str) and isinstance(cfg.output.out_dir, str)
+    assert extract(cfg).exit_code == 0
+    assert len(read_features(tmp_path / "b")[0]) == 3
+    assert len(list_models()) > 10 and isinstance(ModelConfig(cache_dir=tmp_path).cache_dir, str)
+
+
+@pytest.mark.parametrize("runtime, option", [
+    (dict(num_workers=1.5), "--num-workers"), (dict(gpus="2"), "--gpus"),
+    (dict(limit_units=True), "--limit-units")])
+def test_api_non_whole_numbers_are_usage_errors(runtime, option, photos, tmp_path) -> None:
+    import dataclasses
+
+    from webssl_cli.errors import UsageError
+    cfg = config([photos], tmp_path / "o", workers=0)
+    cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, **runtime))
+    with pytest.raises(UsageError, match=f"{option} must be a whole number"):
+        extract(cfg)
+    assert not (tmp_path / "o").exists()
+
+
+def _extract_in_pool_worker(args: tuple) -> str:
+    photos, out = args
+    from webssl_cli.errors import UsageError
+    try:
+        extract(config([photos], out, workers=2))
+    except UsageError as exc:
+        return str(exc)
+    return "ran"
+
+
+def test_extract_in_a_pool_worker_with_workers_says_what_to_do(photos, tmp_path) -> None:
+    """A multiprocessing.Pool worker is daemonic: no DataLoader workers can start there (a
+    bare AssertionError before); the error says to use num_workers=0."""
+    import multiprocessing as mp
+    with mp.get_context("spawn").Pool(1) as pool:
+        said = pool.map(_extract_in_pool_worker, [(photos, tmp_path / "o")])[0]
+    assert "daemonic process" in said and "num_workers=0" in said

@@ -4,6 +4,7 @@ The CLI fills these; the Python API takes them directly. Nothing else passes kwa
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 PREPROCESS_MODES = ("resize-crop", "squash", "shortest-crop")
@@ -18,6 +19,12 @@ class InputConfig:
     key_column: str | None = None       # parquet: optional column with sample keys
     keep_json: bool = False             # webdataset: copy sidecar json fields
     s3_endpoint_url: str | None = None  # also WEBSSL_S3_ENDPOINT_URL / AWS_ENDPOINT_URL
+
+    def __post_init__(self) -> None:
+        # one path given alone (a str or a Path) is one input, not a sequence of letters
+        one = isinstance(self.inputs, (str, os.PathLike))
+        items = (self.inputs,) if one else tuple(self.inputs)
+        object.__setattr__(self, "inputs", tuple(_path_str(i) for i in items))
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,10 @@ class ModelConfig:
     resolution: int | None = None       # override the model's training resolution
     pad_ffn: bool | None = None         # zero-pad SwiGLU hidden to x256; None: on CUDA only
 
+    def __post_init__(self) -> None:
+        for name in ("model_config", "weights", "cache_dir"):
+            object.__setattr__(self, name, _path_str(getattr(self, name)))
+
 
 @dataclass(frozen=True)
 class OutputConfig:
@@ -62,6 +73,9 @@ class OutputConfig:
     normalize: bool = False
     overwrite: bool = False
     manifest_name: str = "_webssl"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out_dir", _path_str(self.out_dir))
 
 
 @dataclass(frozen=True)
@@ -95,3 +109,8 @@ class ExtractConfig:
     preprocess_mode: str = "resize-crop"
     max_image_pixels: int = 178_956_970  # decompression-bomb limit (declared width x height)
     jpeg_draft: bool = False             # --jpeg-draft (see PreprocessConfig.jpeg_draft)
+
+
+def _path_str(value):   # noqa: ANN001, ANN202 - str, os.PathLike or None (or anything: checked later)
+    """A ``pathlib.Path`` (any ``os.PathLike``) as the str the stages expect; else unchanged."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value

@@ -7,6 +7,7 @@ inputs (resolution vs patch size, feature specs, input kinds) live with those st
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import re
 
@@ -32,14 +33,36 @@ def check_output_dir(out_dir: str) -> None:
                          "(e.g. `aws s3 sync OUT s3://bucket/prefix/`).")
 
 
+def _whole(value: object, option: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{option} must be a whole number, got {value!r}")
+
+
 def check_config(cfg: ExtractConfig) -> None:
     rt = cfg.runtime
+    for value, option in ((rt.num_workers, "--num-workers"), (rt.gpus, "--gpus"),
+                          (rt.prefetch_factor, "prefetch_factor")):
+        _whole(value, option)
+    if rt.limit_units is not None:
+        _whole(rt.limit_units, "--limit-units")
+    bad = [i for i in cfg.input.inputs if not isinstance(i, str)]
+    if bad:
+        raise UsageError(f"InputConfig.inputs must be paths or URLs (str or pathlib.Path), got "
+                         f"{bad[0]!r}")
+    if not isinstance(cfg.output.out_dir, str):
+        raise UsageError(f"OutputConfig.out_dir must be a folder path (str or pathlib.Path), "
+                         f"got {cfg.output.out_dir!r}")
     bs = rt.batch_size
     if bs != "auto" and not (isinstance(bs, int) and not isinstance(bs, bool) and bs >= 1):
         raise UsageError(f"--batch-size must be a positive number or 'auto', got {bs!r}")
     if rt.num_workers < 0:
         raise UsageError(f"--num-workers must be 0 (read in the main process) or more, got "
                          f"{rt.num_workers}")
+    if (rt.num_workers > 0 or rt.gpus > 0) and multiprocessing.current_process().daemon:
+        raise UsageError("extract runs in a daemonic process (a multiprocessing.Pool worker, "
+                         "say), which cannot start the DataLoader worker processes: use "
+                         "num_workers=0 and gpus=0 there, or call it from a non-daemon "
+                         "multiprocessing.Process")
     if rt.prefetch_factor < 1:
         raise UsageError(f"prefetch_factor must be at least 1, got {rt.prefetch_factor}")
     _positive(rt.lease_seconds, "--lease")

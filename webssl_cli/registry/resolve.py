@@ -62,7 +62,9 @@ def suggest(name: str, n: int = 3) -> list[str]:
     return difflib.get_close_matches(normalize(name), list(BY_NAME), n=n, cutoff=0.6)
 
 
-def search(substring: str | None) -> list[ModelRecord]:
+def search(substring: str | None = None) -> list[ModelRecord]:
+    """Released models whose short name, full name or family contains ``substring``
+    (case-insensitive); all of them without one. ``webssl_cli.list_models`` is this."""
     from .models import MODELS
     if not substring:
         return list(MODELS)
