@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from tests.extract_helpers import config
@@ -98,7 +99,8 @@ def test_device_decode_with_no_workers_and_one_unit(tmp_path: Path) -> None:
 
 def test_raw_jpegs_cross_from_a_worker_as_one_blob_with_their_exact_bytes(tmp_path: Path) -> None:
     """A real DataLoader worker hands over each batch's raw JPEGs packed in one tensor; the
-    views the decode thread gets are byte-for-byte the files, in row order."""
+    views the decode thread gets are byte-for-byte the files, in row order, with their
+    decoded sizes."""
     from webssl_cli.config import InputConfig
     from webssl_cli.pipeline.loader import BatchSource
     from webssl_cli.readers import plan_units
@@ -112,6 +114,7 @@ def test_raw_jpegs_cross_from_a_worker_as_one_blob_with_their_exact_bytes(tmp_pa
     source = BatchSource(icfg, PreprocessConfig(56), batch_size=4, num_workers=1,
                          pin_memory=False, gpu_decode=True)
     got: dict[str, bytes] = {}
+    sizes: dict[str, int] = {}
     worker_rows = []
     try:
         for unit in plan_units(icfg):
@@ -124,10 +127,13 @@ def test_raw_jpegs_cross_from_a_worker_as_one_blob_with_their_exact_bytes(tmp_pa
                 views = b.raw
                 assert all(v.is_contiguous() for v in views)
                 got.update({k: v.numpy().tobytes() for k, v in zip(b.raw_keys, views)})
+                sizes.update(zip(b.raw_keys, b.raw_decoded))
             worker_rows += b.keys
     finally:
         source.close()
     assert got == {k: v for k, v in files.items() if k.endswith(".jpg")}
+    # each JPEG's decoded size comes along, so the decode thread parses no header to group
+    assert sizes == {f"{i}.jpg": (60 + 9 * i) * 50 * 3 for i in range(7)}
     assert worker_rows == ["x.png"]
 
 
@@ -182,3 +188,202 @@ def test_summary_names_the_decode_thread_when_it_is_the_bottleneck() -> None:
     assert "raise --num-workers" in summary(c, workers=8)
     c.decode_thread_seconds = 0.0          # --decode cpu: no such part
     assert "GPU decode thread" not in summary(c, workers=8)
+
+
+# --- batched decode: bisection, out of memory, groups -------------------------------------------
+
+CPU = torch.device("cpu")
+
+
+def raw_tensors(datas: list[bytes]) -> list[torch.Tensor]:
+    return [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+
+
+def corrupt_jpeg(w: int, h: int, seed: int) -> bytes:
+    """A complete baseline JPEG (valid headers, end marker) whose scan data holds a DHT marker:
+    torchvision's decoder fails on the bogus table, PIL on the broken data stream."""
+    data = bytearray(img.make_jpeg(w, h, seed))
+    sos = data.find(b"\xff\xda")
+    data[sos + 20:sos + 22] = b"\xff\xc4"
+    return bytes(data)
+
+
+def wrap_decode_jpeg(monkeypatch, oom_above: int | None = None,
+                     check_freed: bool = False) -> list:
+    """Wrap torchvision's decode_jpeg (standing in for nvJPEG's limits): record each call's
+    images (a list, or one tensor) and their outputs as weak references; raise
+    torch.OutOfMemoryError for lists longer than ``oom_above`` (0: every call).
+    ``check_freed``: each call asserts that no earlier call's decoded image is still alive."""
+    import weakref
+
+    import torchvision.io
+    real = torchvision.io.decode_jpeg
+    calls: list[dict] = []
+
+    def wrapped(data, *args, **kw):
+        call = {"list": isinstance(data, list), "n": len(data) if isinstance(data, list) else 1,
+                "outputs": []}
+        call["bytes"] = sum(_decoded_bytes(d) for d in (data if call["list"] else [data]))
+        if check_freed:
+            assert all(ref() is None for c in calls for ref in c["outputs"]), \
+                "decoded full-size images of an earlier call are still alive"
+        calls.append(call)
+        if oom_above is not None and call["n"] > oom_above:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        out = real(data, *args, **kw)
+        call["outputs"] = [weakref.ref(t) for t in (out if call["list"] else [out])]
+        return out
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", wrapped)
+    return calls
+
+
+def _decoded_bytes(raw: torch.Tensor) -> int:
+    from webssl_cli.preprocess.sniff import jpeg_size
+    w, h = jpeg_size(raw.numpy().tobytes())
+    return w * h * 3
+
+
+def mixed_jpegs(n: int) -> list[bytes]:
+    return [img.make_jpeg(60 + 11 * (i % 5), 50 + 7 * (i % 3), i) for i in range(n)]
+
+
+def test_one_corrupt_jpeg_splits_the_batch_in_halves_not_into_single_images(monkeypatch) -> None:
+    """17 JPEGs, one of them corrupt: the batched call fails, halves are decoded batched until
+    the bad one is alone (about 2*log2(17) calls, not 17); it alone takes the per-image
+    fallback and is recorded. The 16 good ones come out as the batch of them alone gives them,
+    and within one level of decoding each by itself."""
+    from webssl_cli.pipeline.gpu_decode import decode_raw_batch
+    pcfg = PreprocessConfig(56)
+    good = mixed_jpegs(16)
+    datas = good[:11] + [corrupt_jpeg(80, 60, 2)] + good[11:]
+    alone = decode_raw_batch(raw_tensors(good), pcfg, CPU)
+    singles = [decode_raw_batch(raw_tensors([d]), pcfg, CPU).images[0] for d in good]
+    calls = wrap_decode_jpeg(monkeypatch)
+    r = decode_raw_batch(raw_tensors(datas), pcfg, CPU)
+    assert r.ok == [i for i in range(17) if i != 11] and set(r.bad) == {11}
+    assert r.bad[11][0] == "CorruptImage" and r.fallbacks == 1
+    assert alone.fallbacks == 0 and torch.equal(r.images, alone.images)
+    for row, single in zip(r.images, singles):
+        assert (row.int() - single.int()).abs().max() <= 1
+    assert len(calls) <= 2 * 4.09 + 2, [c["n"] for c in calls]        # log2(17) = 4.09
+    assert sum(not c["list"] for c in calls) == 1       # the bad one alone on the "GPU", once
+
+
+def test_out_of_memory_on_long_lists_splits_them_and_records_no_failure(monkeypatch) -> None:
+    """nvJPEG out of memory for lists of more than 4 images: the lists are halved until they
+    fit, every image is decoded batched and equal to the unconstrained run; no failure rows."""
+    from webssl_cli.pipeline.gpu_decode import decode_raw_batch
+    pcfg = PreprocessConfig(56)
+    raws = raw_tensors(mixed_jpegs(17))
+    expected = decode_raw_batch(raws, pcfg, CPU)
+    calls = wrap_decode_jpeg(monkeypatch, oom_above=4)
+    r = decode_raw_batch(raws, pcfg, CPU)
+    assert r.bad == {} and r.ok == list(range(17)) and r.fallbacks == 0
+    assert torch.equal(r.images, expected.images)
+    assert all(c["list"] for c in calls)                 # nothing went down the per-image path
+    assert sum(c["n"] for c in calls if c["n"] <= 4) == 17
+
+
+def test_out_of_memory_on_every_decode_call_decodes_on_the_cpu(monkeypatch) -> None:
+    """nvJPEG out of memory even for one image: each image is decoded on the CPU
+    (``load_sample``), not retried alone on the GPU, and none is recorded as a failure."""
+    from webssl_cli.pipeline.gpu_decode import decode_raw_batch
+    from webssl_cli.preprocess import load_sample
+    pcfg = PreprocessConfig(56)
+    datas = mixed_jpegs(5)
+    calls = wrap_decode_jpeg(monkeypatch, oom_above=0)
+    r = decode_raw_batch(raw_tensors(datas), pcfg, CPU)
+    assert r.bad == {} and r.ok == list(range(5)) and r.fallbacks == 5
+    for row, data in zip(r.images, datas):
+        assert torch.equal(row, load_sample(data, pcfg))
+    assert all(c["list"] for c in calls)
+
+
+def test_resize_out_of_memory_even_per_image_stops_the_run_naming_the_sample(monkeypatch) -> None:
+    """Out of memory in the batched resize falls back to one image at a time; if that runs out
+    too, the error propagates out of the decoder (naming the sample and what to do), and no
+    failure is recorded for the image."""
+    import torchvision.transforms.v2.functional as F
+
+    from webssl_cli.pipeline.device_decode import DeviceDecoder
+    from webssl_cli.pipeline.loader import Batch
+
+    def oom(*args, **kw):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+    datas = mixed_jpegs(3)
+    b = Batch(0, 0, None, raw_blob=torch.frombuffer(bytearray(b"".join(datas)), dtype=torch.uint8),
+              raw_sizes=[len(d) for d in datas], raw_indices=[0, 1, 2],
+              raw_keys=["a.jpg", "b.jpg", "c.jpg"], raw_sources=["s"] * 3,
+              raw_metas=[None] * 3)
+    monkeypatch.setattr(torch, "bmm", oom)              # the batched resize's matmuls
+    monkeypatch.setattr(F, "resize", oom)               # preprocess, one image at a time
+    dec = DeviceDecoder(PreprocessConfig(56), CPU)
+    try:
+        dec.submit(b)
+        dec.wait_oldest()
+        with pytest.raises(torch.OutOfMemoryError, match="'a.jpg'.*--decode cpu.*--batch-size"):
+            list(dec.finished())
+    finally:
+        dec.close()
+
+
+def test_decode_groups_bound_the_decoded_bytes_alive_at_once(monkeypatch) -> None:
+    """With a group cap, each decode call's images stay under it, each group is resized (its
+    full-size images freed) before the next is decoded, and the result equals the one-group
+    run: same images, same order."""
+    from webssl_cli.pipeline.gpu_decode import decode_raw_batch
+    pcfg = PreprocessConfig(56)
+    datas = mixed_jpegs(12)
+    datas.insert(5, img.make_jpeg(200, 150, 1))         # above the cap: a group of its own
+    raws = raw_tensors(datas)
+    cap = 3 * 3 * 100 * 60
+    expected = decode_raw_batch(raws, pcfg, CPU)
+    calls = wrap_decode_jpeg(monkeypatch, check_freed=True)
+    r = decode_raw_batch(raws, pcfg, CPU, group_bytes=cap)
+    assert r.ok == expected.ok == list(range(13)) and r.bad == {} and r.fallbacks == 0
+    assert torch.equal(r.images, expected.images)
+    assert len(calls) > 3 and sum(c["n"] for c in calls) == 13
+    assert all(c["bytes"] <= cap or c["n"] == 1 for c in calls)
+    assert [c["n"] for c in calls if c["bytes"] > cap] == [1]
+
+
+def test_huge_jpegs_go_to_the_cpu_workers() -> None:
+    """Above GPU_DECODE_MAX_PIXELS (but within the bomb limit) a JPEG is decoded by the CPU
+    workers: bounded memory on the decode thread."""
+    from webssl_cli.pipeline.gpu_decode import GPU_DECODE_MAX_PIXELS
+    pcfg = PreprocessConfig(56)
+    big = img.huge_jpeg(7000, 6000)                     # 42 MP declared, a 64x48 file
+    assert 7000 * 6000 > GPU_DECODE_MAX_PIXELS and 7000 * 6000 < pcfg.max_image_pixels
+    assert not route_to_gpu(big, pcfg)
+    assert route_to_gpu(big, pcfg, max_pixels=7000 * 6000)
+    assert route_to_gpu(img.make_jpeg(90, 70), pcfg, max_pixels=90 * 70)
+    assert not route_to_gpu(img.make_jpeg(90, 70), pcfg, max_pixels=90 * 70 - 1)
+
+
+def test_per_image_fallbacks_are_counted_and_logged_once_per_decoder(caplog) -> None:
+    from webssl_cli.pipeline.device_decode import DeviceDecoder
+    from webssl_cli.pipeline.loader import Batch
+
+    def batch(unit: int) -> Batch:
+        datas = mixed_jpegs(4) + [corrupt_jpeg(70, 50, unit)]
+        keys = [f"{unit}/{i}.jpg" for i in range(5)]
+        return Batch(unit, 0, None, raw_blob=torch.frombuffer(bytearray(b"".join(datas)),
+                                                              dtype=torch.uint8),
+                     raw_sizes=[len(d) for d in datas], raw_indices=list(range(5)),
+                     raw_keys=keys, raw_sources=["s"] * 5, raw_metas=[None] * 5)
+    dec = DeviceDecoder(PreprocessConfig(56), CPU)
+    got = []
+    try:
+        with caplog.at_level("WARNING", logger="webssl.decode"):
+            for unit in range(3):
+                dec.submit(batch(unit))
+                dec.wait_oldest()
+                got += list(dec.finished())
+    finally:
+        dec.close()
+    assert [d.fallbacks for d in got] == [1, 1, 1]
+    assert [[f.key for f in d.failures] for d in got] == [[f"{u}/4.jpg"] for u in range(3)]
+    assert [d.batch.keys for d in got] == [[f"{u}/{i}.jpg" for i in range(4)] for u in range(3)]
+    warnings = [r for r in caplog.records if r.name == "webssl.decode"]
+    assert len(warnings) == 1 and "1 JPEG(s)" in warnings[0].getMessage()
+    assert "slower" in warnings[0].getMessage()

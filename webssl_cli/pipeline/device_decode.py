@@ -7,10 +7,15 @@ the decoder's own high-priority stream; an event recorded after them makes the m
 wait for exactly that work, and ``record_stream`` stops the caching allocator from reusing
 the images' memory while the model still reads it. On a CPU device the same code runs
 without streams (torchvision's CPU decoder), which is how the tests exercise it.
+
+Images that nvJPEG's batched calls could not take went one at a time (alone on the GPU, else
+on the CPU: ``gpu_decode``), which is slower; the first batch with any logs a warning, once
+per decoder, not per batch.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -19,8 +24,10 @@ import torch
 
 from ..config import PreprocessConfig
 from ..units import Failure
-from .gpu_decode import decode_on_gpu
+from .gpu_decode import decode_raw_batch
 from .loader import Batch
+
+log = logging.getLogger("webssl.decode")
 
 
 @dataclass
@@ -29,12 +36,14 @@ class Decoded:
     failures: list[Failure]      # samples neither the device nor the CPU fallback could decode
     seconds: float               # decode time on the side thread
     event: torch.cuda.Event | None = None
+    fallbacks: int = 0           # raw JPEGs decoded one at a time (GPU alone, else CPU): slower
 
 
 def merge_decoded(b: Batch, pcfg: PreprocessConfig, device: torch.device) -> Decoded:
     """Decode ``b.raw`` on ``device`` and merge it with the batch's CPU-decoded rows."""
     t0 = time.perf_counter()
-    images, ok, bad = decode_on_gpu(b.raw, pcfg, device)
+    r = decode_raw_batch(b.raw, pcfg, device, names=b.raw_keys, sizes=b.raw_decoded)
+    images, ok, bad = r.images, r.ok, r.bad
     failures = [Failure(b.raw_keys[i], b.raw_sources[i], "decode", etype, msg, b.raw_indices[i])
                 for i, (etype, msg) in sorted(bad.items())]
     cpu = b.images.to(device, non_blocking=True) if b.images is not None else None
@@ -47,7 +56,7 @@ def merge_decoded(b: Batch, pcfg: PreprocessConfig, device: torch.device) -> Dec
     else:
         b.images = cpu
     b.drop_raw()
-    return Decoded(b, failures, time.perf_counter() - t0)
+    return Decoded(b, failures, time.perf_counter() - t0, fallbacks=r.fallbacks)
 
 
 class DeviceDecoder:
@@ -56,12 +65,13 @@ class DeviceDecoder:
     def __init__(self, pcfg: PreprocessConfig, device: torch.device) -> None:
         self.pcfg, self.device = pcfg, device
         # high priority: the model's stream keeps the SMs busy, and each decode waits for the
-        # previous batch's resize (gpu_decode._settle_stream); at high priority those few
+        # previous batch's resize (decode_groups.settle_stream); at high priority those few
         # kernels are scheduled ahead of the model's queued blocks instead of behind them
         self.stream = (torch.cuda.Stream(device, priority=-1) if device.type == "cuda"
                        else None)
         self.pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="webssl-decode")
         self.queue: deque[cf.Future] = deque()
+        self.warned_fallbacks = False
 
     def __len__(self) -> int:
         return len(self.queue)
@@ -71,11 +81,17 @@ class DeviceDecoder:
 
     def _decode(self, b: Batch) -> Decoded:
         if self.stream is None:
-            return merge_decoded(b, self.pcfg, self.device)
-        with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
             d = merge_decoded(b, self.pcfg, self.device)
-            d.event = torch.cuda.Event()
-            d.event.record(self.stream)
+        else:
+            with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
+                d = merge_decoded(b, self.pcfg, self.device)
+                d.event = torch.cuda.Event()
+                d.event.record(self.stream)
+        if d.fallbacks and not self.warned_fallbacks:
+            self.warned_fallbacks = True
+            log.warning("GPU decode: %d JPEG(s) of a batch failed nvJPEG's batched decode and "
+                        "were decoded one at a time (alone on the GPU, else on the CPU), which "
+                        "is slower; later ones are not logged", d.fallbacks)
         return d
 
     def wait_oldest(self) -> None:

@@ -1,29 +1,58 @@
 """`--decode gpu`: batched JPEG decoding (nvJPEG via torchvision) and resize/crop on the GPU.
 
 Workers only read bytes and route each sample: a plain, complete baseline JPEG (end-of-image
-marker present, size within the bomb limit, RGB or grey, no EXIF rotation) travels as raw
-bytes; anything else (progressive JPEGs included) is decoded on the CPU in the worker as
-usual. On the GPU a batch is decoded in one call; if that call fails, each image is retried
-alone on the GPU and then on the CPU, so an image the GPU cannot decode is still decoded or
-recorded as a failure, never dropped.
-All decoded images are then resized and cropped together (``preprocess.batch_resize``).
+marker present, size within the bomb limit and the GPU's pixel cap, RGB or grey, no EXIF
+rotation) travels as raw bytes; anything else (progressive JPEGs included) is decoded on the
+CPU in the worker as usual.
+
+On the GPU a batch is decoded in groups whose decoded size stays under ``DECODE_GROUP_BYTES``
+(``decode_groups``), one batched call per group, and each group is resized and cropped
+(``preprocess.batch_resize``) before the next is decoded, so the full-size images of only one
+group are alive at once. If a batched call fails, its list is split in halves and each half
+decoded batched, recursively; an image that fails alone is retried alone on the GPU and then
+on the CPU, so an image the GPU cannot decode is still decoded or recorded as a failure, never
+dropped. Those fallbacks are counted (``DeviceImages.fallbacks``): they are slower.
+
+Out of device memory is never a per-image failure: the cache is freed and the work retried
+smaller (a batched decode split in halves, one image decoded on the CPU instead, a batched
+resize done per image); if one image alone still runs out, the error propagates and the run
+stops, naming the sample.
 """
 from __future__ import annotations
 
 import io
 import logging
+from dataclasses import dataclass
 
 import torch
 
 from ..config import PreprocessConfig
 from ..preprocess.batch_resize import CHUNK_PIXELS, resize_crop_batch
 from ..preprocess.transforms import ResizePlan, plan_resize
+from .decode_groups import (DECODE_GROUP_BYTES, decode_split, free_device_memory, plan_groups,
+                            settle_stream)
 
 log = logging.getLogger("webssl.decode")
 
+# Larger JPEGs go to the CPU workers. One 36 MP image is ~108 MB decoded, plus nvJPEG's
+# planar buffers and ~430 MB of float32 in its resize (alone in its chunk): fine next to the
+# model, but the bomb limit (179 MP) is 5x that, and such rare giants would leave the decode
+# thread's peak memory, which shares the GPU with the model, without a useful bound.
+GPU_DECODE_MAX_PIXELS = 36_000_000
 
-def route_to_gpu(data: bytes, pcfg: PreprocessConfig) -> bool:
-    """True for JPEGs the GPU path can take as they are: complete baseline JPEGs.
+
+def route_to_gpu(data: bytes, pcfg: PreprocessConfig,
+                 max_pixels: int = GPU_DECODE_MAX_PIXELS) -> bool:
+    """True for JPEGs the GPU path can take as they are (:func:`gpu_decoded_bytes`)."""
+    return gpu_decoded_bytes(data, pcfg, max_pixels) > 0
+
+
+def gpu_decoded_bytes(data: bytes, pcfg: PreprocessConfig,
+                      max_pixels: int = GPU_DECODE_MAX_PIXELS) -> int:
+    """For a JPEG the GPU path can take as it is, its decoded size (width * height * 3
+    bytes, which the decode groups are cut by); 0 for anything else. GPU JPEGs are complete
+    baseline JPEGs of at most ``max_pixels`` (larger ones go to the CPU workers too: bounded
+    decode-thread memory). Runs in the workers, so the decode thread parses no headers.
 
     Progressive (and other non-baseline) JPEGs go to the CPU workers: nvJPEG's batched
     hardware decoder (A100/H100) takes baseline files only, and torchvision decodes the rest
@@ -33,85 +62,121 @@ def route_to_gpu(data: bytes, pcfg: PreprocessConfig) -> bool:
     from ..preprocess.sniff import BASELINE_SOF, jpeg_frame, sniff_format
     from ..preprocess.transforms import draft_request
     if sniff_format(data) != "jpeg":
-        return False
+        return 0
     if not (data.endswith(b"\xff\xd9") or data.rstrip(b"\x00").endswith(b"\xff\xd9")):
-        return False          # truncated: decoders disagree on it, the CPU path names it
+        return 0              # truncated: decoders disagree on it, the CPU path names it
     frame = jpeg_frame(data)
-    if frame is None or frame.width * frame.height > pcfg.max_image_pixels:
-        return False          # let the CPU path produce the precise error
+    if frame is None or frame.width * frame.height > min(pcfg.max_image_pixels, max_pixels):
+        return 0              # past the bomb limit the CPU path produces the precise error
     if frame.sof != BASELINE_SOF:
-        return False          # progressive, 12-bit, arithmetic, lossless: CPU workers
+        return 0              # progressive, 12-bit, arithmetic, lossless: CPU workers
     if draft_request(frame.width, frame.height, pcfg) is not None:
-        return False          # --jpeg-draft: the worker's DCT-scaled decode, same as --decode cpu
+        return 0              # --jpeg-draft: the worker's DCT-scaled decode, same as --decode cpu
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.mode != "RGB" and im.mode != "L":   # CMYK / YCCK: CPU
-                return False
-            return im.getexif().get(0x0112, 1) == 1
+                return 0
+            if im.getexif().get(0x0112, 1) != 1:
+                return 0
     except Exception:
-        return False
+        return 0
+    return frame.width * frame.height * 3
 
 
-def _settle_stream(device: torch.device) -> None:
-    """Wait for the calling stream's queued work before an nvJPEG call. torchvision decodes on
-    an internal stream into tensors allocated on the caller's stream, and that internal stream
-    does not wait for the caller's: memory freed by our earlier (still queued) resize kernels
-    could be handed to the decoder and overwritten under them. The main thread no longer syncs
-    on every batch, so this stream can run far behind the host. That is the likely cause of
-    the few rows with cosine < 0 against CPU decoding in an H100 run without this wait; the
-    wait has not run on a GPU yet (benchmarks/README.md)."""
-    if device.type == "cuda":
-        torch.cuda.current_stream(device).synchronize()
+@dataclass
+class DeviceImages:
+    images: torch.Tensor | None          # (n, 3, S, S) uint8 on the device, rows of ``ok``
+    ok: list[int]                        # positions decoded, ascending
+    bad: dict[int, tuple[str, str]]      # position -> (error_type, message)
+    fallbacks: int = 0                   # images that took the per-image (GPU alone/CPU) path
 
 
 def decode_on_gpu(raws: list[torch.Tensor], pcfg: PreprocessConfig, device: torch.device,
                   chunk_pixels: int = CHUNK_PIXELS, batched: bool = True):
     """Decode + preprocess raw JPEG byte tensors. Returns (images (n,3,S,S) uint8 on device,
-    ok positions, {position: (error_type, message)}).
+    ok positions, {position: (error_type, message)}): :func:`decode_raw_batch` as a tuple."""
+    r = decode_raw_batch(raws, pcfg, device, chunk_pixels, batched)
+    return r.images, r.ok, r.bad
 
-    All decoded images are resized and cropped together (``preprocess.batch_resize``: two
+
+def decode_raw_batch(raws: list[torch.Tensor], pcfg: PreprocessConfig, device: torch.device,
+                     chunk_pixels: int = CHUNK_PIXELS, batched: bool = True,
+                     group_bytes: int = DECODE_GROUP_BYTES,
+                     names: list[str] | None = None,
+                     sizes: list[int] | None = None) -> DeviceImages:
+    """Decode + preprocess raw JPEG byte tensors, group by group (``group_bytes`` decoded
+    bytes at most per batched call; see the module docstring). ``names`` (the samples' keys)
+    only go into the message of an out-of-memory error; ``sizes``: each JPEG's decoded bytes
+    as the workers found them (:func:`gpu_decoded_bytes`), else read from the headers here.
+
+    Each group's images are resized and cropped together (``preprocess.batch_resize``: two
     batched matmuls per chunk of at most ``chunk_pixels`` padded pixels), not one call per
     image: on a GPU, ``preprocess`` launches about six kernels per image from Python, holding
     the GIL against the model's thread. ``batched=False`` is that per-image path (kept for
     benchmarks/gpu_check.py's comparison)."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    from ..preprocess import load_sample
-
     done: dict[int, torch.Tensor] = {}                   # position -> (3,S,S)
-    todo: list[tuple[int, torch.Tensor, ResizePlan]] = []
     bad: dict[int, tuple[str, str]] = {}
-    try:
-        _settle_stream(device)
-        decoded = decode_jpeg(raws, mode=ImageReadMode.RGB, device=device)
-    except RuntimeError:
-        decoded = [None] * len(raws)
-    for i, img in enumerate(decoded):
-        if img is None:      # the batch call failed: this image alone, then on the CPU
-            try:
-                _settle_stream(device)
-                img = decode_jpeg(raws[i], mode=ImageReadMode.RGB, device=device)
-            except RuntimeError:
-                try:
-                    done[i] = load_sample(raws[i].numpy().tobytes(), pcfg).to(device)
-                except Exception as exc:
-                    bad[i] = _failure(exc)
-                continue
+    fallbacks = 0
+    for group in plan_groups(raws, group_bytes, sizes):
+        fallbacks += _decode_group(raws, group, pcfg, device, chunk_pixels, batched, done, bad,
+                                   names)
+    ok = sorted(done)
+    images = torch.stack([done[i] for i in ok]) if ok else None
+    return DeviceImages(images, ok, bad, fallbacks)
+
+
+def _decode_group(raws: list[torch.Tensor], group: list[int], pcfg: PreprocessConfig,
+                  device: torch.device, chunk_pixels: int, batched: bool,
+                  done: dict[int, torch.Tensor], bad: dict[int, tuple[str, str]],
+                  names: list[str] | None) -> int:
+    """Decode and resize one group into ``done``/``bad``; its full-size images die on return.
+    Returns how many images took the per-image fallback."""
+    decoded: dict[int, torch.Tensor] = {}               # position -> full-size (3,h,w)
+    left: list[tuple[int, bool]] = []
+    decode_split(raws, group, device, decoded, left)
+    _decode_alone(raws, left, pcfg, device, decoded, done, bad, names)
+    todo: list[tuple[int, torch.Tensor, ResizePlan]] = []
+    for i in sorted(decoded):
+        img = decoded.pop(i)
         try:
             todo.append((i, img, plan_resize(int(img.shape[-2]), int(img.shape[-1]), pcfg)))
         except Exception as exc:          # decided by the size (ExtremeAspectRatio)
-            bad[i] = _failure(exc)
-    _resize_all(todo, pcfg, chunk_pixels, batched, done, bad)
-    ok = sorted(done)
-    images = torch.stack([done[i] for i in ok]) if ok else None
-    return images, ok, bad
+            _record(bad, i, exc, names)
+    _resize_all(todo, pcfg, chunk_pixels, batched, done, bad, names)
+    return len(left)
+
+
+def _decode_alone(raws: list[torch.Tensor], left: list[tuple[int, bool]],
+                  pcfg: PreprocessConfig, device: torch.device, decoded: dict[int, torch.Tensor],
+                  done: dict[int, torch.Tensor], bad: dict[int, tuple[str, str]],
+                  names: list[str] | None) -> None:
+    """The per-image fallback for the images the batched calls left: alone on the GPU (not
+    after it ran out of memory), then on the CPU (``load_sample``, moved to the device)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    from ..preprocess import load_sample
+    for i, oom in left:
+        if not oom:
+            try:
+                settle_stream(device)
+                decoded[i] = decode_jpeg(raws[i], mode=ImageReadMode.RGB, device=device)
+                continue
+            except RuntimeError as exc:
+                oom = isinstance(exc, torch.OutOfMemoryError)
+        if oom:
+            free_device_memory(device)
+        try:
+            done[i] = load_sample(raws[i].numpy().tobytes(), pcfg).to(device)
+        except Exception as exc:
+            _record(bad, i, exc, names)
 
 
 def _resize_all(todo: list[tuple[int, torch.Tensor, ResizePlan]], pcfg: PreprocessConfig,
                 chunk_pixels: int, batched: bool, done: dict[int, torch.Tensor],
-                bad: dict[int, tuple[str, str]]) -> None:
-    """Resize/crop every decoded image in batched chunks; unbatched, or on an unexpected error,
-    one by one with ``preprocess``, so a failure is pinned on the image that caused it."""
+                bad: dict[int, tuple[str, str]], names: list[str] | None) -> None:
+    """Resize/crop every decoded image in batched chunks; unbatched, or on an unexpected error
+    (out of memory included), one by one with ``preprocess``, so a failure is pinned on the
+    image that caused it."""
     from ..preprocess import preprocess
     if batched and todo:
         try:
@@ -122,11 +187,25 @@ def _resize_all(todo: list[tuple[int, torch.Tensor, ResizePlan]], pcfg: Preproce
         except Exception as exc:
             log.warning("batched resize of %d decoded images failed (%s: %s); resizing them one "
                         "at a time instead", len(todo), type(exc).__name__, str(exc)[:200])
+        free_device_memory(todo[0][1].device)       # in case it ran out of memory
     for i, img, _ in todo:
         try:
             done[i] = preprocess(img, pcfg)
         except Exception as exc:
-            bad[i] = _failure(exc)
+            _record(bad, i, exc, names)
+
+
+def _record(bad: dict[int, tuple[str, str]], i: int, exc: Exception,
+            names: list[str] | None) -> None:
+    """Record image ``i``'s failure in ``bad``; out of device memory is not the image's
+    failure: it is raised (naming the sample) to stop the run instead."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        who = repr(names[i]) if names is not None else f"#{i} of its batch"
+        first = (str(exc).splitlines() or [""])[0][:200]
+        raise torch.OutOfMemoryError(
+            f"--decode gpu: out of device memory on sample {who} even alone ({first}); rerun "
+            f"with --decode cpu or a smaller --batch-size") from exc
+    bad[i] = _failure(exc)
 
 
 def _failure(exc: Exception) -> tuple[str, str]:

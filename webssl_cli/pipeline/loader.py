@@ -43,6 +43,7 @@ class Batch:
     raw_keys: list[str] = field(default_factory=list)
     raw_sources: list[str] = field(default_factory=list)
     raw_metas: list[dict | None] = field(default_factory=list)
+    raw_decoded: list[int] = field(default_factory=list)   # each JPEG's decoded bytes
     indices: list[int] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
@@ -72,6 +73,7 @@ class Batch:
     def drop_raw(self) -> None:
         self.raw_blob, self.raw_sizes = None, []
         self.raw_indices, self.raw_keys, self.raw_sources, self.raw_metas = [], [], [], []
+        self.raw_decoded = []
 
     def pin_memory(self) -> "Batch":
         """Called by the DataLoader's pinning thread (pin_memory=True) on CUDA runs."""
@@ -100,7 +102,7 @@ def iter_part(item: WorkItem, icfg: InputConfig, pcfg: PreprocessConfig,
     """Read, decode and batch one part of one unit (runs inside a worker)."""
     from ..preprocess import DecodeError, load_sample
     from ..readers import iter_samples
-    from .gpu_decode import route_to_gpu
+    from .gpu_decode import gpu_decoded_bytes
 
     unit = item.unit
     batch = Batch(unit.index, item.part, None)
@@ -128,9 +130,11 @@ def iter_part(item: WorkItem, icfg: InputConfig, pcfg: PreprocessConfig,
                 batch.failures.append(Failure(s.key, s.source, "read", s.error_type or "ReadError",
                                               s.error or "unreadable", s.index))
                 continue
-            if gpu_decode and route_to_gpu(s.data, pcfg):
+            decoded = gpu_decoded_bytes(s.data, pcfg) if gpu_decode else 0
+            if decoded:
                 raws.append(s.data)
                 batch.add_row(s, raw=True)
+                batch.raw_decoded.append(decoded)
                 if len(imgs) + len(raws) >= batch_size:
                     yield flush()
                 continue
@@ -196,6 +200,7 @@ class BatchSource:
                  gpu_decode: bool = False) -> None:
         self.num_workers = num_workers
         self.gpu_decode = gpu_decode
+        self.pin_memory = pin_memory
         batch_size = piece_size(batch_size, num_workers, gpu_decode)
         self.icfg, self.pcfg, self.batch_size = icfg, pcfg, batch_size
         if num_workers > 0:
@@ -255,6 +260,8 @@ class BatchSource:
                     break
                 except StopIteration:
                     self._local = None
+            if self.pin_memory:      # as the DataLoader's pinning thread does with workers
+                b = b.pin_memory()
         if b.end:
             self.outstanding -= 1
         return b
