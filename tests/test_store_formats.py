@@ -169,6 +169,24 @@ def test_read_features_plan_order_only_done_units_float32(tmp_path, fmt):
         read_features(layout.out_dir, "layers:4")
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "npy"])
+def test_iter_features_one_unit_at_a_time_npy_mapped(tmp_path, fmt):
+    from webssl_cli import iter_features
+    layout, units, _ = _setup(tmp_path, fmt, 3, out_dtype="float32")
+    rows = {u.id: _rows(u, 2 + u.index, dtype=np.float32) for u in units}
+    for uid in ("000002", "000000"):                          # 000001 never finishes
+        _commit(layout, fmt, units[int(uid)], rows[uid])
+    got = list(iter_features(layout.out_dir, "patches", mmap=True))
+    assert [u.unit_id for u in got] == ["000000", "000002"]
+    for u in got:
+        assert u.keys == rows[u.unit_id].keys and u.unit_name == units[int(u.unit_id)].name
+        assert np.array_equal(u.array, rows[u.unit_id].features["patches"])
+        assert isinstance(u.array, np.memmap) == (fmt == "npy")
+    keys, arr = read_features(layout.out_dir, "patches")
+    assert keys == [k for u in got for k in u.keys]
+    assert np.array_equal(arr, np.concatenate([u.array for u in got]))
+
+
 def test_read_features_empty_folder_and_no_manifest(tmp_path):
     layout, _, _ = _setup(tmp_path, "parquet", 2)
     keys, arr = read_features(layout.out_dir)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +49,8 @@ def _check_files(layout: OutputLayout, rec: DoneRecord) -> None:
                 "finished units whose files are missing or changed)")
 
 
-def _read_unit(layout: OutputLayout, rec: DoneRecord, slug: str, feature: str) -> tuple[list[str], np.ndarray] | None:
+def _read_unit(layout: OutputLayout, rec: DoneRecord, slug: str, feature: str,
+               mmap: bool = False) -> tuple[list[str], np.ndarray] | None:
     if not rec.files:
         return None                                  # npy unit with no rows
     _check_files(layout, rec)
@@ -66,16 +69,23 @@ def _read_unit(layout: OutputLayout, rec: DoneRecord, slug: str, feature: str) -
                          f"{', '.join(present)}")
     keys = pq.read_table(layout.npy_metadata_path(rec.unit_id), columns=["key"],
                          filesystem=LOCAL).column("key")
-    return keys.to_pylist(), np.load(npy, allow_pickle=False)
+    return keys.to_pylist(), np.load(npy, allow_pickle=False, mmap_mode="r" if mmap else None)
 
 
-def read_features(out_dir: str | Path, feature: str = "cls",
-                  manifest_name: str = "_webssl") -> tuple[list[str], np.ndarray]:
-    """(keys, array) of one feature over all finished units, concatenated in plan order.
+@dataclass(frozen=True)
+class UnitFeatures:
+    unit_id: str
+    unit_name: str
+    keys: list[str]
+    array: np.ndarray            # (rows, ...) in the out dtype; a read-only memmap (npy, mmap)
 
-    ``feature`` is the name given to --features (``patch_grid:4``) or its column/folder
-    name (``patch_grid_4``). The array has the out dtype and shape (rows, ...).
-    """
+
+def iter_features(out_dir: str | Path, feature: str = "cls", manifest_name: str = "_webssl",
+                  mmap: bool = False) -> Iterator[UnitFeatures]:
+    """One finished unit's keys and ``feature`` array at a time, in plan order: for outputs
+    too large to hold at once (``patches`` of millions of images). ``mmap=True`` maps NPY
+    files instead of reading them (Parquet units are always read). Units without rows are
+    skipped; unfinished units are not there yet."""
     layout = OutputLayout(out_dir, manifest_name)
     plan = load_plan(layout)
     if plan is None:
@@ -83,14 +93,12 @@ def read_features(out_dir: str | Path, feature: str = "cls",
                          "output folder of `webssl extract`, or another --manifest-name")
     slug = feature_slug(feature)
     done = read_done_records(layout)
-    keys: list[str] = []
-    parts: list[np.ndarray] = []
     for unit in plan:
         rec = done.get(unit.id)
         if rec is None:
             continue
         try:
-            got = _read_unit(layout, rec, slug, feature)
+            got = _read_unit(layout, rec, slug, feature, mmap)
         except FileNotFoundError:        # removed while being read
             _check_files(layout, rec)
             raise
@@ -99,10 +107,25 @@ def read_features(out_dir: str | Path, feature: str = "cls",
         if len(got[0]) != len(got[1]):
             raise WebsslError(f"unit {unit.id} of {layout.out_dir}: {len(got[0])} keys but "
                               f"{len(got[1])} rows of {feature}; the folder is damaged")
-        keys += got[0]
-        parts.append(got[1])
+        yield UnitFeatures(unit.id, unit.name, got[0], got[1])
+
+
+def read_features(out_dir: str | Path, feature: str = "cls",
+                  manifest_name: str = "_webssl") -> tuple[list[str], np.ndarray]:
+    """(keys, array) of one feature over all finished units, concatenated in plan order.
+
+    ``feature`` is the name given to --features (``patch_grid:4``) or its column/folder
+    name (``patch_grid_4``). The array has the out dtype and shape (rows, ...). Everything
+    is loaded into memory (about twice the result's size at peak): for larger outputs use
+    :func:`iter_features`, one unit at a time.
+    """
+    keys: list[str] = []
+    parts: list[np.ndarray] = []
+    for unit in iter_features(out_dir, feature, manifest_name):
+        keys += unit.keys
+        parts.append(unit.array)
     if not parts:
-        return [], np.zeros((0,), dtype=_empty_dtype(layout))
+        return [], np.zeros((0,), dtype=_empty_dtype(OutputLayout(out_dir, manifest_name)))
     return keys, np.concatenate(parts, axis=0)
 
 
