@@ -1,5 +1,6 @@
 """One-command GPU check: model throughput/MFU (eager and compiled), native vs transformers,
-end-to-end extraction with CPU and GPU decoding, and bf16-vs-fp32 feature agreement. Prints
+end-to-end extraction with CPU and GPU decoding, bf16-vs-fp32 feature agreement, and the
+CUDA-only code paths (``paths``: benchmarks/gpu_paths.py). Prints
 one Markdown table. transformers must be importable for the ``hf`` section (on the device
 machine: its wheels in ``.whl/``); a section that fails is reported and the rest still run.
 
@@ -24,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.gpu_paths import path_rows
+from benchmarks.gpu_timing import sync, time_call
 from webssl_cli.backbone.factory import compile_blocks, create_model, pad_ffn, want_pad_ffn
 from webssl_cli.model_step import ModelStep
 from webssl_cli.model_step.features import parse_features
@@ -85,30 +88,9 @@ def fresh_compile(model, mode: str | None = None) -> None:
     compile_blocks(model, mode)
 
 
-def sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def time_step(step: ModelStep, bs: int, res: int, dev: torch.device, seconds: float = 2.0) -> float:
     x = torch.randint(0, 256, (bs, 3, res, res), dtype=torch.uint8, device=dev)
     return time_call(lambda: step(x), bs, dev, seconds)
-
-
-def time_call(fn, bs: int, dev: torch.device, seconds: float = 2.0) -> float:
-    """Images/s of ``fn`` (one batch of ``bs`` per call), after 3 warm-up calls."""
-    for _ in range(3):
-        fn()
-    sync(dev)
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        if n >= 3:
-            sync(dev)
-            if time.perf_counter() - t0 >= seconds:
-                break
-    return n * bs / (time.perf_counter() - t0)
 
 
 def model_rows(args, dev, table: Table, deadline):
@@ -455,8 +437,8 @@ def main() -> None:
     ap.add_argument("--autotune", action="store_true",
                     help="variants: also inductor max-autotune (adds 1.5-3 min of compile per model)")
     ap.add_argument("--skip", default="",
-                    help="comma list of sections to skip: cosine,models,hf,e2e,variants,decode")
-    ap.add_argument("--order", default="cosine,models,hf,e2e,variants,decode",
+                    help="comma list of sections to skip: cosine,models,hf,e2e,variants,decode,paths")
+    ap.add_argument("--order", default="paths,cosine,models,hf,e2e,variants,decode",
                     help="sections in the order to run them; e.g. e2e,variants,models puts the "
                          "end-to-end rows first when the lease is short")
     args = ap.parse_args()
@@ -477,7 +459,8 @@ def main() -> None:
                     "hf": lambda: hf_rows(args, dev, table, Path(td)),
                     "e2e": lambda: e2e_rows(args, dev, table, Path(td)),
                     "variants": lambda: variant_rows(args, dev, table),
-                    "decode": lambda: decode_rows(args, dev, table)}
+                    "decode": lambda: decode_rows(args, dev, table),
+                    "paths": lambda: path_rows(args, dev, table, Path(td), SMOKE_SPEC)}
         for section in [s for s in args.order.split(",") if s in sections]:
             fn = sections[section]
             if section in skip:

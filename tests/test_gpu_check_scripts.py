@@ -72,3 +72,20 @@ def test_gpu_bench_check_smoke_runs(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr[-3000:]
     text = out.read_text()
     assert "images/s" in text and "Traceback" not in text
+
+
+def test_gpu_check_paths_section_reports_each_cuda_only_path(tmp_path: Path) -> None:
+    out = tmp_path / "paths.md"
+    p = run_script("gpu_check.py", out, "--order", "paths")
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert not [r for r in rows if "FAILED" in r["mode"]], rows
+    names = [r["model"] for r in rows]
+    assert names[:4] == [f"paths: --attention {b}" for b in ("flash", "efficient", "cudnn", "math")]
+    assert "efficient" in names[1] and "float32 refused" in rows[1]["mode"]   # none on a CPU
+    corrupt = rows[4]["mode"]
+    assert "failures [8] (CorruptImage)" in corrupt and "fallbacks 1" in corrupt
+    assert corrupt.endswith("without it: True")
+    loader = rows[5]["mode"]
+    assert "8 rows" in loader and "pin thread alive after close: False" in loader
+    assert names[6].startswith("paths: NaN/inf check")
