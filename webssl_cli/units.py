@@ -6,10 +6,58 @@ so the plan can be written once to the output folder and read back by every rank
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 UnitKind = Literal["tar", "files", "parquet"]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _backslash(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def escape_undecodable(text: str) -> str:
+    """``text`` as valid UTF-8 for the output: the bytes of a name that are not UTF-8 (which
+    Python keeps as lone surrogates, ``os.fsdecode``'s ``surrogateescape``) become ``\\xNN``.
+
+    ``'caf\\udce9.jpg'`` (the file name bytes ``b'caf\\xe9.jpg'``) -> ``'caf\\xe9.jpg'``: a
+    backslash, ``x`` and two lowercase hex digits, the same as
+    ``name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")``. Any other
+    lone surrogate (never made from bytes) becomes ``\\uNNNN``. Text that is valid UTF-8 is
+    returned as it is. :func:`unescape_undecodable` reverses it.
+    """
+    if text.isascii():
+        return text
+    return _SURROGATE.sub(_backslash, text)
+
+
+_ESCAPED = re.compile(r"\\x([89a-f][0-9a-f])")
+
+
+def unescape_undecodable(text: str) -> str:
+    """The name :func:`escape_undecodable` was made from (``'caf\\xe9.jpg'`` ->
+    ``'caf\\udce9.jpg'``, a str that ``open``/``os.fsencode`` turn into the real bytes).
+
+    Only ``\\x80`` .. ``\\xff`` are undone (the escape never makes others), so it is exact
+    unless the original name itself held such a backslash sequence.
+    """
+    if "\\x" not in text:
+        return text
+    return _ESCAPED.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), text)
+
+
+def json_text_utf8(text: str) -> str:
+    """JSON text (from ``json.dumps(..., ensure_ascii=False)``) with every lone surrogate
+    written as its ``\\uXXXX`` JSON escape, so the text encodes to UTF-8 and ``json.loads``
+    gives back the very same strings (paths with undecodable bytes round-trip exactly).
+    Lone surrogates can only stand inside JSON strings, where the escape is valid."""
+    if text.isascii():
+        return text
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 Keys: ``unit.source`` is the key root and ends with ``/``; an item under it is keyed by its path
 relative to it, any other item (a URL from a list file, an absolute path outside the root) by
-itself. A file that cannot be read is yielded with ``data=None`` and the exception's type and
+itself. Bytes of a name that are not UTF-8 are escaped as ``\\xNN`` in the key and the source
+(:func:`~webssl_cli.units.escape_undecodable`; the file is read from its real path). A file
+that cannot be read is yielded with ``data=None`` and the exception's type and
 message (FileNotFoundError, HTTPError 404, ...).
 
 Transient network failures (refused or dropped connections, timeouts, HTTP 408/429/5xx) are
@@ -21,8 +23,9 @@ from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 from ..config import InputConfig
-from ..units import RawSample, Unit
+from ..units import RawSample, Unit, escape_undecodable
 from .errors import ReadError
+from .keys import KeyDeduper
 from .retry import TransientNetworkError
 from .storage import http_session, http_timeout, is_http, read_bytes
 
@@ -30,10 +33,28 @@ GIVE_UP_AFTER = 3
 
 
 def file_key(unit: Unit, item: str) -> str:
+    """The key of ``item`` as named (before :func:`file_keys` escapes undecodable bytes)."""
     root = unit.source
     if root.endswith("/") and item.startswith(root) and len(item) > len(root):
         return item[len(root):]
     return item
+
+
+def file_keys(unit: Unit) -> list[str]:
+    """The keys of every item of ``unit``, in order (every part computes all of them, so a
+    key does not depend on how the unit is split).
+
+    A name whose bytes are not UTF-8 has them escaped as ``\\xNN`` (:func:`escape_undecodable`).
+    Should its escaped key equal another item's key (a file literally named ``caf\\xe9.jpg``
+    beside the undecodable ``caf\\xe9.jpg``), the escaped one gets ``#2``, ``#3``...: the keys
+    of names that need no escape never change.
+    """
+    raw = [file_key(unit, item) for item in unit.items]
+    escaped = [escape_undecodable(k) for k in raw]
+    if escaped == raw:
+        return raw
+    unique = KeyDeduper(reserved={k for k, e in zip(raw, escaped) if k == e})
+    return [k if k == e else unique.made(e) for k, e in zip(raw, escaped)]
 
 
 class _DownCheck:
@@ -84,23 +105,24 @@ def iter_file_samples(unit: Unit, cfg: InputConfig, part: int,
     check = _DownCheck(unit)
     if any(is_http(item) for item in unit.items):
         http_timeout()   # a bad $WEBSSL_HTTP_TIMEOUT fails the unit, not each sample
+    keys = file_keys(unit)
     try:
         for index, item in enumerate(unit.items):
             if index % n_parts != part:
                 continue
-            key = file_key(unit, item)
+            key, source = keys[index], escape_undecodable(item)
             try:
                 if is_http(item) and session is None:
                     session = http_session()
                 data = read_bytes(item, cfg, session, check.retries(item))
             except Exception as exc:   # noqa: BLE001 - every failure becomes a ledger row
-                yield RawSample(index=index, key=key, source=item, data=None,
+                yield RawSample(index=index, key=key, source=source, data=None,
                                 error=str(exc) or type(exc).__name__,
                                 error_type=type(exc).__name__)
                 check.failed(exc)
                 continue
             check.ok()
-            yield RawSample(index=index, key=key, source=item, data=data)
+            yield RawSample(index=index, key=key, source=source, data=data)
         check.finish()
     finally:
         if session is not None:

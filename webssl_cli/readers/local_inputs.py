@@ -139,14 +139,22 @@ def from_list_file(spec: str, path: str, cfg: InputConfig) -> list[Piece]:
 
 
 def decode_list(spec: str, raw: bytes) -> str:
-    """The text of a list file: UTF-8, with or without a byte-order mark."""
-    try:
-        if b"\x00" in raw[:65536]:
-            raise UnicodeDecodeError("utf-8", b"", 0, 1, "NUL byte")
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
+    """The text of a list file: UTF-8, with or without a byte-order mark.
+
+    Bytes that are not UTF-8 are kept as they are (as lone surrogates, like ``os.fsdecode``):
+    a path written by ``find`` on a file system with Latin-1 names is the file's real name.
+    Keys and sources escape them as ``\\xNN``; a warning names the first such line.
+    """
+    if b"\x00" in raw[:65536]:
         raise UsageError(f"--input {spec}: is not a UTF-8 text list of paths/URLs (one per "
-                         "line); save the list as UTF-8 text") from None
+                         "line; it holds NUL bytes); save the list as UTF-8 text")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        log.warning("--input %s: line %d (and maybe others) is not UTF-8: its bytes are used as "
+                    "the file name as they are (keys and sources show them as \\xNN)", spec, line)
+        return raw.decode("utf-8-sig", "surrogateescape")
 
 
 def from_lines(spec: str, text: str, base_dir: str, name: str,

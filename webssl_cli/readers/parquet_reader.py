@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from ..config import InputConfig
 from ..errors import UsageError
-from ..units import RawSample, Unit
+from ..units import RawSample, Unit, escape_undecodable
 from .errors import ReadError
 from .http_ranges import open_http_file
 from .keys import KeyDeduper
@@ -40,7 +40,10 @@ def open_parquet(location: str, cfg: InputConfig) -> pq.ParquetFile:
         return pq.ParquetFile(s3_filesystem(cfg).open(location, "rb"))
     if is_http(location):
         return pq.ParquetFile(open_http_file(location))
-    return pq.ParquetFile(local_path(location))
+    path = local_path(location)
+    if escape_undecodable(path) != path:   # a name that is not UTF-8: pyarrow cannot open it
+        return pq.ParquetFile(open(path, "rb"))
+    return pq.ParquetFile(path)
 
 
 def find_image_column(schema: pa.Schema, cfg: InputConfig, where: str) -> ImageColumn:
@@ -135,11 +138,12 @@ def _unit_keys(pf: pq.ParquetFile, unit: Unit, key_column: str) -> list[str]:
 def _sample(unit: Unit, row: int, data: bytes | None, key_text: str,
             col: ImageColumn) -> RawSample:
     index = row - (unit.row_range or (0, 0))[0]
+    source = escape_undecodable(unit.source)
     if data is None:
         name = col.column + (f".{col.field}" if col.field else "")
-        return RawSample(index=index, key=key_text, source=unit.source, data=None,
+        return RawSample(index=index, key=key_text, source=source, data=None,
                          error_type="MissingImage", error=f"row {row}: {name} is null")
-    return RawSample(index=index, key=key_text, source=unit.source, data=data)
+    return RawSample(index=index, key=key_text, source=source, data=data)
 
 
 def _bytes_list(array: pa.ChunkedArray, field: str | None) -> list[bytes | None]:

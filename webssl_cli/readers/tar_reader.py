@@ -9,6 +9,9 @@ an unparsable one ``{"json_error": message}``: the image is still good).
 
 Row keys are ``"<shard name>/<__key__>"``; a key that repeats later in the same shard gets
 ``"#2"``, ``"#3"``... (the first suffix no earlier sample of the shard has) so keys stay unique.
+Bytes of a member name that are not UTF-8 are escaped as ``\\xNN`` in the key (the shard's
+path likewise in ``source``; :func:`~webssl_cli.units.escape_undecodable`) before that check, so
+an escaped name that equals a real one later gets a suffix too.
 A sample without an image is yielded with ``data=None`` (error_type ``NoImage``). Hard links and
 symlinks resolve to earlier members of the same shard (see :mod:`.tar_stream`); an image member
 that is a link which cannot be resolved makes the sample fail (``UnresolvedLink``). A shard
@@ -21,7 +24,7 @@ import json
 from typing import Any, Iterator
 
 from ..config import InputConfig
-from ..units import RawSample, Unit
+from ..units import RawSample, Unit, escape_undecodable
 from .errors import ReadError, TarFormatError
 from .keys import KeyDeduper
 from .kinds import IMAGE_EXTS
@@ -67,13 +70,14 @@ def iter_tar_samples(unit: Unit, cfg: InputConfig) -> Iterator[RawSample]:
             for name, data in iter_tar_members(stream, want, remember):
                 key, ext = split_member_name(name)
                 if key != current and current is not None:
-                    yield _sample(unit, index, unique(current), group, exts, cfg)
+                    yield _sample(unit, index, unique(escape_undecodable(current)), group, exts,
+                                  cfg)
                     index += 1
                     group = {}
                 current = key
                 group.setdefault(ext.lower(), data)
             if current is not None:
-                yield _sample(unit, index, unique(current), group, exts, cfg)
+                yield _sample(unit, index, unique(escape_undecodable(current)), group, exts, cfg)
                 index += 1
     except (TarFormatError, StreamError) as exc:
         raise ReadError(unit, f"{exc} (after {index} complete samples)") from None
@@ -84,16 +88,16 @@ def iter_tar_samples(unit: Unit, cfg: InputConfig) -> Iterator[RawSample]:
 def _sample(unit: Unit, index: int, wds_key: str, group: dict[str, Data],
             exts: tuple[str, ...], cfg: InputConfig) -> RawSample:
     meta = _json_meta(group.get("json")) if cfg.keep_json and "json" in group else None
-    key = f"{unit.name}/{wds_key}"
+    key, source = f"{unit.name}/{wds_key}", escape_undecodable(unit.source)
     for ext in exts:
         data = group.get(ext)
         if isinstance(data, UnresolvedLink):
-            return RawSample(index=index, key=key, source=unit.source, data=None, meta=meta,
+            return RawSample(index=index, key=key, source=source, data=None, meta=meta,
                              error_type="UnresolvedLink", error=data.reason)
         if data is not None:
-            return RawSample(index=index, key=key, source=unit.source, data=data, meta=meta)
+            return RawSample(index=index, key=key, source=source, data=data, meta=meta)
     present = ", ".join(sorted(e or "(no extension)" for e in group))
-    return RawSample(index=index, key=key, source=unit.source, data=None, meta=meta,
+    return RawSample(index=index, key=key, source=source, data=None, meta=meta,
                      error_type="NoImage",
                      error=f"sample {wds_key!r} has no {'/'.join(exts)} member (it has: {present}); "
                            "choose the image member with --image-key")

@@ -151,7 +151,14 @@ def _inside(path: str, base: str) -> str | None:
 
 
 def _header_text(field: bytes) -> str:
-    return field.split(b"\x00", 1)[0].decode("utf-8", "replace")
+    return _name_text(field.split(b"\x00", 1)[0])
+
+
+def _name_text(raw: bytes) -> str:
+    """A member or link name: UTF-8, its other bytes kept as lone surrogates (as ``tarfile``
+    and ``os.fsdecode`` do), so distinct names stay distinct and links still resolve; the
+    reader escapes them for the output (``escape_undecodable``)."""
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def _read_member(stream: BinaryIO, size: int, padded: int, offset: int, name: str) -> bytes:
@@ -211,7 +218,7 @@ def _header_name(header: bytes) -> str:
         prefix = header[345:500].split(b"\x00", 1)[0]
         if prefix:
             name = prefix + b"/" + name
-    return name.decode("utf-8", "replace")
+    return _name_text(name)
 
 
 def _parse_pax(data: bytes) -> dict[str, str]:
@@ -229,6 +236,6 @@ def _parse_pax(data: bytes) -> dict[str, str]:
             break
         record = data[space + 1:pos + length].rstrip(b"\n")
         key, _, value = record.partition(b"=")
-        records[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+        records[key.decode("utf-8", "replace")] = _name_text(value)   # hdrcharset=BINARY
         pos += length
     return records

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import WebsslError
-from ..units import Unit
+from ..units import Unit, json_text_utf8
 from ..atomic_io import exclusive_create, read_json_file
 from .layout import OutputLayout
 from .records import utc_now
@@ -86,8 +86,10 @@ def save_or_load_plan(layout: OutputLayout, make_plan: Callable[[], list[Unit]],
         config = load_run_config(layout)
         doc = {"created": utc_now(), "run_id": config.run_id if config else None,
                "units": [u.to_dict() for u in units]}
-        # compact: a plan of path-list units can hold millions of file names
-        data = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        # compact: a plan of path-list units can hold millions of file names. A path whose
+        # bytes are not UTF-8 (a lone surrogate in Python) is kept as a \udcXX JSON escape,
+        # so the plan stays UTF-8 and loads back the real path
+        data = json_text_utf8(json.dumps(doc, separators=(",", ":"), ensure_ascii=False)).encode()
         if exclusive_create(layout.plan_path, data):
             return units
         return save_or_load_plan(layout, make_plan, is_planner=False, wait_seconds=wait_seconds)

@@ -6,14 +6,18 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from ..units import json_text_utf8
+
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def dumps(obj: Any) -> bytes:
-    """Stable, human-readable JSON bytes for a record file."""
-    return (json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    """Stable, human-readable JSON bytes for a record file (a path whose bytes are not UTF-8,
+    e.g. a unit's source, is kept exactly, as ``\\udcXX`` JSON escapes)."""
+    return (json_text_utf8(json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False))
+            + "\n").encode()
 
 
 @dataclass(frozen=True)

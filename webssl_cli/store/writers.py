@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ..units import Failure, Unit
+from ..units import Failure, Unit, escape_undecodable, json_text_utf8
 from .layout import OutputLayout, check_format, feature_slug
 from .records import FileInfo
 from .staging import new_attempt_dir, stage_file
@@ -60,10 +60,15 @@ def _fixed_size_list(arr: np.ndarray) -> pa.Array:
 
 
 def _meta_columns(rows: UnitRows) -> tuple[list[pa.Array], list[pa.Field]]:
-    arrays = [pa.array(rows.keys, pa.string()), pa.array(rows.sources, pa.string())]
+    # the readers escape names that are not UTF-8 already; again here, so no producer's
+    # lone surrogate (Python's stand-in for such bytes) can fail the unit's write
+    arrays = [pa.array([escape_undecodable(k) for k in rows.keys], pa.string()),
+              pa.array([escape_undecodable(s) for s in rows.sources], pa.string())]
     fields = [pa.field("key", pa.string(), nullable=False), pa.field("source", pa.string())]
     if rows.json is not None:
-        arrays.append(pa.array([None if j is None else json.dumps(j, ensure_ascii=False, allow_nan=False)
+        # a sidecar's "\udcXX" escapes come back as lone surrogates: written as escapes again
+        arrays.append(pa.array([None if j is None else
+                                json_text_utf8(json.dumps(j, ensure_ascii=False, allow_nan=False))
                                 for j in rows.json], pa.string()))
         fields.append(pa.field("json", pa.string()))
     return arrays, fields
@@ -135,12 +140,19 @@ def write_unit(layout: OutputLayout, fmt: str, unit: Unit, rows: UnitRows,
         raise
 
 
+def _ledger_line(unit: Unit, f: Failure) -> str:
+    """One ledger line: key and source as in the data files (undecodable bytes as ``\\xNN``),
+    any other lone surrogate (in a message) as its JSON escape, so the ledger is UTF-8."""
+    d = {"unit": unit.id, **f.to_dict()}
+    d["key"], d["source"] = escape_undecodable(f.key), escape_undecodable(f.source)
+    return json_text_utf8(json.dumps(d, ensure_ascii=False)) + "\n"
+
+
 def write_failures(layout: OutputLayout, unit: Unit, failures: list[Failure]) -> FileInfo | None:
     """Stage the unit's failure ledger (JSON lines, one per failed sample); None if none."""
     if not failures:
         return None
-    lines = "".join(json.dumps({"unit": unit.id, **f.to_dict()}, ensure_ascii=False) + "\n"
-                    for f in failures).encode()
+    lines = "".join(_ledger_line(unit, f) for f in failures).encode()
     attempt = new_attempt_dir(layout, unit.id)
     try:
         return stage_file(layout, attempt, layout.failures_path(unit.id),
