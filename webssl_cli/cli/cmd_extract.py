@@ -61,7 +61,7 @@ def extract(
     """
     from ..config import ExtractConfig, InputConfig, ModelConfig, OutputConfig, RuntimeConfig
     from ..errors import UsageError
-    from ..pipeline.api import extract as run
+    from ..pipeline.api import run   # the command's signal policy: exit codes, no raise
 
     with exit_on_error():
         if batch_size != "auto" and not batch_size.isdigit():

@@ -4,7 +4,8 @@ The parent validates inputs, fetches weights and writes the plan before any work
 each worker runs the same per-rank code path as torchrun/srun ranks (RANK/WORLD_SIZE/
 LOCAL_RANK set, device cuda:LOCAL_RANK, or the --device given). The parent shows overall
 progress from the done-records and forwards SIGINT/SIGTERM/SIGUSR1 to the workers, so Ctrl-C
-stops all of them cleanly.
+stops all of them cleanly (from the main thread; called from another thread it installs no
+handlers and the caller handles signals). No worker outlives the launch, whatever ends it.
 """
 from __future__ import annotations
 
@@ -17,19 +18,46 @@ import sys
 import tempfile
 import time
 
+from ..atomic_io import remove_quietly
 from ..config import ExtractConfig
 from ..config_io import config_to_json
 from ..errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, EXIT_RUNTIME, UsageError
+from ..store.unit_failures import failed_in_job
 from .env import RankInfo, job_id
+from .signals import current_policy, installed
+
+
+STOP_WAIT = 60.0      # seconds a worker gets to stop cleanly (SIGTERM) before it is killed
 
 
 def launch_local(cfg: ExtractConfig):
-    from ..model_step import pick_device, pick_precision
-    from ..pipeline.progress import Counters, Progress
-    from ..pipeline.runner import RunResult
+    """Run the job in ``cfg.runtime.gpus`` worker processes; returns the job's RunResult.
+    Whatever happens once the workers' config file is written (an error, an exception from
+    a stop signal), the workers are stopped and the file is removed before this returns."""
+    from ..model_step import pick_precision
     from ..pipeline.setup import prepare
-    from ..store import done_units
 
+    n, device = worker_device(cfg)
+    prep = prepare(cfg, RankInfo(launcher="gpus"), pick_precision(cfg.model.precision, device))
+    job = job_id(os.environ) or f"gpus:{socket.gethostname()}:{os.getpid()}:{time.time():.0f}"
+    workers = Workers(n, job, device.type == "cpu")
+    cfg_path = None
+    try:
+        cfg_path = write_config(child_config(cfg, device))
+        with installed(workers.forward):    # main thread only; else the caller's handling
+            workers.start(cfg_path)
+            before, counters = supervise(workers, prep, cfg.runtime.progress_every)
+    finally:
+        workers.stop()
+        if cfg_path is not None:
+            remove_quietly(cfg_path)
+    return job_result(prep, job, workers, len(before) + counters.units_done, counters)
+
+
+def worker_device(cfg: ExtractConfig):
+    """(N, the device the workers use), checked: N CUDA devices must be visible, or the CPU
+    must have been asked for."""
+    from ..model_step import pick_device
     n = cfg.runtime.gpus
     device = pick_device(cfg.model.device)
     if device.type == "cpu" and cfg.model.device is None:
@@ -41,60 +69,129 @@ def launch_local(cfg: ExtractConfig):
         have = torch.cuda.device_count()
         if n > have:
             raise UsageError(f"--gpus {n}: only {have} CUDA device(s) visible")
-    prep = prepare(cfg, RankInfo(launcher="gpus"), pick_precision(cfg.model.precision, device))
-    child_cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, gpus=0),
-                                    model=dataclasses.replace(cfg.model, device=cfg.model.device
-                                                              if device.type == "cpu" else None))
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        fh.write(config_to_json(child_cfg))
-        cfg_path = fh.name
-    procs: list[subprocess.Popen] = []
-    job = job_id(os.environ) or f"gpus:{socket.gethostname()}:{os.getpid()}:{time.time():.0f}"
-    for r in range(n):
-        env = dict(os.environ, RANK=str(r), WORLD_SIZE=str(n), LOCAL_RANK=str(r),
-                   WEBSSL_LAUNCHER="gpus", WEBSSL_JOB_ID=job)
+    return n, device
+
+
+def child_config(cfg: ExtractConfig, device) -> ExtractConfig:
+    """The workers' config: no --gpus, and the device left to each rank unless it is the CPU."""
+    return dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, gpus=0),
+                               model=dataclasses.replace(cfg.model, device=cfg.model.device
+                                                         if device.type == "cpu" else None))
+
+
+def write_config(cfg: ExtractConfig) -> str:
+    """``cfg`` as JSON in a temporary file (removed here if the write fails); its path."""
+    fd, path = tempfile.mkstemp(suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(config_to_json(cfg))
+    except BaseException:
+        remove_quietly(path)
+        raise
+    return path
+
+
+class Workers:
+    """The worker processes of one launch, and the stop signals the launcher forwarded."""
+
+    def __init__(self, n: int, job: str, cpu: bool) -> None:
+        self.n, self.job, self.cpu = n, job, cpu
+        self.procs: list[subprocess.Popen] = []
+        self.stopped: list[str] = []
+
+    def start(self, cfg_path: str) -> None:
+        """Start the ranks; none after a stop signal (it would not have been forwarded)."""
+        for r in range(self.n):
+            if self.stopped:
+                break
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "webssl_cli.distributed.worker", cfg_path],
+                env=self.env(r)))
+
+    def env(self, r: int) -> dict[str, str]:
+        env = dict(os.environ, RANK=str(r), WORLD_SIZE=str(self.n), LOCAL_RANK=str(r),
+                   WEBSSL_LAUNCHER="gpus", WEBSSL_JOB_ID=self.job)
         for k in ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"):
             env.pop(k, None)
-        if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        if self.cpu and "OMP_NUM_THREADS" not in os.environ:
             # N CPU workers each using every core only fight over them (torchrun sets 1)
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
-        procs.append(subprocess.Popen([sys.executable, "-m", "webssl_cli.distributed.worker",
-                                       cfg_path], env=env))
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.n))
+        return env
 
-    stopped: list[str] = []
+    def running(self) -> bool:
+        return any(p.poll() is None for p in self.procs)
 
-    def forward(signum, _frame):
-        stopped.append(signal.Signals(signum).name)
-        for p in procs:
+    def send(self, signum: int) -> None:
+        for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signum)
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    def forward(self, signum, _frame) -> None:
+        """The launcher's stop-signal handler: pass the signal on to the workers (a second
+        one makes them exit at once). Under the Python API's policy a second signal also
+        raises here (the workers are then stopped by launch_local)."""
+        name = signal.Signals(signum).name
+        self.send(signum)
+        policy = current_policy()
+        if self.stopped and policy.api:
+            raise policy.interruption(name)
+        self.stopped.append(name)
+        policy.note(name)
+
+    def stop(self) -> None:
+        """Make sure no worker outlives the launch: SIGTERM to those still running (they
+        release their claims), SIGKILL after STOP_WAIT seconds."""
+        self.send(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_WAIT
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    @property
+    def codes(self) -> list[int]:
+        return [p.returncode for p in self.procs]
+
+
+def supervise(workers: Workers, prep, every: float):
+    """Show the job's progress from the done-records until every worker has exited:
+    (units done before the launch, the Counters of those committed since)."""
+    from ..pipeline.progress import Counters, Progress
+    from ..store import done_units
     before = set(done_units(prep.layout))
     counters = Counters()
     counters.loop_started = counters.started
-    progress = Progress(len(prep.units), len(before), "[gpus]", cfg.runtime.progress_every,
+    progress = Progress(len(prep.units), len(before), "[gpus]", every,
                         done_counter=lambda: len(before) + counters.units_done)
     try:
-        while any(p.poll() is None for p in procs):
+        while workers.running():
             job_totals(prep.layout, before, counters)
             progress.update(counters)
             time.sleep(0.5)
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
         job_totals(prep.layout, before, counters)
         progress.update(counters, force=True)
         progress.close()
-        os.unlink(cfg_path)
-    codes = [p.returncode for p in procs]
-    done = len(before) + counters.units_done
-    code = exit_code(codes, complete=done == len(prep.units), stopped=bool(stopped))
+    return before, counters
+
+
+def job_result(prep, job: str, workers: Workers, done: int, counters):
+    """The job's RunResult (``done``: units done in all), and its summary line on stderr.
+    Units failed: those the job's workers gave up (their unit-failure records) and nobody
+    committed since."""
+    from ..pipeline.result import RunResult
+    from ..store import done_units
+    n, codes = workers.n, workers.codes
+    done_ids = set(done_units(prep.layout, recover=False))
+    failed = sorted(failed_in_job(prep.layout, job, 0.0) - done_ids)
+    code = exit_code(codes, complete=done == len(prep.units), stopped=bool(workers.stopped))
     text = (f"--gpus {n}: {counters.images} images in {counters.elapsed:.1f}s, "
             f"{counters.units_done} units done here, {done}/{len(prep.units)} in all, "
             f"{counters.failures} failed samples. Workers: {worker_report(codes)}.")
     print(f"[gpus] {text}", file=sys.stderr, flush=True)
-    return RunResult(code, len(prep.units), counters.units_done, [], counters.images,
+    return RunResult(code, len(prep.units), counters.units_done, failed, counters.images,
                      counters.failures, counters.elapsed, counters.elapsed, summary=text)
 
 

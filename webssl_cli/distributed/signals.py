@@ -1,8 +1,13 @@
-"""Preemption: SIGTERM / SIGINT / SIGUSR1 stop the run; a second signal exits at once.
+"""Preemption: SIGTERM / SIGINT / SIGUSR1 stop the run; a second signal stops it at once.
 
 The first signal raises :class:`Preempted` in the main thread when it is blocked waiting
 (for the data loader or a write), or is noticed at the next check otherwise; the runner then abandons in-flight units without visible partial files,
 releases their claims and exits with EXIT_PREEMPTED (4) so `--requeue` jobs resume cleanly.
+
+What a second signal does is the process's :class:`StopPolicy`: a command (``webssl``, a
+``--gpus`` worker, a torchrun/srun rank) exits at once with 4; the Python API
+(``webssl_cli.extract``, :func:`api_policy`) raises at once instead, so that the caller's
+interpreter (a Jupyter kernel) lives on and its ``finally`` blocks run.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from ..errors import EXIT_PREEMPTED, Preempted, StopSignal
 
@@ -50,15 +56,73 @@ class StopFlag:
             self.interruptible = False
 
 
+@dataclass
+class StopPolicy:
+    """How the runs of this process treat stop signals. ``api`` False (a command): a second
+    signal exits the process at once with 4. ``api`` True (``webssl_cli.extract``): a second
+    signal raises :meth:`interruption` at once. ``first`` names the first stop signal a run
+    received under this policy (the API raises KeyboardInterrupt after a SIGINT)."""
+
+    api: bool = False
+    first: str | None = None
+
+    def note(self, name: str) -> None:
+        if self.first is None:
+            self.first = name
+
+    def hint(self) -> str:
+        return "send again to stop at once" if self.api else "send again to exit at once"
+
+    def second(self, name: str, prefix: str) -> None:
+        """A second stop signal in a run: exit now (command) or raise (API)."""
+        if not self.api:
+            print(f"{prefix} second {name}: exiting now", file=sys.stderr, flush=True)
+            os._exit(EXIT_PREEMPTED)
+        print(f"{prefix} second {name}: stopping now", file=sys.stderr, flush=True)
+        raise self.interruption(name)
+
+    @staticmethod
+    def interruption(name: str) -> BaseException:
+        """What an API caller gets for a stop: KeyboardInterrupt for SIGINT (Python's own
+        Ctrl-C), :class:`StopSignal` for the others."""
+        text = f"stopped by {name}; finished units are kept, rerun the same call to resume"
+        return KeyboardInterrupt(text) if name == "SIGINT" else StopSignal(text)
+
+
+_policy = StopPolicy()
+
+
+def current_policy() -> StopPolicy:
+    """The policy runs in this process follow now (a command's unless :func:`api_policy`)."""
+    return _policy
+
+
+@contextlib.contextmanager
+def api_policy() -> Iterator[StopPolicy]:
+    """The Python API's policy for the duration of a call. Off the main thread no handlers
+    are installed: the caller's policy stays, and a fresh one (never signalled) is yielded."""
+    global _policy
+    fresh = StopPolicy(api=True)
+    if threading.current_thread() is not threading.main_thread():
+        yield fresh
+        return
+    saved, _policy = _policy, fresh
+    try:
+        yield fresh
+    finally:
+        _policy = saved
+
+
 @contextlib.contextmanager
 def preemption_handlers(flag: StopFlag, prefix: str = "") -> Iterator[StopFlag]:
     def handler(signum, _frame):
         name = signal.Signals(signum).name
+        policy = current_policy()
         if flag.signal_name is not None:
-            print(f"{prefix} second {name}: exiting now", file=sys.stderr, flush=True)
-            os._exit(EXIT_PREEMPTED)
+            policy.second(name, prefix)
         flag.signal_name = name
-        print(f"{prefix} {name} received: stopping after cleanup (send again to exit at once)",
+        policy.note(name)
+        print(f"{prefix} {name} received: stopping after cleanup ({policy.hint()})",
               file=sys.stderr, flush=True)
         if flag.interruptible:
             flag.interruptible = False

@@ -385,14 +385,16 @@ class RankRun:
             log(self.rank, str(exc))
         finally:
             flag.interruptible = False
-            if self.decoder is not None:
-                self.decoder.close()
-            if source is not None:
-                source.close()
+            self.heartbeat.stop.set()   # first: a second stop signal may cut this cleanup short
+            try:
+                if self.decoder is not None:
+                    self.decoder.close()
+            finally:                    # ... and the workers must go even then
+                if source is not None:
+                    source.close()
             write_error = self.writes.close(cancel=exit_code == EXIT_PREEMPTED)
             self.counters.write_wait_seconds = self.writes.wait_seconds
             self.release_all()
-            self.heartbeat.stop.set()
             if progress is not None:
                 progress.update(self.counters, force=True, final=True)
                 progress.close()

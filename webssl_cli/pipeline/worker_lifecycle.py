@@ -86,18 +86,24 @@ def stop_workers(it) -> None:
     report: their pids leave torch's SIGCHLD check first, and the pin-memory thread (CUDA)
     stops before a worker can die in the middle of a message it is reading."""
     workers = list(it._workers)
-    _forget_worker_pids(it)
-    _stop_pin_thread(it)
-    it._workers_done_event.set()
-    for i, active in enumerate(it._workers_status):
-        if active:
-            it._mark_worker_as_unavailable(i, shutdown=True)   # a None on its index queue
-    _join_all(workers, ASK_GRACE)
-    _signal_alive(workers, STOP_REQUEST)
-    _join_all(workers, STOP_GRACE)
-    _signal_alive(workers, signal.SIGKILL)
-    _join_all(workers, KILL_WAIT)
-    it._shutdown_workers()   # quick now; marks the iterator shut down (its __del__ is a no-op)
+    try:
+        _forget_worker_pids(it)
+        _stop_pin_thread(it)
+        it._workers_done_event.set()
+        for i, active in enumerate(it._workers_status):
+            if active:
+                it._mark_worker_as_unavailable(i, shutdown=True)   # a None on its index queue
+        _join_all(workers, ASK_GRACE)
+        _signal_alive(workers, STOP_REQUEST)
+        _join_all(workers, STOP_GRACE)
+        _signal_alive(workers, signal.SIGKILL)
+        _join_all(workers, KILL_WAIT)
+        it._shutdown_workers()   # quick now; marks the iterator shut down (__del__: no-op)
+    except BaseException:
+        # interrupted (a second stop signal raises here under the Python API): leave no
+        # worker behind, since one blocked in a read would hold up the interpreter's exit
+        _signal_alive(workers, STOP_REQUEST)
+        raise
 
 
 def _signal_alive(workers: list, sig: int) -> None:
