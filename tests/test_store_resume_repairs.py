@@ -159,6 +159,7 @@ def test_plan_only_run_changes_no_data_and_a_lost_input_makes_exit_3(tmp_path):
     (out / "cls" / "000000.npy").unlink()
     r = cli_here(args + ["--limit-units", "0"])            # reports the damage, repairs nothing
     assert r.returncode == 3 and "redone by this run" not in r.stderr, r.stderr
+    assert "(1 unit, 1 done); no unit was run" in r.stderr       # no model, no workers
     assert (out / "patch_mean" / "000000.npy").exists()
     images.rename(tmp_path / "moved")                   # the input is gone now
     r = cli_here(args)

@@ -16,7 +16,8 @@ from ..distributed import RankInfo, detect_rank
 from ..distributed.signals import StopFlag, preemption_handlers
 from ..errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, Preempted, UsageError
 from ..model_step import NONFINITE, nonfinite_rows, pick_precision
-from ..store.unit_failures import failed_in_job, list_unit_failures, record_unit_failure
+from ..store.unit_failures import (failed_in_job, failed_in_job_now, list_unit_failures,
+                                   record_unit_failure)
 from ..store.runconfig import check_run_config
 from .assembler import BatchAssembler, Segment, split_rows
 from .device_decode import DeviceDecoder
@@ -38,6 +39,7 @@ from .write_queue import WriteQueue
 DECODE_AHEAD = 2      # --decode gpu: raw batches queued for decoding before the main loop waits
 WRITE_AHEAD = 2       # finished units (features in memory) queued behind the one being written
 WAIT_SLICE = 0.5      # seconds per wait for the loader: progress and stop checks in between
+CLAIM_VIEW_S = 2.0    # seconds a listing of the done/given-up units serves claims
 FLUSH_AFTER = 1.5     # seconds of stalled input before the rows read so far run as a partial
                       # batch, so that the units they finish are committed during the stall
 
@@ -80,6 +82,9 @@ class RankRun:
         self.nonfinite_said = False
         self.no_more = False
         self.units_claimed = 0
+        self.claim_cursor = 0            # plan position after this rank's last claim
+        self.view: set[str] = set()      # not_to_claim's last listing of the folder
+        self.view_at = -CLAIM_VIEW_S
         self.others = OthersWait()
         self.started_at = time.time()    # without a job id: failures since then are this job's
         self.heartbeat = Heartbeat(self.claims, self.rt.heartbeat)
@@ -94,19 +99,34 @@ class RankRun:
             if limit is not None and self.units_claimed >= limit:
                 self.no_more = True
                 break
-            done = set(self.done_units(self.prep.layout)) | self.skip | self.failed_elsewhere()
-            unit = self.claims.claim_next(self.prep.units, done)
+            unit = self.claims.claim_next(self.prep.units, self.not_to_claim(),
+                                          self.claim_cursor)
             if unit is None:
                 self.no_more = True
                 break
-            if unit.id in self.failed_elsewhere():    # given up and released meanwhile
+            self.claim_cursor = unit.index + 1
+            if failed_in_job_now(self.prep.layout, unit.id, self.rank.job, self.started_at):
+                # given up by another rank of this job and released meanwhile
                 self.claims.release(unit.id)
+                self.skip.add(unit.id)
                 continue
             self.units_claimed += 1
             with self.heartbeat.lock:
                 self.heartbeat.units.add(unit.id)
             n = source.submit(unit)
             self.inflight[unit.index] = UnitState(unit, parts_left=n)
+
+    def not_to_claim(self) -> set[str]:
+        """Units done (by any rank), given up in this job or skipped here. Listing the
+        folder for that costs O(units); it is redone at most every CLAIM_VIEW_S seconds (a
+        unit done elsewhere meanwhile is caught by claim_next's own check of that unit, one
+        given up elsewhere by failed_in_job_now), or a run of 40,000 units spent more on
+        claiming than on its images (0.3 s per claim, measured)."""
+        now = time.monotonic()
+        if now - self.view_at >= CLAIM_VIEW_S:
+            self.view = set(self.done_units(self.prep.layout)) | self.failed_elsewhere()
+            self.view_at = now
+        return self.view | self.skip
 
     def wait_for_others(self, source: BatchSource, flag: StopFlag, progress: Progress) -> bool:
         """Nothing was left to claim. While units are open that other ranks hold, wait for
@@ -344,6 +364,8 @@ class RankRun:
         exit_code = EXIT_OK
         pending = source = progress = None
         self.flag = flag
+        if rt.limit_units == 0:
+            return self.plan_only()
         try:
             done_before = len(self.done_units(prep.layout))
             self.step = build_step(prep, self.device, self.precision)
@@ -444,6 +466,16 @@ class RankRun:
         left = len(self.prep.units) - len(self.done_units(self.prep.layout))
         return (f" With --limit-units {limit} the exit code reports this run's share (0: "
                 f"every unit it took is done); {units(left)} of the output not done yet.")
+
+    def plan_only(self) -> RunResult:
+        """--limit-units 0: the plan and run config are written (prepare); no model is
+        loaded and no worker started. Damage found in finished units still makes it 3."""
+        done = len(self.done_units(self.prep.layout))
+        code = self.check_damage()
+        text = (f"--limit-units 0: plan and run config written ({units(len(self.prep.units))}, "
+                f"{done} done); no unit was run")
+        log(self.rank, text)
+        return RunResult(code, len(self.prep.units), 0, summary=text)
 
     def check_damage(self) -> int:
         """Exit 0 promises a complete output: finished units whose data files are missing and

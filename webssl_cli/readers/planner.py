@@ -101,14 +101,22 @@ def _key_root(sets: list[FileSet]) -> str | None:
 
 
 class _Namer:
+    """Unique unit names: a repeated name gets ``_2``, ``_3``... Each name remembers the
+    last suffix it gave (12,000 shards all called ``data.tar`` or ``pipe`` took 45 s when
+    every one searched from ``_2`` again)."""
+
     def __init__(self) -> None:
         self.used: set[str] = set()
+        self.last: dict[str, int] = {}
 
     def __call__(self, name: str) -> str:
         name = "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "unit"
-        candidate, n = name, 1
+        candidate, n = name, self.last.get(name, 1)
+        if n > 1:
+            candidate = f"{name}_{n}"
         while candidate in self.used:
             n += 1
             candidate = f"{name}_{n}"
+        self.last[name] = n
         self.used.add(candidate)
         return candidate

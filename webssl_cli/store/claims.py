@@ -15,6 +15,7 @@ once, whatever its age: a rerun after a crash takes the dead run's units over im
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -143,11 +144,15 @@ class ClaimStore:
     def held(self) -> list[str]:
         return sorted(self._held)
 
-    def claim_next(self, units: list[Unit], done: set[str]) -> Unit | None:
-        """Claim the first undone unit that is unclaimed or whose claim is stale."""
+    def claim_next(self, units: list[Unit], done: set[str], start: int = 0) -> Unit | None:
+        """Claim the first undone unit, from position ``start`` on (then wrapping around),
+        that is unclaimed or whose claim is stale. A rank passes the position after its last
+        claim, so a claim does not walk past all the units done before it (at tens of
+        thousands of units that walk cost more than the unit's work)."""
         scan = _scan(self.layout)
         now = time.time()
-        for unit in units:
+        start = start % len(units) if units else 0
+        for unit in itertools.chain(units[start:], units[:start]):
             uid = unit.id
             if uid in done or uid in self._committed or uid in self._held:
                 continue

@@ -51,24 +51,45 @@ def clear_unit_failure(layout: OutputLayout, unit_id: str) -> None:
     remove_quietly(layout.unit_failure_path(unit_id))
 
 
+# a record's job never changes once written; keyed by (inode, mtime) so a rewrite is re-read
+_JOB_CACHE: dict[str, tuple[tuple[int, int], str]] = {}
+
+
+def _job_of(path: str, st: os.stat_result) -> str:
+    key = (st.st_ino, st.st_mtime_ns)
+    cached = _JOB_CACHE.get(path)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    job = (read_json_file(path) or {}).get("job", "")
+    _JOB_CACHE[path] = (key, job)
+    return job
+
+
+def _counts(path: str, job: str, started: float) -> bool:
+    """The record at ``path`` is a failure of job ``job`` (see :func:`failed_in_job`)."""
+    try:
+        st = os.stat(path)
+        return (bool(job) or st.st_mtime >= started) and _job_of(path, st) == job
+    except (FileNotFoundError, ValueError):
+        return False
+
+
 def failed_in_job(layout: OutputLayout, job: str, started: float) -> set[str]:
     """Ids of units given up by job ``job``; for job "" those recorded at or after
     ``started`` (a time.time()) by processes without a job id (a job's failures are its
-    own: a process outside it retries them, as a rerun would)."""
+    own: a process outside it retries them, as a rerun would). Each record file is read once
+    per process (then only stat'ed): ranks ask often, and a bad dataset has thousands."""
     try:
-        entries = [e for e in os.scandir(layout.unit_failures_dir) if e.name.endswith(".json")]
+        names = [n for n in os.listdir(layout.unit_failures_dir) if n.endswith(".json")]
     except FileNotFoundError:
         return set()
-    out = set()
-    for e in entries:
-        try:
-            recent = bool(job) or e.stat().st_mtime >= started
-            same = recent and (read_json_file(e.path) or {}).get("job", "") == job
-        except (FileNotFoundError, ValueError):
-            continue
-        if same:
-            out.add(e.name[:-len(".json")])
-    return out
+    base = str(layout.unit_failures_dir)
+    return {n[:-len(".json")] for n in names if _counts(os.path.join(base, n), job, started)}
+
+
+def failed_in_job_now(layout: OutputLayout, unit_id: str, job: str, started: float) -> bool:
+    """:func:`failed_in_job` for one unit, read now (one stat)."""
+    return _counts(str(layout.unit_failure_path(unit_id)), job, started)
 
 
 def list_unit_failures(layout: OutputLayout) -> list[UnitFailure]:
