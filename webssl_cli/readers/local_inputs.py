@@ -195,6 +195,7 @@ def parquet_piece(spec: str, location: str, cfg: InputConfig) -> ParquetSource:
     try:
         pf = open_parquet(location, cfg)
         schema, rows = pf.schema_arrow, pf.metadata.num_rows
+        groups = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
     except UsageError:
         raise
     except TransientNetworkError as exc:
@@ -205,4 +206,16 @@ def parquet_piece(spec: str, location: str, cfg: InputConfig) -> ParquetSource:
                          f"{type(exc).__name__}: {exc}") from None
     find_image_column(schema, cfg, location)
     check_key_column(schema, cfg, location)
+    big = 4   # warn when a row group holds more than this many units' rows
+    if groups and max(groups) > big * cfg.shard_size:
+        held = (f"one row group holds all {groups[0]} rows" if len(groups) == 1 else
+                f"{len(groups)} row groups hold up to {max(groups)} rows each")
+        log.warning(
+            "%s: its %s, more than %dx --shard-size %d: a row group is read from its start, "
+            "so every unit reads its row group from the start up to its own rows (a unit near "
+            "a row group's end reads nearly all of it, and every worker sharing the unit does "
+            "so again). Rewrite the file with smaller row groups, e.g. "
+            "pyarrow.parquet.write_table(table, path, row_group_size=%d), or raise "
+            "--shard-size", location, held, big, cfg.shard_size, cfg.shard_size)
     return ParquetSource(location, stem(location), rows)
+

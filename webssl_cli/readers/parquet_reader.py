@@ -9,11 +9,16 @@ unit gets ``#2``, ``#3``..., a null value becomes ``"<unit name>/<row>"``, and m
 never take a value the unit holds (every part of a unit reads the whole unit's key column, so
 parts agree). A null image is yielded with ``data=None``
 (``MissingImage``); a file that fails while being read raises :class:`ReadError`.
+
+Row groups are streamed in batches, never loaded whole: a unit reads each row group it overlaps
+from the row group's start (parquet cannot seek to a row) up to the unit's last row and no
+further, and a worker holds one batch of images at a time. A row group of many units' rows is
+thus read again by every unit in it; planning warns about such files (``local_inputs.py``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -35,15 +40,33 @@ class ImageColumn:
     field: str | None = None     # "bytes" inside an HF Image struct
 
 
-def open_parquet(location: str, cfg: InputConfig) -> pq.ParquetFile:
+# Row groups are streamed, never loaded whole: ``pre_buffer=False`` with a read buffer makes
+# pyarrow read a column chunk piece by piece as batches are decoded (the default pre-buffering
+# reads every needed column chunk in full first), so a unit reads its row group only from the
+# row group's start up to its own last row, and a worker holds one batch, not a row group.
+LOCAL_READ_BUFFER = 1 << 20          # bytes per read of a local file
+REMOTE_READ_BUFFER = 8 << 20         # bytes per read (one request) over S3 / HTTP
+BATCH_BYTES = 16 << 20               # about this many image bytes per decoded batch...
+BATCH_ROWS = 256                     # ...and at most this many rows
+
+
+def open_parquet(location: str, cfg: InputConfig,
+                 file: BinaryIO | None = None) -> pq.ParquetFile:
+    """``location`` opened for streamed reads; ``file``: that file, already open."""
+    if file is not None:
+        return _streaming(file, LOCAL_READ_BUFFER)
     if location.startswith("s3://"):
-        return pq.ParquetFile(s3_filesystem(cfg).open(location, "rb"))
+        return _streaming(s3_filesystem(cfg).open(location, "rb"), REMOTE_READ_BUFFER)
     if is_http(location):
-        return pq.ParquetFile(open_http_file(location))
+        return _streaming(open_http_file(location), REMOTE_READ_BUFFER)
     path = local_path(location)
     if escape_undecodable(path) != path:   # a name that is not UTF-8: pyarrow cannot open it
-        return pq.ParquetFile(open(path, "rb"))
-    return pq.ParquetFile(path)
+        return _streaming(open(path, "rb"), LOCAL_READ_BUFFER)
+    return _streaming(path, LOCAL_READ_BUFFER)
+
+
+def _streaming(source: object, buffer_size: int) -> pq.ParquetFile:
+    return pq.ParquetFile(source, pre_buffer=False, buffer_size=buffer_size)
 
 
 def find_image_column(schema: pa.Schema, cfg: InputConfig, where: str) -> ImageColumn:
@@ -84,51 +107,81 @@ def check_key_column(schema: pa.Schema, cfg: InputConfig, where: str) -> None:
                          f"columns: {_describe(schema)}")
 
 
-def iter_parquet_samples(unit: Unit, cfg: InputConfig, part: int,
-                         n_parts: int) -> Iterator[RawSample]:
+def iter_parquet_samples(unit: Unit, cfg: InputConfig, part: int, n_parts: int, *,
+                         file: BinaryIO | None = None) -> Iterator[RawSample]:
+    """Part ``part`` of ``n_parts`` of ``unit``'s rows; ``file``: ``unit.source`` already open
+    (the reader opens it when None)."""
     start, end = unit.row_range or (0, 0)
     done = 0
     try:
-        pf = open_parquet(unit.source, cfg)
+        pf = open_parquet(unit.source, cfg, file)
         col = find_image_column(pf.schema_arrow, cfg, unit.source)
         unit_keys = _unit_keys(pf, unit, cfg.key_column) if cfg.key_column else None
-        columns = [col.column]
-        first_row = 0
-        for rg in range(pf.metadata.num_row_groups):
-            n = pf.metadata.row_group(rg).num_rows
-            lo, hi = max(start, first_row), min(end, first_row + n)
-            if lo < hi:
-                table = pf.read_row_group(rg, columns=columns)
-                picked = [row for row in range(lo, hi) if (row - start) % n_parts == part]
-                rel = pa.array([row - first_row for row in picked], type=pa.int64())
-                images = _bytes_list(table.column(col.column).take(rel), col.field)
-                for row, data in zip(picked, images):
-                    key = (unit_keys[row - start] if unit_keys is not None
-                           else f"{unit.name}/{row}")
-                    yield _sample(unit, row, data, key, col)
-                    done += 1
-            first_row += n
-            if first_row >= end:
-                break
+        for row, data in _unit_rows(pf, col, start, end, part, n_parts):
+            key = unit_keys[row - start] if unit_keys is not None else f"{unit.name}/{row}"
+            yield _sample(unit, row, data, key, col)
+            done += 1
     except UsageError as exc:
         raise ReadError(unit, str(exc)) from None
     except Exception as exc:   # noqa: BLE001 - pyarrow, s3fs and HTTP errors of every kind
         raise ReadError(unit, f"{type(exc).__name__}: {exc} (after {done} rows)") from None
 
 
+def _unit_rows(pf: pq.ParquetFile, col: ImageColumn, start: int, end: int, part: int,
+               n_parts: int) -> Iterator[tuple[int, bytes | None]]:
+    """(row, image bytes or None) of rows ``start <= row < end`` with ``(row - start) %
+    n_parts == part``, in row order, streamed batch by batch; stops after row ``end - 1``."""
+    for first_row, batch in _batches(pf, col.column, start, end, BATCH_ROWS):
+        lo, hi = max(start, first_row), min(end, first_row + batch.num_rows)
+        first = lo + (part - (lo - start)) % n_parts     # first row of this part >= lo
+        picked = range(first, hi, n_parts)
+        if not picked:
+            continue
+        rel = pa.array([row - first_row for row in picked], type=pa.int64())
+        yield from zip(picked, _bytes_list(batch.column(0).take(rel), col.field))
+
+
+def _batches(pf: pq.ParquetFile, column: str, start: int, end: int,
+             max_rows: int) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """(file row of the batch's first row, batch of ``column``) for the batches that overlap
+    rows ``start..end-1``. A row group is read from its start (parquet cannot seek to a row
+    without a page index) and reading stops with the batch that holds row ``end - 1``."""
+    md = pf.metadata
+    leaves = [i for i in range(md.num_columns)
+              if pf.schema.column(i).path == column
+              or pf.schema.column(i).path.startswith(column + ".")]
+    first_row = 0
+    for rg in range(md.num_row_groups):
+        group = md.row_group(rg)
+        n = group.num_rows
+        if first_row < end and first_row + n > start:
+            size = sum(group.column(i).total_uncompressed_size for i in leaves)
+            rows = max(1, min(max_rows, BATCH_BYTES * n // size if size else max_rows))
+            batches = pf.iter_batches(batch_size=rows, row_groups=[rg], columns=[column],
+                                      use_threads=False)
+            try:
+                for batch in batches:
+                    if first_row + batch.num_rows > start:
+                        yield first_row, batch
+                    first_row += batch.num_rows
+                    if first_row >= end:
+                        return
+            finally:
+                batches.close()
+        else:
+            first_row += n
+        if first_row >= end:
+            return
+
+
 def _unit_keys(pf: pq.ParquetFile, unit: Unit, key_column: str) -> list[str]:
     """Unique keys of every row of ``unit`` (see the module docstring), in row order."""
     start, end = unit.row_range or (0, 0)
-    groups, first_row, offset = [], 0, 0
-    for rg in range(pf.metadata.num_row_groups):
-        n = pf.metadata.row_group(rg).num_rows
-        if first_row < end and first_row + n > start:
-            if not groups:
-                offset = start - first_row
-            groups.append(rg)
-        first_row += n
-    values = (pf.read_row_groups(groups, columns=[key_column]).column(key_column)
-              .to_pylist()[offset:offset + end - start] if groups else [])
+    values: list[object] = []
+    for first_row, batch in _batches(pf, key_column, start, end, 4 * BATCH_ROWS):
+        lo = max(start, first_row) - first_row
+        hi = min(end, first_row + batch.num_rows) - first_row
+        values.extend(batch.column(0).slice(lo, hi - lo).to_pylist())
     real = [None if v is None else str(v) for v in values]
     unique = KeyDeduper(reserved={k for k in real if k is not None})
     return [unique(k) if k is not None else unique.made(f"{unit.name}/{start + i}")
