@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import pytest
 
 from tests.extract_helpers import config
 from tests.helpers.images import write_shards
+from tests.helpers.procs import naming, stalling_pipe, wait_blocked_reading
 from webssl_cli import extract
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,42 +115,23 @@ finally:
 """
 
 
-def names(marker: Path) -> list[int]:
-    """Processes whose command line names ``marker`` (the pipe: command's shell)."""
-    pids = []
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if str(marker).encode() in Path(f"/proc/{name}/cmdline").read_bytes():
-                pids.append(int(name))
-        except OSError:
-            pass
-    return pids
-
-
 @pytest.fixture
 def stalled_script(tmp_path):
     """A Python script calling ``webssl_cli.extract`` on a pipe: input that stalls mid-tar;
     yields (process, out dir, the pipe: command's marker) once its DataLoader worker is blocked reading it."""
     shard = write_shards(tmp_path / "sh", 1, 24, with_json=False)[0]
     marker = tmp_path / "reading"
-    cmd = (f"touch {shlex.quote(str(marker))}; head -c {shard.stat().st_size // 3} "
-           f"{shlex.quote(str(shard))}; sleep 120")
     script = tmp_path / "script.py"
     script.write_text(SCRIPT.format(root=str(ROOT)))
     out = tmp_path / "out"
-    p = subprocess.Popen([sys.executable, str(script), f"pipe:{cmd}", str(out)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    p = subprocess.Popen([sys.executable, str(script), stalling_pipe(shard, marker, 120),
+                          str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert p.poll() is None, p.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "the run never started reading"
-            time.sleep(0.05)
-        time.sleep(1.0)             # the head is read; the worker now blocks on the sleep
+        wait_blocked_reading(p, marker)
         yield p, out, marker
     finally:
-        for pid in names(marker):
+        for pid in naming(marker):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -194,6 +175,6 @@ def test_second_sigint_raises_instead_of_exiting_the_interpreter(stalled_script)
     assert "exiting now" not in err
     assert code == 0, err[-2000:]
     deadline = time.monotonic() + 10
-    while names(marker) and time.monotonic() < deadline:
+    while naming(marker) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert names(marker) == [], "the pipe: command outlived the interrupted run"
+    assert naming(marker) == [], "the pipe: command outlived the interrupted run"

@@ -10,7 +10,6 @@ sleeping command) is killed with its process group at the end of each test.
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import subprocess
 import time
@@ -21,6 +20,7 @@ import pytest
 from tests.extract_helpers import cli_args
 from tests.helpers.cli import WEBSSL, child_env
 from tests.helpers.images import write_shards
+from tests.helpers.procs import naming, stalling_pipe, wait_blocked_reading
 
 STALL = 120          # seconds the pipe command sleeps: far longer than any bound checked here
 
@@ -69,19 +69,13 @@ def stalled_run(tmp_path):
     (process, its workers, out dir, marker path) once a worker is blocked reading it."""
     shard = write_shards(tmp_path / "shards", 1, 24)[0]
     marker = tmp_path / "reading"
-    cmd = (f"touch {shlex.quote(str(marker))}; head -c {shard.stat().st_size // 3} "
-           f"{shlex.quote(str(shard))}; sleep {STALL}")
     out = tmp_path / "out"
-    args = cli_args([f"pipe:{cmd}"], out, "--num-workers", "2", "--batch-size", "4")
+    args = cli_args([stalling_pipe(shard, marker, STALL)], out, "--num-workers", "2",
+                    "--batch-size", "4")
     p = subprocess.Popen([WEBSSL, *args], env=child_env({}), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert p.poll() is None, p.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "the run never started reading"
-            time.sleep(0.05)
-        time.sleep(1.0)            # the head is read; the worker now blocks on the sleep
+        wait_blocked_reading(p, marker)
         workers = children(p.pid)
         assert len(workers) == 2, workers
         yield p, workers, out, marker
@@ -102,19 +96,6 @@ def _groups(pids: list[int]) -> set[int]:
         except ProcessLookupError:
             pass
     return groups
-
-
-def naming(marker: Path) -> list[int]:
-    """The processes whose command line names ``marker``: the pipe: command's shell (it runs
-    in a session of its own, outside the run's process group)."""
-    pids = []
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if str(marker).encode() in Path(f"/proc/{name}/cmdline").read_bytes():
-                pids.append(int(name))
-        except OSError:
-            pass
-    return pids
 
 
 def exit_before_the_stall_ends(p: subprocess.Popen) -> tuple[int, str]:

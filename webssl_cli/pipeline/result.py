@@ -10,7 +10,8 @@ class RunResult:
     units_total: int
     units_done_here: int
     units_failed: list[str] = field(default_factory=list)
-    images: int = 0
+    images: int = 0               # rows processed here; with --gpus (the launcher's result):
+                                  # rows the workers committed (their own counts stay theirs)
     failures: int = 0
     seconds: float = 0.0          # whole run, setup and model load included
     loop_seconds: float = 0.0     # streaming, workers' start-up included (setup and load not)
