@@ -111,6 +111,9 @@ try:
     except KeyboardInterrupt as exc:
         print("KEYBOARDINTERRUPT", exc, flush=True)
 finally:
+    from webssl_cli.store import list_claims
+    from webssl_cli.store import OutputLayout
+    print("CLAIMS HELD", len(list_claims(OutputLayout(sys.argv[2]))), flush=True)
     print("FINALLY", flush=True)
 """
 
@@ -164,12 +167,14 @@ def test_one_sigint_raises_keyboard_interrupt_after_cleanup(stalled_script) -> N
 
 def test_second_sigint_raises_instead_of_exiting_the_interpreter(stalled_script) -> None:
     """Before the fix the second SIGINT os._exit(4)ed the caller's process: no finally."""
-    p, _, marker = stalled_script
+    p, out, marker = stalled_script
     p.send_signal(signal.SIGINT)
     time.sleep(0.3)                 # inside the cleanup, which waits for the stalled worker
     p.send_signal(signal.SIGINT)
     code, stdout, err = outcome(p)
     assert "FINALLY" in stdout, stdout + err[-2000:]
+    # released though the cleanup was cut short: the caller's rerun need not wait a lease
+    assert "CLAIMS HELD 0" in stdout, stdout
     assert "KEYBOARDINTERRUPT" in stdout and "RETURNED" not in stdout, stdout
     assert "second SIGINT: stopping now" in err, err[-2000:]
     assert "exiting now" not in err

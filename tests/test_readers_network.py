@@ -361,6 +361,15 @@ def test_pipe_command_that_keeps_stdout_open_does_not_hold_the_unit(tmp_path, da
         pytest.fail(f"the pipe: command's writer {pid} (sleep 321) outlived the unit")
 
 
+def test_pipe_command_writing_after_the_drain_stopped_is_not_a_failure(data):
+    """Padding that comes after the drain gave up (2 s of silence) meets a closed pipe: the
+    command dies of SIGPIPE (status 141), but the archive was whole: the unit counts."""
+    shard = data / "wds" / "shard-000000.tar"
+    c = InputConfig(inputs=(f"pipe:cat {shard}; sleep 3; head -c 300000 /dev/zero",))
+    assert [s.key for s in samples(c)] == [
+        s.key for s in samples(InputConfig(inputs=(str(shard),)))]
+
+
 def test_pipe_command_failing_after_a_whole_archive_still_fails_the_unit(data):
     shard = data / "wds" / "shard-000000.tar"
     with pytest.raises(ReadError, match="status 3"):

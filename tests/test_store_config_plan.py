@@ -179,47 +179,25 @@ def test_unreadable_run_config_named_and_overwrite_recovers(tmp_path):
     assert json.loads(layout.run_config_path.read_text())["fingerprint"] == cfg.fingerprint
 
 
-def test_settings_no_unit_ever_started_under_are_replaced_not_a_lock(tmp_path):
-    """A run that stopped before its first unit (its model failed to load, say) left only the
-    run config and the plan: the planner's next run with other settings replaces them (and
-    the plan) with a note. Once anything was started (a claim, a done unit) it is refused."""
-    layout = OutputLayout(tmp_path / "out")
-    check_run_config(layout, FIELDS, overwrite=False)
-    save_or_load_plan(layout, lambda: _units(2), is_planner=True, wait_seconds=0)
-    changed = {**FIELDS, "resolution": 448}
-    with pytest.raises(UsageError):              # not the planner's call: never replaced
-        check_run_config(layout, changed, overwrite=False)
-    notes: list[str] = []
-    new = check_run_config(layout, changed, overwrite=False, replace_unstarted=notes.append)
-    assert new.fingerprint == fingerprint(changed) and not layout.plan_path.exists()
-    assert len(notes) == 1 and "no unit was ever started" in notes[0]
-
-    save_or_load_plan(layout, lambda: _units(2), is_planner=True, wait_seconds=0)
-    (layout.claims_dir / "shard-000000.json").parent.mkdir(parents=True, exist_ok=True)
-    (layout.claims_dir / "shard-000000.json").write_text("{}")     # a unit was claimed
-    with pytest.raises(UsageError, match="different settings"):
-        check_run_config(layout, FIELDS, overwrite=False, replace_unstarted=notes.append)
-    (layout.claims_dir / "shard-000000.json").unlink()
-    _commit(layout, _units(1)[0])                                  # a unit is done
-    with pytest.raises(UsageError, match="different settings"):
-        check_run_config(layout, FIELDS, overwrite=False, replace_unstarted=notes.append)
-    assert len(notes) == 1
-
-
-def test_a_run_whose_model_failed_to_load_does_not_lock_the_folder(tmp_path):
+def test_a_run_whose_model_failed_to_load_is_refused_with_what_to_do(tmp_path):
+    """Its settings may belong to a run still loading its model, so they are not replaced
+    by themselves; the refusal says that nothing was extracted and how to replace them."""
     from tests.helpers.cli import cli_here
     fix = Path(__file__).resolve().parent / "fixtures" / "official"
     images = Path(__file__).resolve().parents[1] / "examples" / "images"
     out = tmp_path / "o"
 
-    def run(spec: Path):
+    def run(spec: Path, *extra: str):
         return cli_here(["extract", "--model-config", str(spec), "--weights",
                          str(fix / "dino-tiny" / "official.pth"), "--resolution", "112",
                          "--device", "cpu", "--input", str(images), "--out", str(out),
-                         "--num-workers", "0"])
+                         "--num-workers", "0", *extra])
 
     bad = run(fix / "mae-tiny-p16" / "spec.json")          # dino weights, MAE architecture
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
-    good = run(fix / "dino-tiny" / "spec.json")
+    refused = run(fix / "dino-tiny" / "spec.json")   # that run may still be loading: refused
+    assert refused.returncode == 2
+    assert "holds the settings of a run that started no unit" in refused.stderr
+    assert "Nothing was extracted under them" in refused.stderr and "--overwrite" in refused.stderr
+    good = run(fix / "dino-tiny" / "spec.json", "--overwrite")
     assert good.returncode == 0, good.stderr
-    assert "no unit was ever started" in good.stderr

@@ -35,10 +35,13 @@ def launch_local(cfg: ExtractConfig):
     Whatever happens once the workers' config file is written (an error, an exception from
     a stop signal), the workers are stopped and the file is removed before this returns."""
     from ..model_step import pick_precision
+    from ..pipeline.model_setup import check_attention
     from ..pipeline.setup import prepare
 
     n, device = worker_device(cfg)
-    prep = prepare(cfg, RankInfo(launcher="gpus"), pick_precision(cfg.model.precision, device))
+    precision = pick_precision(cfg.model.precision, device)
+    check_attention(cfg, device, precision)
+    prep = prepare(cfg, RankInfo(launcher="gpus"), precision)
     job = job_id(os.environ) or f"gpus:{socket.gethostname()}:{os.getpid()}:{time.time():.0f}"
     workers = Workers(n, job, device.type == "cpu")
     cfg_path = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..config import ExtractConfig
 from ..distributed import RankInfo
 from ..model_step import ModelStep, pick_device
 from ..model_step.step import DTYPES
@@ -20,11 +21,19 @@ def rank_device(requested: str | None, rank: RankInfo) -> torch.device:
     return dev
 
 
-def build_step(prep: Prepared, device: torch.device, precision: str) -> ModelStep:
+def check_attention(cfg: ExtractConfig, device: torch.device, precision: str) -> None:
+    """A forced --attention kernel that cannot run here is a usage error, found before
+    anything is written to the output folder (``backbone.attention.check_backend_runs``)."""
     from ..backbone.attention import check_backend_runs
+    from .setup import choose_model
+    if cfg.model.attention not in ("auto", "math", "xformers"):
+        check_backend_runs(cfg.model.attention, device, DTYPES[precision],
+                           choose_model(cfg).spec.head_dim)
+
+
+def build_step(prep: Prepared, device: torch.device, precision: str) -> ModelStep:
     from ..backbone.factory import create_model, pad_ffn, want_pad_ffn
     m = prep.cfg.model
-    check_backend_runs(m.attention, device, DTYPES[precision], prep.choice.spec.head_dim)
     hold = torch.bfloat16 if (device.type == "cuda" and precision == "bf16") else None
     model = create_model(prep.choice.spec if prep.choice.record is None else prep.choice.record.name,
                          weights=prep.weights, device=device, dtype=hold, attention=m.attention)

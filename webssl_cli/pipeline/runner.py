@@ -18,14 +18,13 @@ from ..errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, Preempted, UsageE
 from ..model_step import NONFINITE, nonfinite_rows, pick_precision
 from ..store.unit_failures import (failed_in_job, failed_in_job_now, list_unit_failures,
                                    record_unit_failure)
-from ..store.runconfig import check_run_config
 from .assembler import BatchAssembler, Segment, split_rows
 from .device_decode import DeviceDecoder
 from .heartbeat import Heartbeat
 from .held_memory import HeldFeatures, available_memory
 from .host_copy import HostCopy
 from .loader import Batch, BatchSource
-from .model_setup import build_step, rank_device, settle_batch_size
+from .model_setup import build_step, check_attention, rank_device, settle_batch_size
 from .nonfinite import split_nonfinite
 from .others import OthersWait, not_done_message, open_units, units, waiting_message
 from .progress import Counters, Progress, log, summary
@@ -54,6 +53,7 @@ def run_extract(cfg: ExtractConfig, rank: RankInfo | None = None) -> RunResult:
     if decode == "gpu" and device.type != "cuda":
         raise UsageError("--decode gpu needs a CUDA device (--device cuda); use --decode cpu")
     precision = pick_precision(cfg.model.precision, device)
+    check_attention(cfg, device, precision)
     flag = StopFlag()
     with preemption_handlers(flag, rank.prefix):
         flag.interruptible = True        # setup holds no claim: a signal may stop it anywhere
@@ -370,9 +370,6 @@ class RankRun:
             done_before = len(self.done_units(prep.layout))
             self.step = build_step(prep, self.device, self.precision)
             bs = settle_batch_size(self.step, prep, self.rank)
-            # the settings may have been replaced while the model loaded (a run that never
-            # started a unit is replaceable: store.runconfig.never_started); not ours: stop
-            check_run_config(prep.layout, prep.fields, overwrite=False)
             self.backoff = OOMBackoff(bs, on_backoff=self.on_backoff)
             self.assembler = BatchAssembler(bs, self.device)
             if rt.decode == "gpu":
@@ -407,19 +404,7 @@ class RankRun:
             log(self.rank, str(exc))
         finally:
             flag.interruptible = False
-            self.heartbeat.stop.set()   # first: a second stop signal may cut this cleanup short
-            try:
-                if self.decoder is not None:
-                    self.decoder.close()
-            finally:                    # ... and the workers must go even then
-                if source is not None:
-                    source.close()
-            write_error = self.writes.close(cancel=exit_code == EXIT_PREEMPTED)
-            self.counters.write_wait_seconds = self.writes.wait_seconds
-            self.release_all()
-            if progress is not None:
-                progress.update(self.counters, force=True, final=True)
-                progress.close()
+            write_error = self.shut_down(source, progress, cancel=exit_code == EXIT_PREEMPTED)
         if write_error is not None:
             raise write_error
         if exit_code == EXIT_OK and self.failed:
@@ -466,6 +451,34 @@ class RankRun:
         left = len(self.prep.units) - len(self.done_units(self.prep.layout))
         return (f" With --limit-units {limit} the exit code reports this run's share (0: "
                 f"every unit it took is done); {units(left)} of the output not done yet.")
+
+    def shut_down(self, source: BatchSource | None, progress: Progress | None,
+                  cancel: bool) -> BaseException | None:
+        """Stop the decoder and the workers, finish the queued writes (drop them if
+        ``cancel``), release the claims, stop the heartbeat; returns a write's error. Each
+        step runs even when one before it was cut short: under the Python API a second stop
+        signal raises in the middle of this, and claims left held (their process, the
+        caller's interpreter, still alive) would make the caller's rerun wait out the lease."""
+        try:
+            try:
+                if self.decoder is not None:
+                    self.decoder.close()
+            finally:
+                if source is not None:
+                    source.close()
+        finally:
+            try:
+                return self.writes.close(cancel=cancel)
+            except BaseException:
+                self.writes.abandon()
+                raise
+            finally:
+                self.counters.write_wait_seconds = self.writes.wait_seconds
+                self.release_all()
+                self.heartbeat.stop.set()
+                if progress is not None:
+                    progress.update(self.counters, force=True, final=True)
+                    progress.close()
 
     def plan_only(self) -> RunResult:
         """--limit-units 0: the plan and run config are written (prepare); no model is

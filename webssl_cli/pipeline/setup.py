@@ -139,14 +139,13 @@ def prepare(cfg: ExtractConfig, rank: RankInfo, precision: str) -> Prepared:
         planned = plan_units(cfg.input)
     weights = locate_weights(cfg, choice)
     fields = run_fields(cfg, choice, pcfg, features, weights, precision)
+    if rank.is_planner:
+        check_run_config(layout, fields, overwrite=cfg.output.overwrite)
+        if planned is None and not layout.plan_path.exists():
+            planned = plan_units(cfg.input)
 
     def say(msg: str) -> None:
         print(f"{rank.prefix} {msg}".strip(), file=sys.stderr, flush=True)
-
-    if rank.is_planner:
-        check_run_config(layout, fields, overwrite=cfg.output.overwrite, replace_unstarted=say)
-        if planned is None and not layout.plan_path.exists():
-            planned = plan_units(cfg.input)
 
     if rank.is_planner and choice.spec.outside_reference(pcfg.resolution):
         say(f"note: {choice.name} at {pcfg.resolution} px: position embedding "

@@ -56,6 +56,11 @@ class WriteQueue:
             self.wait_seconds += time.perf_counter() - t0
         self.reap()
 
+    def abandon(self) -> None:
+        """Drop the queued writes without waiting (a cleanup cut short by a second stop
+        signal); a write already running finishes in its thread, its commit all or nothing."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
     def close(self, cancel: bool) -> BaseException | None:
         """End the thread (dropping queued writes if ``cancel``: a stopped run's units are
         redone by the rerun). Returns the first error of a write that ran and failed."""

@@ -35,6 +35,7 @@ class HttpRangeFile(io.RawIOBase):
         self.etag: str | None = None
         self.validator: str | None = None
         self.whole: bytes | None = None     # the body, when the server ignores Range
+        self.size = -1                      # unknown until the probe
         self.size = self._probe()
 
     def _probe(self) -> int:
@@ -55,18 +56,24 @@ class HttpRangeFile(io.RawIOBase):
     def _get(self, start: int, end: int) -> tuple[Any, bytes]:
         """One ranged GET of bytes ``start..end`` (inclusive), retried while transient."""
         headers = {"Range": f"bytes={start}-{end}", "Accept-Encoding": "identity"}
+        probed = self.size >= 0              # after the probe, a 200 means the file changed
         if self.validator:
             headers["If-Range"] = self.validator
 
         def attempt() -> tuple[Any, bytes]:
             with network_errors_transient(self.timeout[1]):
-                resp = self.session.get(self.url, headers=headers, timeout=self.timeout)
-                body = resp.content
+                resp = self.session.get(self.url, headers=headers, timeout=self.timeout,
+                                        stream=True)
+                with resp:
+                    if resp.status_code >= 400 or (resp.status_code == 200 and probed):
+                        body = b""   # an error, or the whole (changed) file: not downloaded
+                    else:
+                        body = resp.content   # cut short: raises (urllib3 checks the length)
             if is_transient_status(resp.status_code):
                 raise status_failure(resp)
             if resp.status_code >= 400:
                 raise OSError(f"{self.url}: HTTP {resp.status_code} {resp.reason}")
-            return resp, body     # a body cut short raised above (urllib3 checks its length)
+            return resp, body
 
         return with_retries(self.url, attempt)
 

@@ -37,24 +37,29 @@ def open_pipe(source: str) -> Iterator[BinaryIO]:
             except BaseException:      # the consumer stopped early
                 _wait_or_kill(proc, 0.0)
                 raise
-            _drain(proc, PIPE_DRAIN_IDLE_S)   # padding after the end-of-archive marker
+            whole = _drain(proc, PIPE_DRAIN_IDLE_S)   # padding after the end-of-archive marker
             proc.stdout.close()
             try:
                 code = proc.wait(timeout=PIPE_DRAIN_IDLE_S)
             except subprocess.TimeoutExpired:   # the archive is whole; the command lingers
                 code = 0
+            if code in _BROKEN_PIPE and not whole:
+                code = 0     # it wrote after we stopped reading: the archive was whole
             if code != 0:
                 raise StreamError(_exit_message(code, err))
         finally:
             _kill_group(proc.pid, PIPE_KILL_GRACE_S)   # what the command left in the background
 
 
-def _drain(proc: subprocess.Popen, idle_s: float) -> None:
+_BROKEN_PIPE = (128 + signal.SIGPIPE, -signal.SIGPIPE)   # died writing to a closed pipe
+
+
+def _drain(proc: subprocess.Popen, idle_s: float) -> bool:
     """Read and drop what the command still writes after the consumer is done (the tar's
-    padding) until end of file. Bounded: a background child of the command that keeps stdout
-    open, or a command that goes on running silently, would otherwise hold the unit forever.
-    So it stops at the first short silence once the command (the shell) has exited, and after
-    ``idle_s`` s of silence while it still runs."""
+    padding) until end of file; True if it came. Bounded: a background child of the command
+    that keeps stdout open, or a command that goes on running silently, would otherwise hold
+    the unit forever. So it stops at the first short silence once the command (the shell)
+    has exited, and after ``idle_s`` s of silence while it still runs."""
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     quiet_since = time.monotonic()
@@ -63,10 +68,10 @@ def _drain(proc: subprocess.Popen, idle_s: float) -> None:
         ready, _, _ = select.select([fd], [], [], 0.05 if exited else 0.25)
         if ready:
             if not os.read(fd, 1 << 20):
-                return
+                return True
             quiet_since = time.monotonic()
         elif exited or time.monotonic() - quiet_since >= idle_s:
-            return
+            return False
 
 
 def _default_signals() -> None:

@@ -11,7 +11,7 @@ import json
 import os
 import secrets
 import shutil
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import UsageError, WebsslError
 from ..atomic_io import exclusive_create, fsync_dir, prune_empty_dirs, remove_quietly
@@ -124,8 +124,7 @@ def _new_config(fields: dict[str, Any]) -> RunConfig:
                      created=utc_now(), run_id=secrets.token_hex(8))
 
 
-def check_run_config(layout: OutputLayout, fields: dict[str, Any], *, overwrite: bool,
-                     replace_unstarted: Callable[[str], None] | None = None) -> RunConfig:
+def check_run_config(layout: OutputLayout, fields: dict[str, Any], *, overwrite: bool) -> RunConfig:
     """Write the run config on the first run; afterwards require the same fingerprint.
 
     A different fingerprint raises UsageError listing ``name: old -> new`` per field,
@@ -133,9 +132,6 @@ def check_run_config(layout: OutputLayout, fields: dict[str, Any], *, overwrite:
     the plan are removed and the folder starts over (see docs/output-format.md). With the
     same fingerprint ``overwrite`` changes nothing: the run resumes. Call it with
     ``overwrite=True`` from one process only (the planner), before other ranks start.
-    ``replace_unstarted`` (the planner's, called with a note): settings under which no unit
-    was ever started (:func:`never_started`: the run stopped while loading its model, say)
-    are replaced without ``--overwrite``; there is nothing of theirs to keep.
     """
     layout.check_out_dir()
     new = _new_config(fields)
@@ -147,12 +143,8 @@ def check_run_config(layout: OutputLayout, fields: dict[str, Any], *, overwrite:
         wipe_outputs(layout)
         old = None
     if old is not None and not same_settings(old, fields):
-        unstarted = replace_unstarted is not None and never_started(layout)
-        if not (overwrite or unstarted):
+        if not overwrite:
             raise refusal(layout, old, fields)
-        if unstarted and not overwrite:
-            replace_unstarted(f"note: replacing the settings recorded in {layout.run_config_path}"
-                              ": no unit was ever started under them")
         wipe_outputs(layout)
         old = None
     if old is None:
@@ -166,7 +158,8 @@ def check_run_config(layout: OutputLayout, fields: dict[str, Any], *, overwrite:
 
 def never_started(layout: OutputLayout) -> bool:
     """True when no unit of the folder was ever claimed, staged, committed, done or failed:
-    only the run config and the plan are there."""
+    only the run config and the plan are there. (A run may still be loading its model, so
+    this only changes what the refusal says; it never replaces settings by itself.)"""
     dirs = (layout.done_dir, layout.commits_dir, layout.claims_dir, layout.staging_dir,
             layout.failures_dir, layout.unit_failures_dir)
     return not any(d.is_dir() and any(d.iterdir()) for d in dirs)
@@ -184,6 +177,13 @@ def refusal(layout: OutputLayout, old: RunConfig, fields: dict[str, Any]) -> Usa
             "To resume it, rerun with the previous inputs. To extract these inputs, choose "
             f"another --out: --overwrite would discard the {done} finished unit"
             f"{'' if done == 1 else 's'} of this folder and start it over from these inputs.")
+    if never_started(layout):
+        return UsageError(
+            f"output folder {layout.out_dir} holds the settings of a run that started no "
+            f"unit (see {layout.run_config_path}: it stopped before its first unit, or is "
+            f"still loading its model); these fields differ (previous -> now):\n  {changes}\n"
+            "Nothing was extracted under them: if no other command is using this folder, "
+            "rerun with --overwrite to replace them, or choose another --out.")
     return UsageError(
         f"output folder {layout.out_dir} was written with different settings "
         f"(see {layout.run_config_path}); these fields differ (previous -> now):\n  "
