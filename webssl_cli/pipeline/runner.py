@@ -19,6 +19,7 @@ from ..model_step import NONFINITE, nonfinite_rows, pick_precision
 from ..store.unit_failures import (failed_in_job, failed_in_job_now, list_unit_failures,
                                    record_unit_failure)
 from .assembler import BatchAssembler, Segment, split_rows
+from .completion import check_damage, limit_note, plan_only
 from .device_decode import DeviceDecoder
 from .heartbeat import Heartbeat
 from .held_memory import HeldFeatures, available_memory
@@ -365,7 +366,7 @@ class RankRun:
         pending = source = progress = None
         self.flag = flag
         if rt.limit_units == 0:
-            return self.plan_only()
+            return plan_only(self.prep, self.rank)
         try:
             done_before = len(self.done_units(prep.layout))
             self.step = build_step(prep, self.device, self.precision)
@@ -412,9 +413,9 @@ class RankRun:
         if exit_code != EXIT_PREEMPTED:
             exit_code = max(exit_code, self.check_complete())
         if exit_code == EXIT_OK:
-            exit_code = self.check_damage()
+            exit_code = check_damage(self.prep, self.rank)
         self.counters.peak_feature_bytes = self.held.peak
-        text = summary(self.counters, max(rt.num_workers, 1)) + self.limit_note()
+        text = summary(self.counters, max(rt.num_workers, 1)) + limit_note(self.prep)
         log(self.rank, text)
         c = self.counters
         return RunResult(exit_code, len(prep.units), c.units_done, self.failed, c.images,
@@ -429,7 +430,7 @@ class RankRun:
         did (that rank exits 3, and so the job), or another process on this output (a second
         command without a job id) gave it up or still holds it: then this run exits 3 too,
         saying which and why. With --limit-units the run was asked for a share only, and
-        that share decides (limit_note)."""
+        that share decides (completion.limit_note)."""
         if self.rt.limit_units is not None:
             return EXIT_OK
         layout = self.prep.layout
@@ -442,15 +443,6 @@ class RankRun:
         log(self.rank, not_done_message(left, len(self.prep.units), list_unit_failures(layout),
                                         others, layout.out_dir))
         return EXIT_INCOMPLETE
-
-    def limit_note(self) -> str:
-        """With --limit-units, what exit 0 means: this run's share was done, not the output."""
-        limit = self.rt.limit_units
-        if limit is None:
-            return ""
-        left = len(self.prep.units) - len(self.done_units(self.prep.layout))
-        return (f" With --limit-units {limit} the exit code reports this run's share (0: "
-                f"every unit it took is done); {units(left)} of the output not done yet.")
 
     def shut_down(self, source: BatchSource | None, progress: Progress | None,
                   cancel: bool) -> BaseException | None:
@@ -479,28 +471,6 @@ class RankRun:
                 if progress is not None:
                     progress.update(self.counters, force=True, final=True)
                     progress.close()
-
-    def plan_only(self) -> RunResult:
-        """--limit-units 0: the plan and run config are written (prepare); no model is
-        loaded and no worker started. Damage found in finished units still makes it 3."""
-        done = len(self.done_units(self.prep.layout))
-        code = self.check_damage()
-        text = (f"--limit-units 0: plan and run config written ({units(len(self.prep.units))}, "
-                f"{done} done); no unit was run")
-        log(self.rank, text)
-        return RunResult(code, len(self.prep.units), 0, summary=text)
-
-    def check_damage(self) -> int:
-        """Exit 0 promises a complete output: finished units whose data files are missing and
-        could not be redone (their input is gone) make it 3."""
-        from ..store.repair import damaged_units
-        damaged = damaged_units(self.prep.layout, self.done_units(self.prep.layout))
-        if not damaged:
-            return EXIT_OK
-        log(self.rank, f"{len(damaged)} finished unit(s) have missing or changed files and were "
-                       f"not redone: {', '.join(sorted(damaged)[:5])}; see `webssl status "
-                       f"{self.prep.layout.out_dir}`")
-        return EXIT_INCOMPLETE
 
     def release_all(self) -> None:
         """Release every claim still held: units in flight, and units whose queued write was
