@@ -271,6 +271,22 @@ def test_gpus_parent_ctrl_c_stops_all_workers(shards: Path, single, tmp_path: Pa
     assert_complete_and_equal(out, single)
 
 
+def test_gpus_terminal_ctrl_c_stops_workers_cleanly(shards: Path, single, tmp_path: Path) -> None:
+    """A terminal sends Ctrl-C to its whole foreground process group: the workers run in a
+    group of their own, so each gets it once (forwarded by the launcher) and stops cleanly;
+    before, they got it twice and exited at once ("second SIGINT: exiting now")."""
+    out = tmp_path / "out"
+    args = cli_args([shards], out, "--gpus", "2", "--num-workers", "0", "--batch-size", "2")
+    p = subprocess.Popen([WEBSSL, *args], env=dict(os.environ), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for_done(out, 1, p, timeout=180)
+    os.killpg(p.pid, signal.SIGINT)                 # what the terminal does
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == EXIT_PREEMPTED, err[-2000:]
+    assert "exiting now" not in err, err[-2000:]
+    assert [c for c in list_claims(OutputLayout(out)) if not c.stale] == []
+
+
 def worker_pids(parent: int) -> list[int]:
     """The --gpus launcher's worker processes (children running the worker module)."""
     pids = []

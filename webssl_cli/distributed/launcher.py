@@ -107,9 +107,12 @@ class Workers:
         for r in range(self.n):
             if self.stopped:
                 break
+            # a process group of their own: a terminal's Ctrl-C reaches the launcher only,
+            # which forwards it once (twice made every worker exit at once, as a second
+            # signal does); and they get SIGTERM (a clean stop) if the launcher dies
             self.procs.append(subprocess.Popen(
                 [sys.executable, "-m", "webssl_cli.distributed.worker", cfg_path],
-                env=self.env(r)))
+                env=self.env(r), process_group=0, preexec_fn=_term_when_parent_dies))
 
     def env(self, r: int) -> dict[str, str]:
         env = dict(os.environ, RANK=str(r), WORLD_SIZE=str(self.n), LOCAL_RANK=str(r),
@@ -156,6 +159,16 @@ class Workers:
     @property
     def codes(self) -> list[int]:
         return [p.returncode for p in self.procs]
+
+
+def _term_when_parent_dies() -> None:
+    """In a worker before exec (Linux): SIGTERM when the launcher's thread exits (killed)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)   # PDEATHSIG
+        except (OSError, AttributeError):
+            pass
 
 
 def supervise(workers: Workers, prep, every: float):
