@@ -17,6 +17,9 @@ from webssl_cli.distributed.launcher import exit_code, worker_report
     ([0, 3], False, False, 3),      # a unit given up
     ([3, 4], False, False, 4),
     ([0, 1], False, False, 1),
+    ([0, 0], False, False, 3),      # all workers 0, yet units missing: never claim success
+    ([0, 0], True, True, 0),        # stopped after everything was done
+    ([], False, True, 4),           # stopped before any worker started
 ])
 def test_exit_code(codes, complete, stopped, expected) -> None:
     assert exit_code(codes, complete=complete, stopped=stopped) == expected

@@ -74,10 +74,39 @@ SLURM_TASK = {"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "3"}
     ({**SLURM_TASK, "SLURM_JOB_ID": "4251", "SLURM_ARRAY_JOB_ID": "4242", "SLURM_STEP_ID": "0",
       "SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4"}, "slurm:4242.0:0"),
     ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "TORCHELASTIC_RUN_ID": "abc",
-      "TORCHELASTIC_RESTART_COUNT": "1"}, "torchrun:abc:1"),
+      "TORCHELASTIC_RESTART_COUNT": "1", "MASTER_ADDR": "n1", "MASTER_PORT": "29500"},
+     "torchrun:abc@n1:29500:1"),
+    # torchrun without --rdzv-id: run id "none" for every launch; --standalone's new port
+    # tells launches apart
+    ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "TORCHELASTIC_RUN_ID": "none",
+      "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "41733"}, "torchrun:none@127.0.0.1:41733:0"),
     ({**SLURM_TASK, "SLURM_JOB_ID": "4242", "WEBSSL_JOB_ID": "mine"}, "mine"),
+    # a lone process (a batch script's sbatch retry line): its own job, so it retries what
+    # an earlier run in the same allocation gave up
+    ({"SLURM_JOB_ID": "4242"}, ""),
+    ({"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "3"}, ""),
+    ({"WEBSSL_JOB_ID": "mine"}, "mine"),
 ])
 def test_job_id_is_shared_by_the_ranks_of_one_job(env, job) -> None:
     """The ranks of one job (all array tasks included) share it; a requeue or a new step
     is another job, so it retries the units an earlier job gave up on."""
     assert detect_rank(env).job == job
+
+
+def test_rerun_in_the_same_allocation_retries_what_an_earlier_run_gave_up(tmp_path) -> None:
+    """An sbatch script's retry line (`webssl extract ... || webssl extract ...`) runs in one
+    SLURM job: the second run used to count the first run's given-up unit as "failed on
+    another rank of this job", skip it and exit 0 on an incomplete output."""
+    from tests.extract_helpers import cli_args
+    from tests.helpers.cli import cli_here
+    from tests.helpers.images import write_shards
+    good = write_shards(tmp_path / "in", 1, 4)[0]
+    cut = tmp_path / "in" / "shard-000001.tar"
+    cut.write_bytes(good.read_bytes()[:3000])                 # truncated: given up
+    args = cli_args([tmp_path / "in"], tmp_path / "out", "--num-workers", "0")
+    env = {"SLURM_JOB_ID": "4242"}
+    first = cli_here(args, env=env)
+    assert first.returncode == 3, first.stderr
+    again = cli_here(args, env=env)
+    assert again.returncode == 3, again.stderr           # retried (still truncated): not 0
+    assert "failed on other ranks" not in again.stderr

@@ -122,6 +122,20 @@ def test_fresh_claim_is_never_taken_and_heartbeat_detects_takeover(tmp_path):
     assert b.claim_next(units, {"000001"}) is None            # done units are never claimed
 
 
+def test_a_shorter_lease_does_not_take_over_a_claim_inside_its_owners_lease(tmp_path):
+    """A rank run with --lease 5 next to one on the default 300 s (heartbeat every 30 s):
+    the claim is stale only after its owner's own lease, else the short-lease rank took
+    units the other was still working on, and their work was done twice."""
+    layout, units = _plan(tmp_path / "out", 1)
+    a = ClaimStore(layout, "a", lease_seconds=300)
+    short = ClaimStore(layout, "short", lease_seconds=5)
+    assert a.claim_next(units, set()).id == "000000"
+    _make_stale(layout, "000000", seconds=60)       # a's last heartbeat 60 s ago
+    assert short.claim_next(units, set()) is None   # inside a's 300 s lease: still a's
+    _make_stale(layout, "000000", seconds=1000)
+    assert short.claim_next(units, set()).id == "000000"
+
+
 def test_heartbeat_after_release_does_not_resurrect_the_claim(tmp_path):
     layout, units = _plan(tmp_path / "out", 1)
     a = ClaimStore(layout, "a", lease_seconds=60)

@@ -60,18 +60,23 @@ def _ints(env: Mapping[str, str], names: tuple[str, ...], what: str) -> list[int
 
 
 def job_id(env: Mapping[str, str]) -> str:
-    """What the ranks of one job share, so that they tell this job's unit failures from an
-    earlier job's (store/unit_failures.py): ``WEBSSL_JOB_ID`` if set (the ``--gpus``
-    launcher sets it for its workers), else SLURM's job (or array job) id, step and restart
-    count, else torchrun's run id and restart count; "" for a lone process."""
+    """What the ranks of one launch share, so that they tell its unit failures from an
+    earlier launch's (store/unit_failures.py: a launch's ranks skip units another of its
+    ranks gave up, which that rank reports; a later launch retries them): ``WEBSSL_JOB_ID``
+    if set (the ``--gpus`` launcher sets one per launch), else SLURM's job (or array job)
+    id, step and restart count (srun steps only: a batch script is no step), else
+    torchrun's run id, rendezvous address and restart count (the run id alone is "none"
+    unless --rdzv-id is given, the same for every launch; --standalone picks a new port
+    each time); "" otherwise. :func:`detect_rank` gives a lone process no job."""
     if env.get("WEBSSL_JOB_ID"):
         return env["WEBSSL_JOB_ID"]
     slurm = env.get("SLURM_ARRAY_JOB_ID") or env.get("SLURM_JOB_ID")
-    if slurm:
-        return (f"slurm:{slurm}.{env.get('SLURM_STEP_ID', '')}:"
+    if slurm and env.get("SLURM_STEP_ID"):
+        return (f"slurm:{slurm}.{env['SLURM_STEP_ID']}:"
                 f"{env.get('SLURM_RESTART_COUNT', '0')}")
     if env.get("TORCHELASTIC_RUN_ID"):
-        return (f"torchrun:{env['TORCHELASTIC_RUN_ID']}:"
+        where = f"{env.get('MASTER_ADDR', '')}:{env.get('MASTER_PORT', '')}"
+        return (f"torchrun:{env['TORCHELASTIC_RUN_ID']}@{where}:"
                 f"{env.get('TORCHELASTIC_RESTART_COUNT', '0')}")
     return ""
 
@@ -86,8 +91,8 @@ def detect_rank(env: Mapping[str, str] | None = None) -> RankInfo:
         return _checked(RankInfo(rank, world, local, launcher, host, job))
     sl = _ints(env, SLURM, "SLURM")
     arr = _ints(env, ARRAY, "SLURM job-array")
-    if sl is None and arr is None:
-        return RankInfo(host=host, job=job)
+    if sl is None and arr is None:     # a lone process: no other rank reports for it
+        return RankInfo(host=host, job=env.get("WEBSSL_JOB_ID", ""))
     proc, ntasks, local = sl if sl is not None else (0, 1, 0)
     if arr is None:
         return _checked(RankInfo(proc, ntasks, local, "slurm", host, job))

@@ -23,7 +23,7 @@ from ..config import ExtractConfig
 from ..config_io import config_to_json
 from ..errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, EXIT_RUNTIME, UsageError
 from ..store.unit_failures import failed_in_job
-from .env import RankInfo, job_id
+from .env import RankInfo
 from .signals import current_policy, installed
 
 
@@ -42,7 +42,8 @@ def launch_local(cfg: ExtractConfig):
     precision = pick_precision(cfg.model.precision, device)
     check_attention(cfg, device, precision)
     prep = prepare(cfg, RankInfo(launcher="gpus"), precision)
-    job = job_id(os.environ) or f"gpus:{socket.gethostname()}:{os.getpid()}:{time.time():.0f}"
+    # one id per launch (not the allocation's): a relaunch retries what this one gave up
+    job = f"gpus:{socket.gethostname()}:{os.getpid()}:{time.time():.0f}"
     workers = Workers(n, job, device.type == "cpu")
     cfg_path = None
     try:
@@ -183,11 +184,11 @@ def supervise(workers: Workers, prep, every: float):
                         done_counter=lambda: len(before) + counters.units_done)
     try:
         while workers.running():
-            job_totals(prep.layout, before, counters)
+            job_totals(prep.layout, before, counters, workers.job)
             progress.update(counters)
             time.sleep(0.5)
     finally:
-        job_totals(prep.layout, before, counters)
+        job_totals(prep.layout, before, counters, workers.job)
         progress.update(counters, force=True)
         progress.close()
     return before, counters
@@ -202,7 +203,8 @@ def job_result(prep, job: str, workers: Workers, done: int, counters):
     n, codes = workers.n, workers.codes
     done_ids = set(done_units(prep.layout, recover=False))
     failed = sorted(failed_in_job(prep.layout, job, 0.0) - done_ids)
-    code = exit_code(codes, complete=done == len(prep.units), stopped=bool(workers.stopped))
+    complete = done == len(prep.units) or prep.cfg.runtime.limit_units is not None
+    code = exit_code(codes, complete=complete, stopped=bool(workers.stopped))
     text = (f"--gpus {n}: {counters.images} images in {counters.elapsed:.1f}s, "
             f"{counters.units_done} units done here, {done}/{len(prep.units)} in all, "
             f"{counters.failures} failed samples. Workers: {worker_report(codes)}.")
@@ -211,24 +213,30 @@ def job_result(prep, job: str, workers: Workers, done: int, counters):
                      counters.failures, counters.elapsed, counters.elapsed, summary=text)
 
 
-def job_totals(layout, before: set[str], counters) -> None:
+def job_totals(layout, before: set[str], counters, job: str) -> None:
     """Units, images and failed samples committed by the workers since the launch, from the
-    done-records (the workers' own counters live in their processes)."""
+    done-records, and units they gave up (the workers' own counters live in their
+    processes)."""
     from ..store import done_units
-    new = [r for u, r in done_units(layout, recover=False).items() if u not in before]
+    done = done_units(layout, recover=False)
+    new = [r for u, r in done.items() if u not in before]
     counters.units_done = len(new)
-    counters.images = sum(r.rows for r in new)
+    counters.images = counters.images_written = sum(r.rows for r in new)
     counters.failures = sum(r.failed for r in new)
+    counters.units_failed = len(failed_in_job(layout, job, 0.0) - set(done))
 
 
 def exit_code(codes: list[int], complete: bool, stopped: bool) -> int:
-    """The job's exit code from the workers'. A complete output is success even when a worker
-    died on the way (another one finished its units); a stop signal to the launcher is 4; a
-    worker killed from outside (e.g. the out-of-memory killer) or failing is 1; units given
-    up are 3."""
-    if all(c == EXIT_OK for c in codes) or (complete and not stopped
-                                            and EXIT_INCOMPLETE not in codes):
+    """The job's exit code from the workers'. A complete output (with --limit-units: the
+    share asked for) is success even when a worker died on the way (another one finished its
+    units); an incomplete one is never success, even when every worker exited 0; a stop
+    signal to the launcher is 4; a worker killed from outside (e.g. the out-of-memory
+    killer) or failing is 1; units given up are 3."""
+    all_ok = all(c == EXIT_OK for c in codes)
+    if complete and EXIT_INCOMPLETE not in codes and (all_ok or not stopped):
         return EXIT_OK
+    if all_ok and not stopped:       # yet units are missing: exit 0 would say all is done
+        return EXIT_INCOMPLETE
     if stopped or EXIT_PREEMPTED in codes:
         return EXIT_PREEMPTED
     if all(c in (EXIT_OK, EXIT_INCOMPLETE) for c in codes):

@@ -73,6 +73,20 @@ def _read_claim(path: Path) -> dict:
         return {}
 
 
+def _live(path: Path, age: float | None, lease: float) -> bool:
+    """A claim still held: younger than the longer of ``lease`` and the lease its owner
+    wrote into it (a rank run with a shorter --lease must not take a claim over before its
+    owner's own heartbeat is due), and its process not known to be gone."""
+    if age is None:
+        return False
+    info = _read_claim(path)
+    try:
+        own = float(info.get("lease_seconds") or 0.0)
+    except (TypeError, ValueError):
+        own = 0.0
+    return age <= max(lease, own) and not is_gone(info.get("process"))
+
+
 def list_claims(layout: OutputLayout, default_lease: float = 300.0) -> list[ClaimInfo]:
     """The current (newest) claim of every claimed unit, sorted by unit id."""
     now = time.time()
@@ -104,8 +118,7 @@ def hold_unit(layout: OutputLayout, unit_id: str, owner: str,
     if gens:
         newest = _claim_path(layout, unit_id, gens[-1])
         age = _age(newest, time.time())
-        live = age is not None and age <= lease_seconds and \
-            not is_gone(_read_claim(newest).get("process"))
+        live = _live(newest, age, lease_seconds)
         nxt = -1 if live else gens[-1] + 1
     path = _claim_path(layout, unit_id, max(nxt, 0))
     data = {"unit_id": unit_id, "owner": owner, "generation": nxt, "claimed_at": utc_now(),
@@ -161,8 +174,7 @@ class ClaimStore:
             if gens:
                 path = _claim_path(self.layout, uid, gens[-1])
                 age = _age(path, now)
-                if (age is not None and age <= self.lease_seconds
-                        and not is_gone(_read_claim(path).get("process"))):
+                if _live(path, age, self.lease_seconds):
                     continue                     # live claim of another rank
                 nxt = gens[-1] + 1
             if self._is_committed(uid):
