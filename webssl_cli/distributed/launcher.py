@@ -110,14 +110,15 @@ class Workers:
                 break
             # a process group of their own: a terminal's Ctrl-C reaches the launcher only,
             # which forwards it once (twice made every worker exit at once, as a second
-            # signal does); and they get SIGTERM (a clean stop) if the launcher dies
+            # signal does); each gets SIGTERM (a clean stop) if the launcher dies (worker.py)
             self.procs.append(subprocess.Popen(
                 [sys.executable, "-m", "webssl_cli.distributed.worker", cfg_path],
-                env=self.env(r), process_group=0, preexec_fn=_term_when_parent_dies))
+                env=self.env(r), process_group=0))
 
     def env(self, r: int) -> dict[str, str]:
         env = dict(os.environ, RANK=str(r), WORLD_SIZE=str(self.n), LOCAL_RANK=str(r),
-                   WEBSSL_LAUNCHER="gpus", WEBSSL_JOB_ID=self.job)
+                   WEBSSL_LAUNCHER="gpus", WEBSSL_JOB_ID=self.job,
+                   WEBSSL_LAUNCHER_PID=str(os.getpid()))
         for k in ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"):
             env.pop(k, None)
         if self.cpu and "OMP_NUM_THREADS" not in os.environ:
@@ -160,16 +161,6 @@ class Workers:
     @property
     def codes(self) -> list[int]:
         return [p.returncode for p in self.procs]
-
-
-def _term_when_parent_dies() -> None:
-    """In a worker before exec (Linux): SIGTERM when the launcher's thread exits (killed)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)   # PDEATHSIG
-        except (OSError, AttributeError):
-            pass
 
 
 def supervise(workers: Workers, prep, every: float):

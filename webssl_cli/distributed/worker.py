@@ -1,6 +1,8 @@
 """Entry of one `--gpus` worker process: ``python -m webssl_cli.distributed.worker CFG.json``."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -10,6 +12,10 @@ from .signals import command_handlers, ignore_stop_signals
 
 
 def main() -> None:
+    launcher = os.environ.get("WEBSSL_LAUNCHER_PID", "")
+    if launcher.isdigit():     # a clean stop (SIGTERM) if the launcher dies, killed say
+        from ..pipeline.worker_lifecycle import die_with_parent
+        die_with_parent(int(launcher), signal.SIGTERM)
     try:
         with command_handlers():
             from ..pipeline.runner import run_extract

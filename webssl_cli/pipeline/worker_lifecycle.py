@@ -40,7 +40,7 @@ def worker_init(_: int) -> None:
     signal.signal(STOP_REQUEST, _on_stop_request)
     decode_setup()
     from torch.utils.data import get_worker_info
-    _die_with_parent(get_worker_info().dataset.parent_pid)
+    die_with_parent(get_worker_info().dataset.parent_pid)
 
 
 def _on_stop_request(_signum, _frame) -> None:
@@ -54,8 +54,8 @@ def _on_stop_request(_signum, _frame) -> None:
     raise WorkerStop()
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Linux: have the kernel send STOP_REQUEST to this worker when its parent dies, wherever
+def die_with_parent(parent_pid: int, sig: int = STOP_REQUEST) -> None:
+    """Linux: have the kernel send ``sig`` to this worker when its parent dies, wherever
     it is blocked (a stalled read included). Strictly the parent is the thread that started
     the worker: the one that created the :class:`BatchSource`, which also closes it.
     Elsewhere, or if prctl is refused, ``WorkQueueDataset`` polls for the parent while it
@@ -63,7 +63,7 @@ def _die_with_parent(parent_pid: int) -> None:
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(STOP_REQUEST), ctypes.c_ulong(0),
+            libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(sig), ctypes.c_ulong(0),
                        ctypes.c_ulong(0), ctypes.c_ulong(0))
         except (OSError, AttributeError):
             pass
