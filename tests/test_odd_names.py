@@ -196,3 +196,17 @@ def test_parquet_file_with_an_undecodable_name(tmp_path):
     samples = list(iter_samples(unit, c))
     assert [s.data for s in samples] == imgs
     assert {s.source for s in samples} == {str(tmp_path) + "/t\\xe9.parquet"}
+
+
+def test_a_given_up_shard_with_an_undecodable_name_is_shown_escaped(tmp_path):
+    """`webssl status` and the end-of-run message show the shard as keys show names
+    (`gnu\\xe9.tar`), not as a lone surrogate (printed as U+FFFD)."""
+    from webssl_cli.store import get_status
+    good = gen.write_shards(tmp_path / "src", 1, 4)[0]
+    shard = put(bpath(tmp_path / "in", b"gnu\xe9.tar"), good.read_bytes()[:3000])  # truncated
+    out = tmp_path / "out"
+    r = cli_here(cli_args([shard], out, "--num-workers", "0"))
+    assert r.returncode == 3, r.stderr
+    (failed,) = get_status(out).failed_units
+    assert failed.source.endswith("gnu\\xe9.tar") and "\udce9" not in failed.reason
+    assert "gnu\\xe9.tar" in cli_here(["status", str(out)]).stdout

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..atomic_io import atomic_write_bytes, read_json_file, remove_quietly
-from ..units import Unit
+from ..units import Unit, escape_undecodable
 from .layout import OutputLayout
 from .records import dumps, utc_now
 
@@ -42,7 +42,9 @@ FIELDS = tuple(UnitFailure.__dataclass_fields__)
 
 def record_unit_failure(layout: OutputLayout, unit: Unit, reason: str, owner: str,
                         job: str) -> None:
-    info = UnitFailure(unit.id, unit.name, unit.source, reason, owner, utc_now(), job)
+    # as shown (status, messages): a name's undecodable bytes as \xNN, like keys and sources
+    info = UnitFailure(unit.id, unit.name, escape_undecodable(unit.source),
+                       escape_undecodable(reason), owner, utc_now(), job)
     layout.unit_failures_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(layout.unit_failure_path(unit.id), dumps(info.to_dict()))
 
