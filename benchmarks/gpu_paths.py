@@ -20,15 +20,19 @@ import torch
 
 
 def path_rows(args, dev: torch.device, table, tmp: Path, smoke_spec: dict) -> None:
-    args.smoke_spec = smoke_spec
-    for rows in (attention_rows, corrupt_batch_rows, loader_rows, nonfinite_rows):
+    spec = smoke_spec if args.smoke else "dino300m-full2b-224"
+    checks = {"attention_rows": lambda: attention_rows(args, dev, table),
+              "corrupt_batch_rows": lambda: corrupt_batch_rows(args, dev, table),
+              "loader_rows": lambda: loader_rows(dev, table, tmp),
+              "nonfinite_rows": lambda: nonfinite_rows(args, dev, table, spec)}
+    for name, check in checks.items():
         try:
-            rows(args, dev, table, tmp)
+            check()
         except Exception as exc:   # one failing check must not hide the others
-            table.add(f"paths: {rows.__name__}", f"FAILED {type(exc).__name__}: {exc}"[:200])
+            table.add(f"paths: {name}", f"FAILED {type(exc).__name__}: {exc}"[:200])
 
 
-def attention_rows(args, dev, table, tmp) -> None:
+def attention_rows(args, dev, table) -> None:
     from webssl_cli.backbone.attention import check_backend_runs
     from webssl_cli.errors import UsageError
     for backend in ("flash", "efficient", "cudnn", "math"):
@@ -59,7 +63,7 @@ def _corrupt(data: bytes) -> bytes:
     return bytes(out)
 
 
-def corrupt_batch_rows(args, dev, table, tmp) -> None:
+def corrupt_batch_rows(args, dev, table) -> None:
     import torchvision.io
 
     from webssl_cli.config import PreprocessConfig
@@ -92,7 +96,7 @@ def corrupt_batch_rows(args, dev, table, tmp) -> None:
               f"without it: {same}", n + 1)
 
 
-def loader_rows(args, dev, table, tmp) -> None:
+def loader_rows(dev, table, tmp: Path) -> None:
     """A tar shard behind a pipe: command that stalls 3 s first, read by 2 pinned workers."""
     from tests.helpers import images as gen
     from webssl_cli.config import InputConfig, PreprocessConfig
@@ -128,12 +132,11 @@ def loader_rows(args, dev, table, tmp) -> None:
               f"{bool(pin and pin.is_alive())}", rows)
 
 
-def nonfinite_rows(args, dev, table, tmp) -> None:
+def nonfinite_rows(args, dev, table, spec) -> None:
     from webssl_cli.backbone.factory import create_model
     from webssl_cli.model_step import ModelStep, nonfinite_rows as check
     from webssl_cli.model_step.features import parse_features
     from benchmarks.gpu_timing import sync, time_call
-    spec = args.smoke_spec if args.smoke else "dino300m-full2b-224"
     cuda = dev.type == "cuda"
     model = create_model(spec, random_init=True, device=dev,
                          dtype=torch.bfloat16 if cuda else None)

@@ -17,6 +17,7 @@ from webssl_cli import extract, read_features
 from webssl_cli.config import PreprocessConfig
 from webssl_cli.distributed import detect_rank
 from webssl_cli.distributed.signals import StopFlag
+from webssl_cli.errors import WebsslError
 from webssl_cli.pipeline.gpu_decode import route_to_gpu
 from webssl_cli.pipeline.runner import RankRun
 from webssl_cli.pipeline.setup import prepare
@@ -321,7 +322,7 @@ def test_resize_out_of_memory_even_per_image_stops_the_run_naming_the_sample(mon
     try:
         dec.submit(b)
         dec.wait_oldest()
-        with pytest.raises(torch.OutOfMemoryError, match="'a.jpg'.*--decode cpu.*--batch-size"):
+        with pytest.raises(WebsslError, match="'a.jpg'.*--decode cpu.*--batch-size"):
             list(dec.finished())
     finally:
         dec.close()

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import PreprocessConfig
+from ..errors import WebsslError
 from ..preprocess.batch_resize import CHUNK_PIXELS, resize_crop_batch
 from ..preprocess.transforms import ResizePlan, plan_resize
 from .decode_groups import (DECODE_GROUP_BYTES, decode_split, free_device_memory, plan_groups,
@@ -198,11 +199,11 @@ def _resize_all(todo: list[tuple[int, torch.Tensor, ResizePlan]], pcfg: Preproce
 def _record(bad: dict[int, tuple[str, str]], i: int, exc: Exception,
             names: list[str] | None) -> None:
     """Record image ``i``'s failure in ``bad``; out of device memory is not the image's
-    failure: it is raised (naming the sample) to stop the run instead."""
+    failure: a WebsslError naming the sample stops the run instead."""
     if isinstance(exc, torch.OutOfMemoryError):
         who = repr(names[i]) if names is not None else f"#{i} of its batch"
         first = (str(exc).splitlines() or [""])[0][:200]
-        raise torch.OutOfMemoryError(
+        raise WebsslError(   # one line for the user (exit 1), as the model step's OOM gives
             f"--decode gpu: out of device memory on sample {who} even alone ({first}); rerun "
             f"with --decode cpu or a smaller --batch-size") from exc
     bad[i] = _failure(exc)

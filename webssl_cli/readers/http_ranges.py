@@ -50,7 +50,9 @@ class HttpRangeFile(io.RawIOBase):
         total = resp.headers.get("Content-Range", "").rpartition("/")[2].strip()
         if not total.isdigit():
             raise OSError(f"{self.url}: the server sent Content-Range "
-                          f"{resp.headers.get('Content-Range')!r} without the file's size")
+                          f"{resp.headers.get('Content-Range')!r} without the file's size, "
+                          "which reading a Parquet file by ranges needs; download the file "
+                          "and pass its local path, or serve it from a server that sends it")
         return int(total)
 
     def _get(self, start: int, end: int) -> tuple[Any, bytes]:
