@@ -308,6 +308,40 @@ def test_pipe_commands_read_like_files_and_report_failures(tmp_path, shards):
         list(iter_samples(plan_units(half)[0], half))
 
 
+def test_concatenated_archives_are_all_read_and_trailing_junk_fails(tmp_path, shards):
+    """``cat a.tar b.tar``: both archives are read (as ``tar --ignore-zeros`` does), as a
+    local file, through ``pipe:``, and gzipped; keys that repeat get ``#2``. Data after the
+    end that is not a tar header fails the unit instead of being skipped."""
+    a, b = shards[0].read_bytes(), shards[1].read_bytes()
+    joined = write(tmp_path / "ab.tar", a + b)
+    expected = [s.data for s in read_all(plan_units(cfg(*shards[:2])), cfg(*shards[:2]))]
+    for spec in (joined, f"pipe:cat {shards[0]} {shards[1]}",
+                 f"pipe:cat {shards[0]} {shards[1]} | gzip"):
+        got = read_all(plan_units(cfg(spec)), cfg(spec))
+        assert [s.data for s in got] == expected, spec
+        keys = [s.key.split("/", 1)[1] for s in got]
+        assert len(set(keys)) == len(keys) == 10
+    twice = write(tmp_path / "aa.tar", a + a)
+    keys = [s.key for s in read_all(plan_units(cfg(twice)), cfg(twice))]
+    assert keys[5:] == [k + "#2" for k in keys[:5]]
+    for tail, match in ((b"junk\n", "after the end-of-archive marker, is not a tar header"),
+                        (b"\x00" * 1024 + b"junk" + b"\x00" * 508, "is not a tar header"),
+                        (a[:700], "truncated")):     # a second archive cut short
+        bad = write(tmp_path / "bad.tar", a + tail)
+        with pytest.raises(ReadError, match=match):
+            list(iter_samples(plan_units(cfg(bad))[0], cfg(bad)))
+
+
+def test_pipe_still_running_after_its_archive_is_warned_about(tmp_path, shards, caplog):
+    """A command that pauses over the 2 s bound after an archive: the archive counts, and a
+    warning says that what it writes later (here a second archive) is not read."""
+    spec = f"pipe:cat {shards[0]}; sleep 3; cat {shards[1]}"
+    with caplog.at_level("WARNING", logger="webssl.readers"):
+        got = read_all(plan_units(cfg(spec)), cfg(spec))
+    assert len(got) == 5
+    assert "what it writes later is not read" in caplog.text and "sleep 3" in caplog.text
+
+
 def test_shards_with_the_same_stem_get_unique_names_and_keys(tmp_path, shards):
     other = tmp_path / "copy"
     other.mkdir()

@@ -3,6 +3,8 @@ session with default signal handling, and its whole process group is stopped whe
 reader is done with it, so nothing it started in the background outlives the unit."""
 from __future__ import annotations
 
+import io
+import logging
 import os
 import select
 import signal
@@ -14,21 +16,26 @@ from typing import BinaryIO, Iterator
 
 from .errors import StreamError
 
+log = logging.getLogger("webssl.readers")
+
 PIPE_KILL_GRACE_S = 2.0           # SIGTERM to a pipe: command's group, then SIGKILL
 PIPE_DRAIN_IDLE_S = 2.0           # after the archive's end: silence that ends the wait for more
 
 
 @contextmanager
 def open_pipe(source: str) -> Iterator[BinaryIO]:
+    """The command's stdout, buffered. Its :meth:`PipeOutput.archive_ended` (reached through
+    the stream's ``archive_ended``) bounds the reads after the tar's end-of-archive marker."""
     command = source[len("pipe:"):]
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=err,
-                                bufsize=1 << 20, start_new_session=True,
+                                bufsize=0, start_new_session=True,
                                 preexec_fn=_default_signals)
         assert proc.stdout is not None
+        output = PipeOutput(proc, PIPE_DRAIN_IDLE_S)
         try:
             try:
-                yield proc.stdout   # type: ignore[misc]
+                yield _Buffered(output, 1 << 20)
             except Exception as exc:   # bad output: if the command failed, that is the news
                 code = _wait_or_kill(proc, 2.0)
                 if code not in (0, None, -signal.SIGKILL, -signal.SIGTERM):
@@ -37,7 +44,11 @@ def open_pipe(source: str) -> Iterator[BinaryIO]:
             except BaseException:      # the consumer stopped early
                 _wait_or_kill(proc, 0.0)
                 raise
-            whole = _drain(proc, PIPE_DRAIN_IDLE_S)   # padding after the end-of-archive marker
+            whole = output.drain()     # padding after the end-of-archive marker
+            if output.cut and proc.poll() is None:
+                log.warning("%s: the command still ran, silent, %.0f s after its archive "
+                            "ended: reading stopped there, and what it writes later is not "
+                            "read", source, PIPE_DRAIN_IDLE_S)
             proc.stdout.close()
             try:
                 code = proc.wait(timeout=PIPE_DRAIN_IDLE_S)
@@ -54,24 +65,61 @@ def open_pipe(source: str) -> Iterator[BinaryIO]:
 _BROKEN_PIPE = (128 + signal.SIGPIPE, -signal.SIGPIPE)   # died writing to a closed pipe
 
 
-def _drain(proc: subprocess.Popen, idle_s: float) -> bool:
-    """Read and drop what the command still writes after the consumer is done (the tar's
-    padding) until end of file; True if it came. Bounded: a background child of the command
+class PipeOutput(io.RawIOBase):
+    """The command's stdout. Reads block while the archive lasts (a slow source may be silent
+    for long); after :meth:`archive_ended` they are bounded, since what follows is padding or
+    a next archive (``cat a.tar b.tar``) that comes at once: a background child of the command
     that keeps stdout open, or a command that goes on running silently, would otherwise hold
-    the unit forever. So it stops at the first short silence once the command (the shell)
-    has exited, and after ``idle_s`` s of silence while it still runs."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    quiet_since = time.monotonic()
-    while True:
-        exited = proc.poll() is not None
-        ready, _, _ = select.select([fd], [], [], 0.05 if exited else 0.25)
-        if ready:
-            if not os.read(fd, 1 << 20):
+    the unit forever. A bounded read ends the stream at the first short silence once the
+    command (the shell) has exited, and after ``idle_s`` s of silence while it still runs;
+    ``cut`` then says that the end of file was not seen."""
+
+    def __init__(self, proc: subprocess.Popen, idle_s: float) -> None:
+        assert proc.stdout is not None
+        self.proc, self.fd, self.idle_s = proc, proc.stdout.fileno(), idle_s
+        self.bounded = self.eof = self.cut = False
+        self._quiet_since = 0.0
+
+    def readable(self) -> bool:
+        return True
+
+    def archive_ended(self) -> None:
+        if not self.bounded:
+            self.bounded, self._quiet_since = True, time.monotonic()
+
+    def readinto(self, buffer) -> int:   # type: ignore[override]
+        if self.eof or self.cut:
+            return 0
+        if self.bounded and not self._data_within_bound():
+            self.cut = True
+            return 0
+        n = os.readv(self.fd, [buffer])
+        self.eof = n == 0
+        self._quiet_since = time.monotonic()
+        return n
+
+    def drain(self) -> bool:
+        """Read and drop what is left (bounded); True if the end of file came."""
+        self.archive_ended()
+        while self.read(1 << 20):
+            pass
+        return self.eof
+
+    def _data_within_bound(self) -> bool:
+        while True:
+            exited = self.proc.poll() is not None
+            ready, _, _ = select.select([self.fd], [], [], 0.05 if exited else 0.25)
+            if ready:
                 return True
-            quiet_since = time.monotonic()
-        elif exited or time.monotonic() - quiet_since >= idle_s:
-            return False
+            if exited or time.monotonic() - self._quiet_since >= self.idle_s:
+                return False
+
+
+class _Buffered(io.BufferedReader):
+    """The buffered stream handed to the tar reader; passes the end-of-archive notice on."""
+
+    def archive_ended(self) -> None:
+        self.raw.archive_ended()   # type: ignore[attr-defined]
 
 
 def _default_signals() -> None:

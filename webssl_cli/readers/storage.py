@@ -96,7 +96,7 @@ def open_stream(source: str, cfg: InputConfig) -> Iterator[BinaryIO]:
     with opened as raw:
         stream = _Peeked(raw, 2)
         if stream.head == _GZIP_MAGIC:
-            with gzip.GzipFile(fileobj=stream, mode="rb") as unzipped:
+            with _Gunzipped(fileobj=stream, mode="rb") as unzipped:
                 yield unzipped   # type: ignore[misc]
         else:
             yield stream   # type: ignore[misc]
@@ -131,6 +131,20 @@ class _Peeked:
         if len(data) < size and not self._pending:
             data += self.raw.read(size - len(data))
         return data
+
+    def archive_ended(self) -> None:
+        """The tar reader saw the end-of-archive marker; a ``pipe:`` stream bounds its reads
+        from here (:class:`~.pipe_stream.PipeOutput`)."""
+        ended = getattr(self.raw, "archive_ended", None)
+        if ended is not None:
+            ended()
+
+
+class _Gunzipped(gzip.GzipFile):
+    """A gunzipped shard that passes the end-of-archive notice on to its compressed stream."""
+
+    def archive_ended(self) -> None:
+        self.fileobj.archive_ended()   # type: ignore[union-attr]
 
 
 @contextmanager

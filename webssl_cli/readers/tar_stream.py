@@ -3,7 +3,9 @@
 Why not :mod:`tarfile`: in stream mode it ends quietly when an archive is cut at a header
 boundary, and a truncated shard must be an error here. This reader requires the end-of-archive
 zero block; a stream that ends before it, a short member, or a header with a bad checksum raises
-:class:`TarFormatError`. Understood: ustar/GNU/PAX regular files, PAX ``path``/``size`` records,
+:class:`TarFormatError`. Archives concatenated in one stream (``cat a.tar b.tar``) are all
+read, as ``tar --ignore-zeros`` reads them; data after the end that is neither zero padding
+nor a tar header is an error. Understood: ustar/GNU/PAX regular files, PAX ``path``/``size`` records,
 GNU long names and link names, base-256 sizes. Directories and other entries are skipped.
 
 Members whose data the caller does not want are read and thrown away in chunks, so a large
@@ -29,6 +31,7 @@ _CHUNK = 1 << 20
 _REGULAR = (b"0", b"\x00", b"7")
 _LINKS = {b"1": "hard link", b"2": "symlink"}
 LINK_MEMORY = 32 << 20     # bytes of earlier members kept to resolve links to them
+_ZERO = b"\x00" * BLOCK
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,11 @@ def iter_tar_members(stream: BinaryIO, want: Callable[[str], bool],
         if len(header) < BLOCK:
             raise TarFormatError(f"archive ends at byte {offset + len(header)} without the "
                                  "end-of-archive marker (truncated?)")
-        if header == b"\x00" * BLOCK:
-            return
+        if header == _ZERO:
+            following = _next_archive(stream, offset + BLOCK)
+            if following is None:
+                return
+            header, offset = following
         _verify_checksum(header, offset)
         typeflag = header[156:157]
         size = _parse_number(header[124:136], offset)
@@ -97,6 +103,34 @@ def iter_tar_members(stream: BinaryIO, want: Callable[[str], bool],
             data = links.resolve(name, target, _LINKS[typeflag]) if wanted else None
             links.add(name, data)
             yield name, data
+
+
+def _next_archive(stream: BinaryIO, offset: int) -> tuple[bytes, int] | None:
+    """After an end-of-archive zero block at ``offset - BLOCK``: the first header of an archive
+    that follows this one and its offset (``cat a.tar b.tar``: read as ``tar --ignore-zeros``
+    reads it, so b.tar is not dropped), or None when only zero padding is left. Other data
+    there is an error: it may be a damaged next archive. A stream with ``archive_ended()``
+    is told first (a ``pipe:`` bounds its reads from here)."""
+    ended = getattr(stream, "archive_ended", None)
+    if ended is not None:
+        ended()
+    while True:
+        block = _read_exact(stream, BLOCK)
+        if block.strip(b"\x00"):
+            break
+        if len(block) < BLOCK:
+            return None
+        offset += BLOCK
+    if len(block) == BLOCK:
+        try:
+            _verify_checksum(block, offset)
+            return block, offset
+        except TarFormatError:
+            pass
+    raise TarFormatError(f"data at byte {offset}, after the end-of-archive marker, is not a tar "
+                         "header: the shard has something appended to it, or a second archive "
+                         "appended to it is damaged; the samples before it were read. Rebuild "
+                         "the shard, or cut it to its archive")
 
 
 class _LinkResolver:
