@@ -3,6 +3,7 @@ glob, braces, pipe:), with real files and real shards written by webdataset.TarW
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import pickle
@@ -255,6 +256,24 @@ def test_tar_members_without_image_duplicates_and_image_key(tmp_path):
     assert "1e400" in samples[6].meta["json_error"]                # output column stays JSON
     by_png = list(iter_samples(plan_units(c)[0], cfg(shard, image_key="png")))
     assert by_png[2].data == png and by_png[3].error_type == "NoImage"
+
+
+def test_tar_members_repeated_next_to_each_other_are_separate_samples(tmp_path):
+    """``x.jpg`` twice in a row, or ``y.jpg`` then ``y.JPG``: each image is its own sample
+    (``#2``), none dropped; a repeated member that is not wanted (``.txt``) splits nothing."""
+    images = [gen.make_jpeg(8 + i, 8) for i in range(7)]
+    names = ["x.jpg", "x.jpg", "y.jpg", "y.JPG", "z.jpg", "z.txt", "z.txt", "q.jpg", "z.jpg"]
+    shard = tmp_path / "d.tar"
+    with tarfile.open(shard, "w") as tf:
+        it = iter(images)
+        for name in names:
+            data = b"text" if name.endswith(".txt") else next(it)
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    got = read_all(plan_units(cfg(shard)), cfg(shard))
+    assert [s.key for s in got] == ["d/x", "d/x#2", "d/y", "d/y#2", "d/z", "d/q", "d/z#2"]
+    assert [s.data for s in got] == images
 
 
 def test_truncated_tar_raises_read_error_after_the_complete_samples(tmp_path, shards):

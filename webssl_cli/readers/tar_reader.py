@@ -2,8 +2,10 @@
 
 Members are grouped into samples the WebDataset way: the sample key (``__key__``) is the member
 path up to the first dot of its file name, the rest is the extension; consecutive members with
-the same key form one sample. The image is the first of ``jpg, jpeg, png, webp`` present (case
-insensitive), or of the ``--image-key`` list (``"jpg"`` or ``"jpg,png"``). With ``--keep-json``
+the same key form one sample, except that a wanted member (image or json) whose extension the
+sample already has starts a new sample with the same key (``x.jpg`` twice, or ``x.jpg`` then
+``x.JPG``: two samples, the second keyed ``#2``; WebDataset refuses such shards). The image is
+the first of ``jpg, jpeg, png, webp`` present (case insensitive), or of the ``--image-key`` list (``"jpg"`` or ``"jpg,png"``). With ``--keep-json``
 the ``.json`` member is parsed into ``RawSample.meta`` (a non-object becomes ``{"json": value}``,
 an unparsable one ``{"json_error": message}``: the image is still good).
 
@@ -69,7 +71,8 @@ def iter_tar_samples(unit: Unit, cfg: InputConfig) -> Iterator[RawSample]:
         with open_stream(unit.source, cfg) as stream:
             for name, data in iter_tar_members(stream, want, remember):
                 key, ext = split_member_name(name)
-                if key != current and current is not None:
+                repeated = ext.lower() in group and ext.lower() in wanted
+                if (key != current or repeated) and current is not None:
                     yield _sample(unit, index, unique(escape_undecodable(current)), group, exts,
                                   cfg)
                     index += 1
