@@ -24,7 +24,7 @@ from tests.helpers.servers import FlakyServer, free_ports
 from webssl_cli import read_features
 from webssl_cli.config import InputConfig
 from webssl_cli.errors import UsageError, WebsslError
-from webssl_cli.readers import ReadError, iter_samples, plan_units
+from webssl_cli.readers import ReadError, iter_samples, pipe_stream, plan_units
 from webssl_cli.store import OutputLayout, done_units
 
 
@@ -343,27 +343,35 @@ def _read_all_in_thread(c: InputConfig) -> tuple[threading.Thread, dict]:
 @pytest.mark.parametrize("tail", ["sleep 321 & echo $! > {pid}",          # child holds stdout
                                   "echo $$ > {pid}; exec sleep 321"])     # the command lingers
 def test_pipe_command_that_keeps_stdout_open_does_not_hold_the_unit(tmp_path, data, tail,
-                                                                    ignoring_stop_signals):
+                                                                    ignoring_stop_signals,
+                                                                    monkeypatch, caplog):
     """After the archive's end, a silent writer that keeps the pipe open (a background child,
     or the command itself going on) ends the drain: the unit is complete, not held until the
-    writer exits (321 s), and the writer's group is stopped."""
+    writer exits (321 s), and the writer's group is stopped. A command itself still running
+    is waited for ``PIPE_LINGER_S`` (shortened here) and warned about."""
+    monkeypatch.setattr(pipe_stream, "PIPE_LINGER_S", 2.0)
     pidfile = tmp_path / "pid"
     shard = data / "wds" / "shard-000000.tar"
     c = InputConfig(inputs=(f"pipe:cat {shard}; " + tail.format(pid=pidfile),))
-    t, got = _read_all_in_thread(c)
-    t.join(timeout=120)          # far below the 321 s the writer would hold the pipe
+    with caplog.at_level("WARNING", logger="webssl.readers"):
+        t, got = _read_all_in_thread(c)
+        t.join(timeout=120)          # far below the 321 s the writer would hold the pipe
     pid = int(pidfile.read_text())
     assert not t.is_alive(), "the reader waited on the silent writer"
     assert "error" not in got, got.get("error")
     assert got["keys"] == [s.key for s in samples(InputConfig(inputs=(str(shard),)))]
+    lingers = tail.endswith("exec sleep 321")
+    assert ("what it writes later is not read" in caplog.text) == lingers, caplog.text
     if not _gone(pid):
         os.kill(pid, signal.SIGKILL)
         pytest.fail(f"the pipe: command's writer {pid} (sleep 321) outlived the unit")
 
 
-def test_pipe_command_writing_after_the_drain_stopped_is_not_a_failure(data):
-    """Padding that comes after the drain gave up (2 s of silence) meets a closed pipe: the
-    command dies of SIGPIPE (status 141), but the archive was whole: the unit counts."""
+def test_pipe_command_writing_after_the_drain_stopped_is_not_a_failure(data, monkeypatch):
+    """Padding that comes after the drain gave up (``PIPE_LINGER_S`` of silence, shortened
+    here) meets a closed pipe: the command dies of SIGPIPE (status 141), but the archive was
+    whole: the unit counts."""
+    monkeypatch.setattr(pipe_stream, "PIPE_LINGER_S", 1.0)
     shard = data / "wds" / "shard-000000.tar"
     c = InputConfig(inputs=(f"pipe:cat {shard}; sleep 3; head -c 300000 /dev/zero",))
     assert [s.key for s in samples(c)] == [

@@ -19,7 +19,9 @@ from .errors import StreamError
 log = logging.getLogger("webssl.readers")
 
 PIPE_KILL_GRACE_S = 2.0           # SIGTERM to a pipe: command's group, then SIGKILL
-PIPE_DRAIN_IDLE_S = 2.0           # after the archive's end: silence that ends the wait for more
+PIPE_LINGER_S = 30.0              # after an archive's end: silence of a running command that
+                                  # ends the wait for more (a next archive may be slow to start)
+PIPE_EXIT_WAIT_S = 2.0            # then the time the command has to exit
 
 
 @contextmanager
@@ -32,7 +34,7 @@ def open_pipe(source: str) -> Iterator[BinaryIO]:
                                 bufsize=0, start_new_session=True,
                                 preexec_fn=_default_signals)
         assert proc.stdout is not None
-        output = PipeOutput(proc, PIPE_DRAIN_IDLE_S)
+        output = PipeOutput(proc, PIPE_LINGER_S)
         try:
             try:
                 yield _Buffered(output, 1 << 20)
@@ -48,10 +50,10 @@ def open_pipe(source: str) -> Iterator[BinaryIO]:
             if output.cut and proc.poll() is None:
                 log.warning("%s: the command still ran, silent, %.0f s after its archive "
                             "ended: reading stopped there, and what it writes later is not "
-                            "read", source, PIPE_DRAIN_IDLE_S)
+                            "read", source, PIPE_LINGER_S)
             proc.stdout.close()
             try:
-                code = proc.wait(timeout=PIPE_DRAIN_IDLE_S)
+                code = proc.wait(timeout=PIPE_EXIT_WAIT_S)
             except subprocess.TimeoutExpired:   # the archive is whole; the command lingers
                 code = 0
             if code in _BROKEN_PIPE and not whole:
@@ -68,11 +70,12 @@ _BROKEN_PIPE = (128 + signal.SIGPIPE, -signal.SIGPIPE)   # died writing to a clo
 class PipeOutput(io.RawIOBase):
     """The command's stdout. Reads block while the archive lasts (a slow source may be silent
     for long); after :meth:`archive_ended` they are bounded, since what follows is padding or
-    a next archive (``cat a.tar b.tar``) that comes at once: a background child of the command
-    that keeps stdout open, or a command that goes on running silently, would otherwise hold
-    the unit forever. A bounded read ends the stream at the first short silence once the
-    command (the shell) has exited, and after ``idle_s`` s of silence while it still runs;
-    ``cut`` then says that the end of file was not seen."""
+    a next archive (``cat a.tar b.tar``, or a second download): a background child of the
+    command that keeps stdout open, or a command that goes on running silently, would
+    otherwise hold the unit forever. A bounded read ends the stream at the first short silence
+    once the command (the shell) has exited (what it wrote is in the pipe by then), and after
+    ``idle_s`` s of silence while it still runs (a next archive may be slow to start); ``cut``
+    then says that the end of file was not seen."""
 
     def __init__(self, proc: subprocess.Popen, idle_s: float) -> None:
         assert proc.stdout is not None
