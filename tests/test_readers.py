@@ -132,6 +132,21 @@ def test_list_file_resolves_relative_paths_and_records_missing_ones(tmp_path):
     assert by_key["a.jpg"].data == (tmp_path / "data" / "a.jpg").read_bytes()
 
 
+def test_list_lines_with_blanks_and_hashes_name_the_files_they_are(tmp_path, caplog):
+    """Blanks around a line are dropped unless the file's name has them; a '#' line is a
+    comment, and a warning says so when a file has that name (``./#name`` reads it)."""
+    for name in (" sp.jpg", "tab.jpg", "#hash.jpg", "plain.jpg"):
+        write(tmp_path / name, gen.make_jpeg(16, 16))
+    lst = write(tmp_path / "list.txt",
+                b" sp.jpg\n  tab.jpg \t\n#hash.jpg\n# a comment\n./#hash.jpg\nplain.jpg  \n")
+    with caplog.at_level("WARNING", logger="webssl.readers"):
+        (unit,) = plan_units(cfg(lst))
+    got = {s.key: s for s in iter_samples(unit, cfg(lst))}
+    assert sorted(got) == [" sp.jpg", "#hash.jpg", "plain.jpg", "tab.jpg"]
+    assert all(s.data == (tmp_path / k).read_bytes() for k, s in got.items())
+    assert "line 3 (of 1 such lines) starts with '#'" in caplog.text
+
+
 def test_list_of_shards_is_a_list_of_tar_units(tmp_path, shards):
     lst = write(tmp_path / "shards.txt", "\n".join(str(p) for p in shards[:2]).encode())
     units = plan_units(cfg(lst))

@@ -159,10 +159,17 @@ def decode_list(spec: str, raw: bytes) -> str:
 
 def from_lines(spec: str, text: str, base_dir: str, name: str,
                 cfg: InputConfig) -> list[Piece]:
-    entries = []
-    for line in text.splitlines():
+    entries, commented = [], []
+    local = not is_url(base_dir)
+    for number, line in enumerate(text.splitlines(), 1):
         entry = line.strip()
-        if not entry or entry.startswith("#"):
+        if local and entry != line and os.path.lexists(os.path.join(base_dir, line)):
+            entry = line    # a file whose name starts or ends with blanks
+        if not entry:
+            continue
+        if entry.startswith("#"):
+            if local and os.path.lexists(os.path.join(base_dir, entry)):
+                commented.append(number)
             continue
         if not (is_url(entry) or entry.startswith("pipe:")):
             if is_url(base_dir):
@@ -170,6 +177,10 @@ def from_lines(spec: str, text: str, base_dir: str, name: str,
             else:
                 entry = os.path.normpath(os.path.join(base_dir, local_path(entry)))
         entries.append(entry)
+    if commented:
+        log.warning("--input %s: line %d (of %d such lines) starts with '#', a comment, though a "
+                    "file has that name: it is not read; write it as ./#... to read it",
+                    spec, commented[0], len(commented))
     if not entries:
         raise UsageError(f"--input {spec}: the list is empty")
     containers = [e for e in entries if e.startswith("pipe:") or kind_of(e) in ("tar", "parquet")]
