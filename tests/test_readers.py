@@ -112,6 +112,21 @@ def test_two_folders_with_the_same_file_names_get_unique_keys_and_names(tmp_path
     assert keys == ["train/images/0.jpg", "train/images/1.jpg", "val/images/0.jpg", "val/images/1.jpg"]
 
 
+def test_inputs_that_reach_a_file_through_a_folder_symlink_read_it_once(tmp_path, shards):
+    """``imgs/link -> nested`` with ``--input imgs --input imgs/nested``: one row per file;
+    a shard reached through a linked folder too. A file symlink stays a file of its own."""
+    write(tmp_path / "imgs" / "nested" / "deep" / "y.png", gen.make_png(8, 8))
+    write(tmp_path / "imgs" / "nested" / "z.jpg", gen.make_jpeg(8, 8))
+    (tmp_path / "imgs" / "link_dir").symlink_to("nested")
+    (tmp_path / "imgs" / "nested" / "alias.jpg").symlink_to("z.jpg")
+    c = cfg(tmp_path / "imgs", tmp_path / "imgs" / "nested")
+    keys = [s.key for s in read_all(plan_units(c), c)]
+    assert keys == ["link_dir/alias.jpg", "link_dir/deep/y.png", "link_dir/z.jpg"]
+    (tmp_path / "wds").symlink_to(shards[0].parent)
+    units = plan_units(cfg(shards[0], tmp_path / "wds" / shards[0].name))
+    assert [u.name for u in units] == ["shard-000000"]
+
+
 # --- list files ---------------------------------------------------------------------------
 
 def test_list_file_resolves_relative_paths_and_records_missing_ones(tmp_path):

@@ -25,6 +25,7 @@ from ..errors import UsageError
 from ..units import Unit
 from .kinds import FileSet, ParquetSource, Piece, TarShard
 from .sources import expand_input
+from .storage import is_url
 
 log = logging.getLogger("webssl.readers")
 
@@ -63,15 +64,19 @@ def plan_units(cfg: InputConfig) -> list[Unit]:
 
 
 def _dedupe(pieces: list[Piece]) -> None:
-    """Read every shard, parquet file and image file once, however many inputs reach it."""
+    """Read every shard, parquet file and image file once, however many inputs reach it
+    (through folder symlinks too: ``--input imgs --input imgs/nested`` with ``imgs/link ->
+    nested``)."""
     seen: set[str] = set()
+    same = _SameFile()
     kept_pieces: list[Piece] = []
     for piece in pieces:
         if isinstance(piece, FileSet):
             kept = []
             for item in piece.items:
-                if item not in seen:
-                    seen.add(item)
+                ident = same(item)
+                if ident not in seen:
+                    seen.add(ident)
                     kept.append(item)
             if len(kept) != len(piece.items):
                 log.warning("%s: %d entries repeat a file already in the run and are read once",
@@ -79,12 +84,30 @@ def _dedupe(pieces: list[Piece]) -> None:
             piece.items = kept
             if kept:
                 kept_pieces.append(piece)
-        elif piece.source in seen:
+        elif same(piece.source) in seen:
             log.warning("%s is given twice and is read once", piece.source)
         else:
-            seen.add(piece.source)
+            seen.add(same(piece.source))
             kept_pieces.append(piece)
     pieces[:] = kept_pieces
+
+
+class _SameFile:
+    """``same(location)``: a local path with its folder's symlinks resolved, one
+    ``realpath`` per folder (a file symlink stays a file of its own folder, as the folder
+    scan keeps it); URLs and ``pipe:`` commands as they are."""
+
+    def __init__(self) -> None:
+        self.real: dict[str, str] = {}
+
+    def __call__(self, location: str) -> str:
+        if is_url(location) or location.startswith("pipe:"):
+            return location
+        folder, name = os.path.split(location)
+        real = self.real.get(folder)
+        if real is None:
+            real = self.real[folder] = os.path.realpath(folder)
+        return os.path.join(real, name)
 
 
 def _key_root(sets: list[FileSet]) -> str | None:
