@@ -127,6 +127,21 @@ def test_inputs_that_reach_a_file_through_a_folder_symlink_read_it_once(tmp_path
     assert [u.name for u in units] == ["shard-000000"]
 
 
+def test_a_fifo_with_an_image_name_is_a_ledger_row_not_a_hang(tmp_path):
+    """Opening a FIFO waits for a writer forever: it is recorded as not a regular file;
+    a FIFO named as a tar shard is refused at planning, with what to do."""
+    write(tmp_path / "imgs" / "a.jpg", gen.make_jpeg(8, 8))
+    os.mkfifo(tmp_path / "imgs" / "b.jpg")
+    c = cfg(tmp_path / "imgs")
+    got = {s.key: s for s in read_all(plan_units(c), c)}
+    assert got["a.jpg"].data is not None
+    assert got["b.jpg"].data is None and got["b.jpg"].error_type == "NotARegularFile"
+    assert "is a FIFO, not a regular file" in got["b.jpg"].error
+    os.mkfifo(tmp_path / "s.tar")
+    with pytest.raises(UsageError, match="not a regular file.*pipe:cat"):
+        plan_units(cfg(tmp_path / "s.tar"))
+
+
 # --- list files ---------------------------------------------------------------------------
 
 def test_list_file_resolves_relative_paths_and_records_missing_ones(tmp_path):

@@ -74,6 +74,26 @@ def test_links_resolve_to_earlier_members_or_fail_with_a_reason(tmp_path):
     assert got["links/x/t"].error_type == "NoImage"
 
 
+def test_fifo_and_device_members_with_image_names_are_ledger_rows(tmp_path):
+    jpg = gen.make_jpeg(16, 16)
+    shard = tmp_path / "special.tar"
+    with tarfile.open(shard, "w") as tf:
+        for name, kind in (("f.jpg", tarfile.FIFOTYPE), ("c.jpg", tarfile.CHRTYPE),
+                           ("notes.txt", tarfile.FIFOTYPE)):
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            tf.addfile(info)
+        info = tarfile.TarInfo("ok.jpg")
+        info.size = len(jpg)
+        tf.addfile(info, io.BytesIO(jpg))
+    got = samples(shard)
+    assert list(got) == ["special/f", "special/c", "special/ok"]
+    assert got["special/ok"].data == jpg
+    for key, what in (("special/f", "FIFO"), ("special/c", "character device")):
+        assert got[key].data is None and got[key].error_type == "SpecialMember"
+        assert f"is a {what} entry" in got[key].error
+
+
 def test_a_link_to_a_member_whose_data_was_let_go_fails_with_a_reason(tmp_path, monkeypatch):
     a, b = gen.make_jpeg(16, 16, seed=1), gen.make_jpeg(16, 16, seed=2)
     monkeypatch.setattr(tar_stream, "LINK_MEMORY", len(b) + 1)   # room for one image only

@@ -34,3 +34,7 @@ class TarFormatError(Exception):
 
 class StreamError(Exception):
     """A source that cannot be opened or that ended badly (message says why)."""
+
+
+class NotARegularFile(OSError):
+    """A local input path that is a FIFO, device or socket (reading it could block forever)."""

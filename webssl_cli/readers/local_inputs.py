@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 
 from ..config import InputConfig
 from ..errors import UsageError
@@ -118,6 +119,9 @@ def _is_run_config(path: str) -> bool:
 
 def local_shard(spec: str, path: str) -> TarShard:
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):   # a FIFO: opening it would wait
+            raise UsageError(f"--input {spec}: shard {path} is not a regular file (a FIFO or "
+                             f"device); read a stream with --input 'pipe:cat {path}'")
         size = os.path.getsize(path)
         with open(path, "rb"):
             pass

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import gzip
 import os
+import stat
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Iterator
 
 from ..config import InputConfig
-from .errors import StreamError
+from .errors import NotARegularFile, StreamError
 from .http_stream import http_bytes, http_session, http_timeout, open_http
 from .pipe_stream import open_pipe
 
@@ -75,7 +76,18 @@ def read_bytes(location: str, cfg: InputConfig, session: Any | None = None,
         return s3_filesystem(cfg).cat_file(location)
     if is_http(location):
         return http_bytes(location, session or http_session(), retries)
-    with open(local_path(location), "rb") as fh:
+    return _local_file_bytes(local_path(location))
+
+
+def _local_file_bytes(path: str) -> bytes:
+    """A regular file's bytes. Opened non-blocking and checked first: a FIFO or device with
+    an image's name would block the reader or never end."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            what = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+            raise NotARegularFile(f"{path} is {what}, not a regular file; only files are read")
         return fh.read()
 
 

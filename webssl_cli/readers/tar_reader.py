@@ -16,7 +16,8 @@ path likewise in ``source``; :func:`~webssl_cli.units.escape_undecodable`) befor
 an escaped name that equals a real one later gets a suffix too.
 A sample without an image is yielded with ``data=None`` (error_type ``NoImage``). Hard links and
 symlinks resolve to earlier members of the same shard (see :mod:`.tar_stream`); an image member
-that is a link which cannot be resolved makes the sample fail (``UnresolvedLink``). A shard
+that is a link which cannot be resolved makes the sample fail (``UnresolvedLink``), one that is
+a device or FIFO entry too (``SpecialMember``). A shard
 that cannot be opened or ends badly raises
 :class:`ReadError` after the complete samples before the failure were yielded.
 """
@@ -31,7 +32,7 @@ from .errors import ReadError, TarFormatError
 from .keys import KeyDeduper
 from .kinds import IMAGE_EXTS
 from .storage import StreamError, open_stream
-from .tar_stream import Data, UnresolvedLink, iter_tar_members
+from .tar_stream import Data, SpecialMember, UnresolvedLink, iter_tar_members
 
 DEFAULT_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 
@@ -94,9 +95,9 @@ def _sample(unit: Unit, index: int, wds_key: str, group: dict[str, Data],
     key, source = f"{unit.name}/{wds_key}", escape_undecodable(unit.source)
     for ext in exts:
         data = group.get(ext)
-        if isinstance(data, UnresolvedLink):
+        if isinstance(data, (UnresolvedLink, SpecialMember)):
             return RawSample(index=index, key=key, source=source, data=None, meta=meta,
-                             error_type="UnresolvedLink", error=data.reason)
+                             error_type=type(data).__name__, error=data.reason)
         if data is not None:
             return RawSample(index=index, key=key, source=source, data=data, meta=meta)
     present = ", ".join(sorted(e or "(no extension)" for e in group))
@@ -107,7 +108,7 @@ def _sample(unit: Unit, index: int, wds_key: str, group: dict[str, Data],
 
 
 def _json_meta(data: Data) -> dict[str, Any]:
-    if isinstance(data, UnresolvedLink):
+    if isinstance(data, (UnresolvedLink, SpecialMember)):
         return {"json_error": data.reason}
     try:
         value = json.loads(data or b"", parse_constant=_no_constant, parse_float=_finite)

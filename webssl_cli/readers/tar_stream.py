@@ -6,7 +6,8 @@ zero block; a stream that ends before it, a short member, or a header with a bad
 :class:`TarFormatError`. Archives concatenated in one stream (``cat a.tar b.tar``) are all
 read, as ``tar --ignore-zeros`` reads them; data after the end that is neither zero padding
 nor a tar header is an error. Understood: ustar/GNU/PAX regular files, PAX ``path``/``size`` records,
-GNU long names and link names, base-256 sizes. Directories and other entries are skipped.
+GNU long names and link names, base-256 sizes. Directories are skipped; a device or FIFO entry
+with a wanted name is yielded with a :class:`SpecialMember` saying so.
 
 Members whose data the caller does not want are read and thrown away in chunks, so a large
 non-image member does not sit in memory.
@@ -41,7 +42,15 @@ class UnresolvedLink:
     reason: str
 
 
-Data = bytes | UnresolvedLink | None
+@dataclass(frozen=True)
+class SpecialMember:
+    """A wanted member that is a device or FIFO entry, which holds no data."""
+
+    reason: str
+
+
+Data = bytes | UnresolvedLink | SpecialMember | None
+_SPECIAL = {b"3": "character device", b"4": "block device", b"6": "FIFO"}
 
 
 def iter_tar_members(stream: BinaryIO, want: Callable[[str], bool],
@@ -103,6 +112,9 @@ def iter_tar_members(stream: BinaryIO, want: Callable[[str], bool],
             data = links.resolve(name, target, _LINKS[typeflag]) if wanted else None
             links.add(name, data)
             yield name, data
+        elif typeflag in _SPECIAL and wanted:
+            yield name, SpecialMember(f"member {name!r} is a {_SPECIAL[typeflag]} entry, which "
+                                      "holds no data; store the file itself in the shard")
 
 
 def _next_archive(stream: BinaryIO, offset: int) -> tuple[bytes, int] | None:
