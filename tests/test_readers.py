@@ -41,20 +41,25 @@ def shards(tmp_path_factory) -> list[Path]:
 
 # --- folders ----------------------------------------------------------------------------------
 
-def test_folder_is_recursive_sorted_any_case_and_cut_into_units(tmp_path):
+def test_folder_is_recursive_sorted_any_case_and_cut_into_units(tmp_path, caplog):
     root = tmp_path / "photos"
-    names = ["b/IMG_1.JPG", "a.jpeg", "b/c/x.Png", "z.webp", "y.bmp", "g.gif", "t.TIF", "u.tiff"]
+    names = ["b/IMG_1.JPG", "a.jpeg", "b/c/x.Png", "z.webp", "y.bmp", "g.gif", "t.TIF", "u.tiff",
+             "j.jfif", "k.JPE"]
     for i, name in enumerate(names):
         write(root / name, gen.make_jpeg(32, 24, seed=i))
     write(root / "notes.txt", b"hello")
     write(root / "b" / "meta.json", b"{}")
-    units = plan_units(cfg(root, shard_size=3))
+    for name in ("p.HEIC", "q.heic", "r.jp2"):        # image types that are not decoded
+        write(root / name, b"...")
+    with caplog.at_level("WARNING", logger="webssl.readers"):
+        units = plan_units(cfg(root, shard_size=4))
+    assert "2 .heic files, 1 .jp2 file not read" in caplog.text
     assert [u.name for u in units] == ["photos-000000", "photos-000001", "photos-000002"]
     assert [u.index for u in units] == [0, 1, 2] and all(u.kind == "files" for u in units)
     keys = [s.key for s in read_all(units, cfg(root))]
     assert keys == sorted(names)
     assert all(u.source == str(root) + "/" for u in units)
-    assert [u.expected_size for u in units] == [3, 3, 2]
+    assert [u.expected_size for u in units] == [4, 4, 2]
 
 
 def test_symlink_loop_does_not_hang_or_duplicate(tmp_path):

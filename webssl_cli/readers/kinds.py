@@ -5,7 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
+              ".jfif", ".jpe")
+# image types a folder scan finds but does not read (not decoded): named in a warning
+UNREAD_IMAGE_EXTS = (".avif", ".heic", ".heif", ".jxl", ".jp2", ".j2k", ".jpx", ".ico", ".icns",
+                     ".ppm", ".pgm", ".pbm", ".pnm", ".psd", ".tga", ".qoi", ".dds", ".svg",
+                     ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf")
 TAR_EXTS = (".tar", ".tar.gz", ".tgz")
 PARQUET_EXTS = (".parquet", ".pq")
 LIST_EXTS = (".txt", ".lst", ".list")     # text lists of paths/URLs (compared lowercased)

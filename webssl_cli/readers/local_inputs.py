@@ -6,11 +6,12 @@ import json
 import logging
 import os
 import stat
+from collections import Counter
 
 from ..config import InputConfig
 from ..errors import UsageError
-from .kinds import (IMAGE_EXTS, FileSet, ParquetSource, Piece, TarShard, is_list, kind_of,
-                    pipe_name, stem)
+from .kinds import (IMAGE_EXTS, UNREAD_IMAGE_EXTS, FileSet, ParquetSource, Piece, TarShard,
+                    is_list, kind_of, pipe_name, stem)
 from .parquet_reader import check_key_column, find_image_column, open_parquet
 from .retry import NetworkUnavailable, TransientNetworkError
 from .storage import is_url, local_path
@@ -65,13 +66,15 @@ def _count(paths: list[str], what: str) -> str:
 def scan_folder(root: str) -> tuple[list[str], list[str], list[str]]:
     """(images, tar shards, parquet files) under ``root``, recursive, each sorted by path.
 
-    Follows directory symlinks but enters each real directory once (no symlink loops). A
+    Follows directory symlinks but enters each real directory once (no symlink loops). Files of
+    image types that are not decoded (``UNREAD_IMAGE_EXTS``) are counted in a warning. A
     sub-folder that holds a webssl manifest (``<folder>/<manifest>/run.json``, e.g.
     ``_webssl/run.json``) is an output folder of webssl and is skipped with all it holds.
     """
     found: dict[str, list[str]] = {"image": [], "tar": [], "parquet": []}
     seen: set[tuple[int, int]] = set()
     outputs: list[str] = []
+    unread: Counter[str] = Counter()
 
     def onerror(exc: OSError) -> None:
         if os.path.abspath(str(exc.filename)) == root:
@@ -102,6 +105,12 @@ def scan_folder(root: str) -> tuple[list[str], list[str], list[str]]:
             kind = kind_of(name)
             if kind is not None:
                 found[kind].append(os.path.join(dirpath, name))
+            elif name.lower().endswith(UNREAD_IMAGE_EXTS):
+                unread[os.path.splitext(name)[1].lower()] += 1
+    if unread:
+        log.warning("--input %s: %s not read: webssl decodes JPEG, PNG, WebP, GIF, BMP and TIFF "
+                    "(convert the others)", root,
+                    ", ".join(f"{n} {ext} file{'s' * (n > 1)}" for ext, n in unread.most_common()))
     if outputs:
         skip = tuple(o.rstrip("/") + "/" for o in outputs if o.rstrip("/") != root.rstrip("/"))
         found = {k: [p for p in v if not p.startswith(skip)] for k, v in found.items()}
