@@ -47,15 +47,16 @@ def keys() -> list[str | None]:
     return ks
 
 
-def expected(unit, imgs, keys, part, n_parts, key_column):
-    """What the reader yields, from the rows written (the contract of parquet_reader)."""
+def expected(unit, imgs, keys, key_column):
+    """What the reader yields for the whole unit, from the rows written (the contract of
+    parquet_reader)."""
     start, end = unit.row_range
     if key_column:
         real = keys[start:end]
         unique = KeyDeduper(reserved={k for k in real if k is not None})
         unit_keys = [unique(k) if k is not None else unique.made(f"{unit.name}/{start + i}")
                      for i, k in enumerate(real)]
-    rows = range(start + part, end, n_parts)
+    rows = range(start, end)
     return [(row - start,
              unit_keys[row - start] if key_column else f"{unit.name}/{row}",
              imgs[row],
@@ -77,11 +78,13 @@ def test_parts_keys_and_bytes_do_not_depend_on_the_row_groups(
             (s, min(s + shard_size, N_ROWS)) for s in range(0, N_ROWS, shard_size)]
         for unit in units:
             for n_parts in (1, 2, 3):
-                for part in range(n_parts):
-                    got = [(s.index, s.key, s.data, s.error_type)
-                           for s in iter_samples(unit, c, part, n_parts)]
-                    assert got == expected(unit, images, keys, part, n_parts, key_column), \
-                        (unit.row_range, part, n_parts, key_column)
+                parts = [[(s.index, s.key, s.data, s.error_type)
+                          for s in iter_samples(unit, c, part, n_parts)]
+                         for part in range(n_parts)]
+                for got in parts:          # each part in row order
+                    assert [r[0] for r in got] == sorted(r[0] for r in got)
+                assert sorted((r for got in parts for r in got), key=lambda r: r[0]) == \
+                    expected(unit, images, keys, key_column), (unit.row_range, n_parts, key_column)
 
 
 def test_a_null_image_mid_batch_keeps_its_message(tmp_path, images):
@@ -156,6 +159,33 @@ def test_the_first_unit_of_a_big_row_group_reads_a_small_part_of_the_file(
         assert len(got) == UNIT_ROWS // n_parts and all(len(s.data) == ROW_BYTES for s in got)
         # a unit needs 1/20 of the file; it may read some pages and buffers beyond its rows
         assert f.bytes_read < size / 2, (f.bytes_read, size)
+
+
+@pytest.fixture(scope="module")
+def small_groups(tmp_path_factory) -> Path:
+    """One unit's worth of 16 KiB "images" (6.4 MB) in 16 row groups, as Hugging Face
+    writes."""
+    rng = np.random.default_rng(1)
+    path = tmp_path_factory.mktemp("small") / "small.parquet"
+    pq.write_table(pa.table({"image": pa.array([rng.bytes(16 << 10) for _ in range(400)],
+                                               type=pa.binary())}),
+                   path, row_group_size=25)
+    return path
+
+
+@pytest.mark.parametrize("n_parts", [4, 16])
+def test_the_parts_of_a_unit_read_its_bytes_about_once_between_them(small_groups, n_parts):
+    """One part per DataLoader worker: together they read the unit once, not once each (16
+    workers reading every row was 16x the traffic over S3). Each part also reads the footer."""
+    c = cfg(small_groups, shard_size=400)
+    (unit,) = plan_units(c)
+    size, total, rows = small_groups.stat().st_size, 0, []
+    for part in range(n_parts):
+        with CountingFile(small_groups) as f:
+            rows += [s.index for s in iter_parquet_samples(unit, c, part, n_parts, file=f)]
+        total += f.bytes_read
+    assert sorted(rows) == list(range(400))
+    assert total < 1.5 * size, (total, size)
 
 
 # --- planning warns about row groups that hold many units --------------------------------------

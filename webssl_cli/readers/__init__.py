@@ -31,7 +31,9 @@ __all__ = ["ReadError", "iter_samples", "plan_units"]
 
 def iter_samples(unit: Unit, cfg: InputConfig, part: int = 0,
                  n_parts: int = 1) -> Iterator[RawSample]:
-    """Samples of ``unit``; for splittable units (files, parquet) only ``index % n_parts == part``.
+    """Samples of ``unit``; for splittable units only part ``part`` of ``n_parts``: files with
+    ``index % n_parts == part``, parquet rows in the ranges of ``parquet_reader.part_ranges``
+    (row groups dealt to parts). The parts of a unit hold each of its samples once.
 
     Tar units are read as one stream: ``n_parts`` must be 1 for them (ValueError otherwise).
     """

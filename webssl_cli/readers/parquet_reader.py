@@ -14,6 +14,8 @@ Row groups are streamed in batches, never loaded whole: a unit reads each row gr
 from the row group's start (parquet cannot seek to a row) up to the unit's last row and no
 further, and a worker holds one batch of images at a time. A row group of many units' rows is
 thus read again by every unit in it; planning warns about such files (``local_inputs.py``).
+A unit's parts (one per DataLoader worker) are row ranges cut at row-group edges
+(:func:`part_ranges`), so the workers read the unit's bytes about once between them.
 """
 from __future__ import annotations
 
@@ -129,16 +131,45 @@ def iter_parquet_samples(unit: Unit, cfg: InputConfig, part: int, n_parts: int, 
 
 def _unit_rows(pf: pq.ParquetFile, col: ImageColumn, start: int, end: int, part: int,
                n_parts: int) -> Iterator[tuple[int, bytes | None]]:
-    """(row, image bytes or None) of rows ``start <= row < end`` with ``(row - start) %
-    n_parts == part``, in row order, streamed batch by batch; stops after row ``end - 1``."""
-    for first_row, batch in _batches(pf, col.column, start, end, BATCH_ROWS):
-        lo, hi = max(start, first_row), min(end, first_row + batch.num_rows)
-        first = lo + (part - (lo - start)) % n_parts     # first row of this part >= lo
-        picked = range(first, hi, n_parts)
-        if not picked:
-            continue
-        rel = pa.array([row - first_row for row in picked], type=pa.int64())
-        yield from zip(picked, _bytes_list(batch.column(0).take(rel), col.field))
+    """(row, image bytes or None) of part ``part`` of rows ``start <= row < end``
+    (:func:`part_ranges`), in row order, streamed batch by batch."""
+    bounds = _group_bounds(pf)
+    for lo, hi in part_ranges(bounds, start, end, part, n_parts):
+        for first_row, batch in _batches(pf, col.column, lo, hi, BATCH_ROWS):
+            a, b = max(lo, first_row) - first_row, min(hi, first_row + batch.num_rows) - first_row
+            if a < b:   # take, not slice: a struct's field() of a slice is not offset everywhere
+                rows = pa.array(range(a, b), type=pa.int64())
+                yield from zip(range(first_row + a, first_row + b),
+                               _bytes_list(batch.column(0).take(rows), col.field))
+
+
+def part_ranges(bounds: list[tuple[int, int]], start: int, end: int, part: int,
+                n_parts: int) -> list[tuple[int, int]]:
+    """Row ranges of part ``part`` of ``n_parts`` of rows ``start..end-1``; ``bounds``: each
+    row group's (first row, end row). The unit's rows are cut at row-group edges and the
+    pieces dealt round robin, so each part reads its own row groups and the parts together
+    read the unit's bytes once (parts that took every n-th row each read all of them: n
+    times the unit over S3). When there are fewer pieces than parts, pieces are cut into
+    slices; a slice reads its row group from the group's start (parquet cannot seek to a
+    row), so one row group cut in k slices is read about (k + 1) / 2 times."""
+    pieces = [(max(lo, start), min(hi, end)) for lo, hi in bounds if lo < end and hi > start]
+    if len(pieces) < n_parts:
+        total = sum(hi - lo for lo, hi in pieces) or 1
+        cut = []
+        for lo, hi in pieces:
+            k = max(1, min(hi - lo, round(n_parts * (hi - lo) / total)))
+            cut += [(lo + (hi - lo) * j // k, lo + (hi - lo) * (j + 1) // k) for j in range(k)]
+        pieces = cut
+    return pieces[part::n_parts]
+
+
+def _group_bounds(pf: pq.ParquetFile) -> list[tuple[int, int]]:
+    bounds, first = [], 0
+    for rg in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(rg).num_rows
+        bounds.append((first, first + n))
+        first += n
+    return bounds
 
 
 def _batches(pf: pq.ParquetFile, column: str, start: int, end: int,
