@@ -134,8 +134,8 @@ def test_xformers_backend_fails_clearly_when_unavailable() -> None:
 def test_a_forced_attention_kernel_that_cannot_run_here_is_refused_up_front(tmp_path, command):
     """torch has no efficient/cuDNN SDPA kernel on a CPU (and on CUDA none in float32 for
     flash/cuDNN): every batch would fail with a traceback. One tiny attention call at start
-    says so, exit 2, before anything is written to the output folder; a kernel that can run
-    is accepted."""
+    says so, exit 2, before anything is written to the output folder (a name that is no
+    kernel too); a kernel that can run is accepted."""
     from tests.helpers.cli import cli_here
     out = tmp_path / "o"
     model = ["--model-config", str(DINO / "spec.json"), "--resolution", "56", "--device", "cpu"]
@@ -143,10 +143,11 @@ def test_a_forced_attention_kernel_that_cannot_run_here_is_refused_up_front(tmp_
              str(Path(__file__).resolve().parents[1] / "examples" / "images"), "--out", str(out),
              "--num-workers", "0"] if command == "extract"
             else ["bench", *model, "--iters", "1", "--warmup", "0", "--batch-size", "2"])
-    for backend in ("efficient", "cudnn"):
+    for backend in ("efficient", "cudnn", "fast"):
         r = cli_here([*args, "--attention", backend, "--precision", "fp32"])
         assert r.returncode == 2, r.stderr
-        assert f"--attention {backend} cannot run on cpu with float32" in r.stderr
+        assert (f"--attention {backend} cannot run on cpu with float32" in r.stderr
+                if backend != "fast" else "--attention must be one of auto, flash" in r.stderr)
         assert "Traceback" not in r.stderr and not out.exists()
     r = cli_here([*args, "--attention", "flash", "--precision", "fp32"])
     assert r.returncode == 0, r.stderr

@@ -151,3 +151,30 @@ def test_kill_9_of_the_main_process_leaves_no_worker(stalled_run) -> None:
     p.wait()
     assert wait_gone(workers, 3) == [], "orphaned DataLoader workers"
     assert naming(marker) == [], "the pipe: command outlived the run"
+
+
+def test_stop_while_reading_in_the_main_process_gives_up_nothing(tmp_path) -> None:
+    """``--num-workers 0``: the stop comes inside the reader itself. The unit in flight is
+    abandoned and released for the rerun, not recorded as given up (the stop passed through
+    the reader's catch-all as a failed read)."""
+    shard = write_shards(tmp_path / "shards", 1, 24)[0]
+    marker, out = tmp_path / "reading", tmp_path / "out"
+    slow = f"pipe:touch {marker}; sleep {STALL}; cat {shard}"     # the stop comes in read()
+    args = cli_args([slow], out, "--num-workers", "0", "--batch-size", "4")
+    p = subprocess.Popen([WEBSSL, *args], env=child_env({}), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_blocked_reading(p, marker)
+        p.send_signal(signal.SIGTERM)
+        code, err = exit_before_the_stall_ends(p)
+    finally:
+        for pgid in {p.pid, *_groups(naming(marker))} - {os.getpgrp()}:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        p.communicate()
+    assert code == 4, err[-2000:]
+    assert "stopped by SIGTERM" in err and "Traceback" not in err, err[-3000:]
+    assert not list((out / "_webssl").glob("failed_units/*.json")), err[-2000:]
+    assert not list((out / "_webssl" / "claims").glob("*.json"))

@@ -36,8 +36,11 @@ class WeightsMissingError(UsageError):
     """Weights are not cached and may not be downloaded (offline)."""
 
 
-class Preempted(WebsslError):
-    """The run was asked to stop by a signal; finished units are kept."""
+class Preempted(BaseException):
+    """The run was asked to stop by a signal; finished units are kept. Raised by the signal
+    handler wherever the main thread waits, which with ``--num-workers 0`` is inside a
+    reader: a BaseException, like KeyboardInterrupt, so that no ``except Exception`` there
+    turns the stop into a failed sample or a given-up unit. The runner catches it."""
 
     exit_code = EXIT_PREEMPTED
 

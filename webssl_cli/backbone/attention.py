@@ -20,13 +20,19 @@ from ..errors import UsageError
 BACKENDS = ("auto", "flash", "efficient", "cudnn", "math", "xformers")
 
 
+def check_backend_name(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise UsageError(f"--attention must be one of {', '.join(BACKENDS)}, got {backend!r}")
+
+
 def check_backend_runs(backend: str, device: torch.device, dtype: torch.dtype,
                        head_dim: int) -> None:
     """Refuse, before any work, a forced SDPA kernel that cannot run on this device with these
     attention inputs: one tiny attention call with the run's head size and dtype (under
     autocast bf16/fp16, else float32). Without it every batch fails with torch's "No viable
     backend" (the efficient and cuDNN kernels on a CPU; FlashAttention and cuDNN with float32
-    on CUDA, which takes them in fp16/bf16 only)."""
+    on CUDA, which takes them in fp16/bf16 only). A name that is no backend is refused too."""
+    check_backend_name(backend)
     if backend in ("auto", "math", "xformers"):
         return
     q = torch.zeros(1, 1, 16, head_dim, device=device, dtype=dtype)
@@ -68,8 +74,7 @@ class Attention(nn.Module):
         self._xops = None
 
     def set_backend(self, backend: str) -> None:
-        if backend not in BACKENDS:
-            raise UsageError(f"--attention must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        check_backend_name(backend)
         self._xops = _xformers_attention() if backend == "xformers" else None
         self.backend = backend
 

@@ -26,9 +26,8 @@ def check_attention(cfg: ExtractConfig, device: torch.device, precision: str) ->
     anything is written to the output folder (``backbone.attention.check_backend_runs``)."""
     from ..backbone.attention import check_backend_runs
     from .setup import choose_model
-    if cfg.model.attention not in ("auto", "math", "xformers"):
-        check_backend_runs(cfg.model.attention, device, DTYPES[precision],
-                           choose_model(cfg).spec.head_dim)
+    check_backend_runs(cfg.model.attention, device, DTYPES[precision],
+                       choose_model(cfg).spec.head_dim)
 
 
 def build_step(prep: Prepared, device: torch.device, precision: str) -> ModelStep:
