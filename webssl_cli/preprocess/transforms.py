@@ -13,9 +13,9 @@ photos, 0.999 on a 1-bit image):
 * ``squash`` (official demo): resize to S x S, aspect ratio not kept.
 * ``shortest-crop`` (Hugging Face image processor): shorter side to S, center crop S.
 
-Center crop uses torchvision's offset ``int(round((side - S) / 2))``; HF processors use
-``(side - S) // 2``. When ``side - S`` is odd the two differ by one pixel (we follow torchvision,
-as the official recipe does).
+Center crop uses torchvision's offset ``int(round((side - S) / 2))`` (the official recipe);
+``shortest-crop`` uses the HF processor's ``(side - S) // 2``. When ``side - S`` is odd the two
+differ by one pixel.
 
 Normalization is not done here: workers ship uint8, :func:`normalize` runs on the model device.
 """
@@ -65,9 +65,18 @@ def plan_resize(h: int, w: int, cfg: PreprocessConfig) -> ResizePlan:
         raise DecodeError("ExtremeAspectRatio",
                           f"a {w}x{h} image resized to shorter side {cfg.resize_short} would be "
                           f"{new_w}x{new_h}, over the {cfg.max_image_pixels:,}-pixel limit")
-    # torchvision CenterCrop's offsets (Python round); both sides are >= S here
-    return ResizePlan(new_h, new_w, int(round((new_h - size) / 2.0)),
-                      int(round((new_w - size) / 2.0)), size)
+    # both sides are >= S here
+    return ResizePlan(new_h, new_w, _offset(new_h, size, cfg.mode), _offset(new_w, size, cfg.mode),
+                      size)
+
+
+def _offset(side: int, size: int, mode: str) -> int:
+    """The center crop's offset: torchvision CenterCrop's Python round (the official recipe),
+    or the Hugging Face image processor's floor for ``shortest-crop``; 1 pixel apart when
+    ``side - size`` is odd."""
+    if mode == "shortest-crop":
+        return (side - size) // 2
+    return int(round((side - size) / 2.0))
 
 
 def preprocess(img: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
@@ -131,6 +140,8 @@ def describe(cfg: PreprocessConfig) -> dict[str, Any]:
         "resize": (f"to {size}x{size} (aspect ratio not kept)" if squash else
                    f"shorter side to {cfg.resize_short}, longer side int({cfg.resize_short} * long / short)"),
         "crop": None if squash else (
+            f"center {size}x{size}, offset floor((side - {size}) / 2) as the Hugging Face image "
+            "processor" if cfg.mode == "shortest-crop" else
             f"center {size}x{size}, offset int(round((side - {size}) / 2)) as torchvision "
             "CenterCrop; HF processors use floor((side - S) / 2), 1 pixel apart when side - S is odd"),
         "interpolation": "bicubic",
