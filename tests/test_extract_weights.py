@@ -68,3 +68,24 @@ def test_first_extract_downloads_then_offline(real_size_checkpoint: bytes, tmp_p
     kb, b = read_features(tmp_path / "b")
     assert ka == kb == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"]
     assert a.shape == (4, 1024) and np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("gpus", [0, 2])
+def test_a_run_whose_weights_do_not_load_leaves_nothing_that_refuses_the_fix(tmp_path: Path,
+                                                                             gpus: int) -> None:
+    """Weights that are not a checkpoint (or do not fit) fail the run before its first unit:
+    the settings it wrote are removed, so the corrected command starts instead of being
+    refused for a weights checksum under which nothing was extracted (--gpus: the launcher
+    wrote them, its workers failed)."""
+    from tests.extract_helpers import WEIGHTS, cli_args
+    out, bad = tmp_path / "out", tmp_path / "text.pth"
+    bad.write_text("not weights\n")
+    extra = ["--num-workers", "0"] + (["--gpus", str(gpus)] if gpus else [])
+    args = cli_args([EXAMPLES], out, *extra)
+    wrong = [str(bad) if a == str(WEIGHTS) else a for a in args]
+    r = (run_cli if gpus else cli_here)(wrong)     # the workers' messages: a real stderr
+    assert r.returncode in (1, 2) and "not a PyTorch checkpoint" in r.stderr, r.stderr[-2000:]
+    assert not (out / "_webssl" / "run.json").exists()
+    r = cli_here(args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(read_features(out)[0]) == 4

@@ -63,7 +63,13 @@ def run_extract(cfg: ExtractConfig, rank: RankInfo | None = None) -> RunResult:
         except Preempted as exc:
             log(rank, str(exc))
             return RunResult(EXIT_PREEMPTED, 0, 0, summary=str(exc))
-        return RankRun(prep, rank, device, precision).run(flag)
+        try:
+            return RankRun(prep, rank, device, precision).run(flag)
+        except Exception:
+            if prep.created_config:     # e.g. weights that do not load: leave no settings
+                from ..store import forget_unstarted   # behind that refuse the fixed command
+                forget_unstarted(prep.layout)
+            raise
 
 
 class RankRun:
