@@ -148,3 +148,39 @@ def test_ctrl_c_during_download_keeps_the_part_and_says_how_to_resume(tmp_path):
         assert (cache / NAME).read_bytes() == PAYLOAD
         assert srv.requests("GET")[-1].headers.get("Range", "").startswith("bytes=")
     assert not os.path.exists(part)
+
+
+def _without_root_bypass() -> list[str]:
+    """A command prefix that drops root's permission bypass (CAP_DAC_OVERRIDE), so that a
+    file with mode 000 is unreadable as it is for any user; skip where that cannot be done."""
+    import shutil
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to make a file unreadable to the run")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
+
+
+def test_unreadable_weights_and_output_folder_are_one_line_errors(tmp_path):
+    """No traceback: unreadable weights are an input error naming the file (exit 2); a
+    folder `status` cannot read says which file, exit 1."""
+    prefix = _without_root_bypass()
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(PAYLOAD)
+    weights.chmod(0)
+    r = subprocess.run([*prefix, WEBSSL, "extract", "--model-config", str(TINY / "spec.json"),
+                        "--weights", str(weights), "--resolution", "56", "--input", str(IMAGES),
+                        "--out", str(tmp_path / "out"), "--device", "cpu"],
+                       capture_output=True, text=True, env=child_env({}), timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert f"weights {weights}: cannot read" in r.stderr and "Permission denied" in r.stderr
+    manifest = tmp_path / "o" / "_webssl"
+    manifest.mkdir(parents=True)
+    (manifest / "run.json").write_text("{}")
+    manifest.chmod(0)
+    try:
+        r = subprocess.run([*prefix, WEBSSL, "status", str(tmp_path / "o")], capture_output=True,
+                           text=True, env=child_env({}), timeout=120)
+    finally:
+        manifest.chmod(0o755)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "run.json: Permission denied" in r.stderr

@@ -7,14 +7,20 @@ from collections.abc import Iterator
 
 import typer
 
-from ..errors import WebsslError
+from ..errors import EXIT_RUNTIME, WebsslError
 
 
 @contextlib.contextmanager
 def exit_on_error() -> Iterator[None]:
-    """Wrap a command body: WebsslError -> 'error: ...' on stderr and its exit code."""
+    """Wrap a command body: WebsslError -> 'error: ...' on stderr and its exit code; an
+    OSError no stage turned into a message (a folder without read permission) -> 'error:
+    FILE: reason', exit 1, not a traceback."""
     try:
         yield
     except WebsslError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(exc.exit_code) from None
+    except OSError as exc:    # the environment failed where no stage says more (permissions)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_RUNTIME) from None

@@ -89,19 +89,28 @@ def check_sidecar(weights: Path, cache_dir: str | None) -> None:
             "stale sidecar if this file is the one you mean")
 
 
-def run_fields(cfg: ExtractConfig, choice: ModelChoice, pcfg: PreprocessConfig,
-               features: tuple[Feature, ...], weights: Path, precision: str) -> dict[str, Any]:
-    """What defines the output; a rerun that differs in any of these is refused."""
+def _weights_identity(weights: Path, cache_dir: str | None) -> dict[str, str]:
+    """The run config's weights fields; an unreadable file is an input error naming it."""
     from ..checkpoints import file_fingerprint
     from ..checkpoints.identity import weights_sha256
     from ..weights.paths import pth_cache_root
+    try:
+        return {"weights_checksum": file_fingerprint(weights),   # quick: name, size, first MiB
+                "weights_sha256": weights_sha256(weights, pth_cache_root(cache_dir) / "sha256")}
+    except OSError as exc:
+        raise UsageError(f"weights {weights}: cannot read {exc.filename or weights} "
+                         f"({exc.strerror or exc}); make the file and its folder readable") from None
+
+
+def run_fields(cfg: ExtractConfig, choice: ModelChoice, pcfg: PreprocessConfig,
+               features: tuple[Feature, ...], weights: Path, precision: str) -> dict[str, Any]:
+    """What defines the output; a rerun that differs in any of these is refused."""
     from ..preprocess import describe
     from ..store import normalize_input
     return {
         "model": choice.name,
         "architecture": choice.spec.to_dict(),
-        "weights_checksum": file_fingerprint(weights),     # quick: name, size, first MiB
-        "weights_sha256": weights_sha256(weights, pth_cache_root(cfg.model.cache_dir) / "sha256"),
+        **_weights_identity(weights, cfg.model.cache_dir),
         "preprocessing": {k: v for k, v in describe(pcfg).items() if k != "versions"},
         "resolution": pcfg.resolution,
         "position_embedding": choice.spec.position_embedding(pcfg.resolution),
