@@ -79,6 +79,31 @@ def test_plan_is_deterministic(tmp_path):
     assert plan_units(cfg(root, shard_size=5)) == plan_units(cfg(root, shard_size=5))
 
 
+def test_options_of_an_input_kind_that_no_input_is_are_refused(tmp_path, shards):
+    """--image-column on a folder of images changes nothing, yet would be recorded in the
+    run's settings (and refuse the rerun without it): exit 2 naming it. Given with an input
+    of its kind among others, it is accepted."""
+    write(tmp_path / "imgs" / "a.jpg", gen.make_jpeg(8, 8))
+    pq = gen.write_parquet(tmp_path / "p.parquet", [gen.make_jpeg(8, 8)])
+    for kw, option in (({"image_column": "img"}, "--image-column"),
+                       ({"key_column": "k"}, "--key-column"),
+                       ({"image_key": "png"}, "--image-key"), ({"keep_json": True}, "--keep-json")):
+        with pytest.raises(UsageError, match=f"{option} applies to .* inputs, and none"):
+            plan_units(cfg(tmp_path / "imgs", **kw))
+    assert len(plan_units(cfg(tmp_path / "imgs", shards[0], image_key="png"))) == 2
+    assert len(plan_units(cfg(tmp_path / "imgs", pq, image_column="image"))) == 2
+
+
+def test_a_list_naming_a_file_twice_says_so_once_naming_the_list(tmp_path, caplog):
+    write(tmp_path / "a.jpg", gen.make_jpeg(8, 8))
+    lst = write(tmp_path / "l.txt", b"a.jpg\n./a.jpg\n")
+    with caplog.at_level("WARNING", logger="webssl.readers"):
+        (unit,) = plan_units(cfg(lst))
+    assert unit.items == (str(tmp_path / "a.jpg"),)
+    assert f"--input {lst}: 1 entry repeats a file already in the run and is read once" \
+        in caplog.text
+
+
 @pytest.mark.parametrize("case, match", [
     ("missing", "no such file or folder"),
     ("empty_dir", "no images"),

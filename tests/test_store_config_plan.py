@@ -179,9 +179,11 @@ def test_unreadable_run_config_named_and_overwrite_recovers(tmp_path):
     assert json.loads(layout.run_config_path.read_text())["fingerprint"] == cfg.fingerprint
 
 
-def test_a_run_whose_model_failed_to_load_is_refused_with_what_to_do(tmp_path):
-    """Its settings may belong to a run still loading its model, so they are not replaced
-    by themselves; the refusal says that nothing was extracted and how to replace them."""
+def test_a_run_whose_model_failed_to_load_leaves_no_settings_behind(tmp_path):
+    """A run whose weights do not fit its model removes the settings it wrote (no unit ever
+    started), so the corrected command runs. Settings of a run that started no unit and may
+    still be loading its model (here a plan-only run) are not replaced by themselves: the
+    refusal says that nothing was extracted and how to replace them."""
     from tests.helpers.cli import cli_here
     fix = Path(__file__).resolve().parent / "fixtures" / "official"
     images = Path(__file__).resolve().parents[1] / "examples" / "images"
@@ -195,6 +197,11 @@ def test_a_run_whose_model_failed_to_load_is_refused_with_what_to_do(tmp_path):
 
     bad = run(fix / "mae-tiny-p16" / "spec.json")          # dino weights, MAE architecture
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert not (out / "_webssl" / "run.json").exists()
+    good = run(fix / "dino-tiny" / "spec.json")
+    assert good.returncode == 0, good.stderr
+    out = tmp_path / "o2"
+    assert run(fix / "mae-tiny-p16" / "spec.json", "--limit-units", "0").returncode == 0
     refused = run(fix / "dino-tiny" / "spec.json")   # that run may still be loading: refused
     assert refused.returncode == 2
     assert "holds the settings of a run that started no unit" in refused.stderr

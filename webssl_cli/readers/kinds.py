@@ -27,6 +27,7 @@ class FileSet:
     root: str                     # folder the keys are relative to, ending in "/"
     base: str                     # unit name prefix
     items: list[str] = field(default_factory=list)
+    spec: str = ""                # the --input that named them, for messages
 
 
 @dataclass

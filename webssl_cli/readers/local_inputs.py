@@ -50,7 +50,7 @@ def from_folder(spec: str, root: str, cfg: InputConfig) -> list[Piece]:
                          f"{_count(parquets, 'parquet files')}; pass them as separate inputs")
     if images:
         return [FileSet(root.rstrip("/") + "/", os.path.basename(root.rstrip("/")) or "root",
-                        images)]
+                        images, spec)]
     if tars:
         return [local_shard(spec, p) for p in tars]
     if parquets:
@@ -198,7 +198,7 @@ def from_lines(spec: str, text: str, base_dir: str, name: str,
         raise UsageError(f"--input {spec}: the list is empty")
     containers = [e for e in entries if e.startswith("pipe:") or kind_of(e) in ("tar", "parquet")]
     if not containers:
-        return [FileSet(base_dir.rstrip("/") + "/", name, sorted(entries))]
+        return [FileSet(base_dir.rstrip("/") + "/", name, sorted(entries), spec)]
     if len(containers) < len(entries):
         listed = set(containers)
         image = next(e for e in entries if e not in listed)

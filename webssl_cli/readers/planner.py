@@ -60,7 +60,24 @@ def plan_units(cfg: InputConfig) -> list[Unit]:
                 end = min(start + cfg.shard_size, piece.num_rows)
                 units.append(Unit(len(units), "parquet", piece.source,
                                   namer(f"{piece.base}-{k:06d}"), row_range=(start, end)))
+    check_options_apply(cfg, units)
     return units
+
+
+_KIND_OPTIONS = (("image_column", "--image-column", "parquet", "Parquet"),
+                 ("key_column", "--key-column", "parquet", "Parquet"),
+                 ("image_key", "--image-key", "tar", "WebDataset tar"),
+                 ("keep_json", "--keep-json", "tar", "WebDataset tar"))
+
+
+def check_options_apply(cfg: InputConfig, units: list[Unit]) -> None:
+    """An option of one input kind given for inputs of none of that kind is a usage error:
+    it would change nothing, yet be recorded in the run's settings."""
+    kinds = {u.kind for u in units}
+    for field, option, kind, what in _KIND_OPTIONS:
+        if getattr(cfg, field) and kind not in kinds:
+            raise UsageError(f"{option} applies to {what} inputs, and none of the inputs is "
+                             "one: drop it")
 
 
 def _dedupe(pieces: list[Piece]) -> None:
@@ -79,8 +96,11 @@ def _dedupe(pieces: list[Piece]) -> None:
                     seen.add(ident)
                     kept.append(item)
             if len(kept) != len(piece.items):
-                log.warning("%s: %d entries repeat a file already in the run and are read once",
-                            piece.root, len(piece.items) - len(kept))
+                n = len(piece.items) - len(kept)
+                log.warning("%s: %d %s a file already in the run and %s read once",
+                            f"--input {piece.spec}" if piece.spec else piece.root, n,
+                            "entries repeat" if n > 1 else
+                            "entry repeats", "are" if n > 1 else "is")
             piece.items = kept
             if kept:
                 kept_pieces.append(piece)
