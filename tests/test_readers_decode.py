@@ -118,3 +118,35 @@ def test_dataloader_workers_decode_and_report_read_errors(tmp_path):
                         worker_init_fn=worker_init)
     with pytest.raises(ReadError, match="truncated"):
         list(loader)
+
+
+def test_a_code_error_while_decoding_fails_the_unit_instead_of_every_sample(tmp_path):
+    """A NameError/ImportError is webssl's or its install's fault, never the image's: it must
+    not be written off as bad data sample by sample in a unit marked done. A real PIL image
+    plugin (PIL's own extension point) raises it for files with its magic bytes; another
+    plugin raising ValueError is an ordinary bad sample."""
+    from PIL import Image, ImageFile
+
+    from webssl_cli.pipeline.loader import WorkItem, iter_part
+
+    def plugin(name: bytes, error: Exception):
+        class Broken(ImageFile.ImageFile):
+            format = name.decode()
+
+            def _open(self):
+                raise error
+        Image.register_open(Broken.format, Broken, lambda head: head.startswith(name))
+
+    plugin(b"WSNAMEERR", NameError("name 'stat' is not defined"))
+    plugin(b"WSVALUEERR", ValueError("bad header"))
+    for name, data in (("a.png", gen.make_png(8, 8)), ("b.png", b"WSVALUEERR" + bytes(50)),
+                       ("c.png", b"WSNAMEERR" + bytes(50))):
+        (tmp_path / "d").mkdir(exist_ok=True)
+        (tmp_path / "d" / name).write_bytes(data)
+    c = InputConfig(inputs=(str(tmp_path / "d"),))
+    (unit,) = plan_units(c)
+    batches = list(iter_part(WorkItem(unit, 0, 1), c, PreprocessConfig(28), 8))
+    end = batches[-1]
+    assert end.end and end.read_error is not None and "NameError" in end.read_error
+    failures = [f for b in batches for f in b.failures]
+    assert [f.key for f in failures] == ["b.png"] and "bad header" in failures[0].message

@@ -12,6 +12,12 @@ EXIT_INCOMPLETE = 3   # some units could not be completed (failed units, see the
 EXIT_PREEMPTED = 4    # stopped by SIGTERM/SIGINT/SIGUSR1; rerun the same command to resume
 
 
+# Exceptions that mean the code or its install is broken, never the image: a per-sample
+# catch-all lets them through, so the unit fails (exit 3, retried by a rerun) instead of
+# every sample being recorded as bad data in a unit marked done.
+CODE_ERRORS: tuple[type[Exception], ...] = (NameError, ImportError)
+
+
 class WebsslError(Exception):
     """A runtime failure with a message meant for the user (exit 1)."""
 

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from ..config import InputConfig, PreprocessConfig
+from ..errors import CODE_ERRORS
 from ..units import Failure, Unit
 from .worker_lifecycle import PARENT_POLL, stop_workers, worker_init
 
@@ -144,6 +145,8 @@ def iter_part(item: WorkItem, icfg: InputConfig, pcfg: PreprocessConfig,
                 batch.failures.append(Failure(s.key, s.source, "decode", exc.error_type,
                                               exc.message, s.index))
                 continue
+            except CODE_ERRORS:        # not the image's fault: the unit fails (read_error)
+                raise
             except Exception as exc:   # never let one sample stop the run
                 batch.failures.append(Failure(s.key, s.source, "decode", type(exc).__name__,
                                               str(exc)[:500], s.index))

@@ -41,6 +41,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from ..config import PreprocessConfig
+from ..errors import CODE_ERRORS
 from .errors import DecodeError
 from .sniff import jpeg_frame, sniff_format
 from .transforms import draft_request
@@ -96,6 +97,8 @@ def _decode_with_pil(data: bytes, cfg: PreprocessConfig,
             raise DecodeError("UnknownFormat",
                               f"not an image format PIL knows ({len(data)} bytes, "
                               f"starting {data[:8]!r})") from None
+        except CODE_ERRORS:
+            raise
         except Exception as exc:   # noqa: BLE001 - any parser failure is a bad sample
             raise DecodeError(_kind(exc), f"{type(exc).__name__}: {exc}") from None
         _check_pixels(im.size, cfg)
@@ -109,6 +112,8 @@ def _decode_with_pil(data: bytes, cfg: PreprocessConfig,
             arr = _to_rgb_array(im)
         except OSError as exc:
             raise DecodeError(_kind(exc), f"{im.format or 'image'}: {exc}") from None
+        except CODE_ERRORS:
+            raise
         except Exception as exc:   # noqa: BLE001 - SyntaxError, ValueError, EOFError, ...
             raise DecodeError("CorruptImage",
                               f"{im.format or 'image'}: {type(exc).__name__}: {exc}") from None
