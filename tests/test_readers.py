@@ -172,6 +172,25 @@ def test_a_fifo_with_an_image_name_is_a_ledger_row_not_a_hang(tmp_path):
         plan_units(cfg(tmp_path / "s.tar"))
 
 
+def test_an_input_folder_gone_or_emptied_after_planning_fails_the_unit(tmp_path):
+    """Unmounted mid-run: its files were listed, now the folder is gone (or, a lazily
+    unmounted mount point, empty). The unit fails (a rerun redoes it) instead of being
+    written off file by file as FileNotFoundError rows in a unit marked done."""
+    for case in ("removed", "emptied"):
+        root = tmp_path / case / "imgs"
+        for i in range(3):
+            write(root / "sub" / f"{i}.jpg", gen.make_jpeg(8, 8, seed=i))
+        c = cfg(root)
+        (unit,) = plan_units(c)
+        shutil.rmtree(root if case == "removed" else root / "sub")
+        with pytest.raises(ReadError, match="input folder .* is gone or empty"):
+            list(iter_samples(unit, c))
+    write(tmp_path / "l" / "a.jpg", gen.make_jpeg(8, 8))     # a list's missing file: a row
+    lst = write(tmp_path / "l" / "list.txt", b"a.jpg\nnot/there.jpg\n")
+    got = read_all(plan_units(cfg(lst)), cfg(lst))
+    assert [s.error_type for s in got] == [None, "FileNotFoundError"]
+
+
 # --- list files ---------------------------------------------------------------------------
 
 def test_list_file_resolves_relative_paths_and_records_missing_ones(tmp_path):
