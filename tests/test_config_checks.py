@@ -2,6 +2,7 @@
 written; the API applies the same checks; a run's summary says when nothing got through."""
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -57,6 +58,22 @@ def test_url_outputs_are_refused(out: str, photos: Path, tmp_path: Path, monkeyp
     assert r.returncode == 2, r.stderr
     assert "output to URLs is not supported" in r.stderr
     assert list(tmp_path.iterdir()) == []       # no local folder named after the URL
+
+
+@pytest.mark.parametrize("how", ["long name", "long path"])
+def test_an_out_path_too_long_for_the_files_under_it_is_a_usage_error(how, photos: Path,
+                                                                      tmp_path: Path) -> None:
+    """A 300-byte folder name (over the 255 a file system allows), or a path that leaves
+    no room for the files webssl writes under it: exit 2 naming --out, before anything."""
+    left = 4050 - len(str(tmp_path))              # a 4050-byte path in 200-byte names
+    out = (tmp_path / ("b" * 300) if how == "long name" else
+           tmp_path.joinpath(*["c" * 200] * (left // 201), "d" * (left % 201 - 1)))
+    r = cli_here(cli_args([photos], out))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert f"--out {out}" in r.stderr
+    assert ("is 300 bytes, over the 255" if how == "long name" else
+            "the path is too long") in r.stderr
+    assert os.listdir(tmp_path) == []              # refused before anything was made
 
 
 def test_local_path_that_looks_like_a_uri_is_a_folder(photos: Path, tmp_path: Path,

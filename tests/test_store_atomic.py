@@ -67,3 +67,29 @@ def test_sigkill_between_write_and_rename_leaves_no_visible_file(tmp_path):
     names = [p.name for p in target.parent.iterdir()]
     assert all(n.startswith(".") and n.endswith(".tmp") for n in names)
     assert not list(target.parent.glob("*.npy"))
+
+
+def test_a_failed_write_names_the_file_and_leaves_no_temp(tmp_path):
+    """A write error that carries no file name (a full disk's ENOSPC; here EFBIG from a
+    file-size limit, in a child process) names the file being written, not its temp name or
+    nothing, and no temp file is left behind, for both ways of writing."""
+    script = textwrap.dedent(f"""
+        import os, resource, signal
+        from pathlib import Path
+        from webssl_cli.store import atomic_write_bytes, exclusive_create
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100, resource.RLIM_INFINITY))
+        for fn, name in ((exclusive_create, "claim.json"), (atomic_write_bytes, "plan.json")):
+            try:
+                fn(Path({str(tmp_path)!r}) / name, b"x" * 1000)
+            except OSError as exc:
+                print(exc.errno, exc.filename)
+        print(sorted(os.listdir({str(tmp_path)!r})))
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    import errno
+    assert lines[:2] == [f"{errno.EFBIG} {tmp_path / 'claim.json'}",
+                         f"{errno.EFBIG} {tmp_path / 'plan.json'}"]
+    assert lines[2] == "[]"                                  # no temp file, no partial file

@@ -66,11 +66,21 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         yield tmp
         fsync_file(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError):
+            raise _naming(exc, path, tmp) from exc
         raise
     fsync_dir(path.parent)
+
+
+def _naming(exc: OSError, path: Path, tmp: Path) -> OSError:
+    """``exc`` naming the file being written, not its temp name or nothing (a full disk's
+    ENOSPC carries no file name): same errno, so the same OSError subclass."""
+    if exc.filename not in (None, str(tmp), tmp) or exc.errno is None:
+        return exc
+    return OSError(exc.errno, exc.strerror, str(path))
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -90,8 +100,11 @@ def exclusive_create(path: str | Path, data: bytes) -> bool:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
-    _write_synced(tmp, data)
     try:
+        try:
+            _write_synced(tmp, data)
+        except OSError as exc:
+            raise _naming(exc, path, tmp) from exc
         try:
             os.link(tmp, path)
         except FileExistsError:

@@ -14,6 +14,8 @@ import re
 from .config import ExtractConfig
 from .errors import UsageError
 
+NAME_MAX, PATH_MAX = 255, 4095   # Linux's limits, in bytes
+LONGEST_FILE = 96    # the longest name webssl writes under the manifest (a claim's temp file)
 # a scheme before "://", or the pipe: / s3: forms readers accept as inputs
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+://|pipe:|s3:)")
 
@@ -23,14 +25,25 @@ def _positive(value: float, option: str) -> None:
         raise UsageError(f"{option} must be a positive number, got {value!r}")
 
 
-def check_output_dir(out_dir: str) -> None:
-    """``--out`` is a folder on a local or mounted shared filesystem, not a URL."""
+def check_output_dir(out_dir: str, manifest_name: str = "_webssl") -> None:
+    """``--out`` is a folder on a local or mounted shared filesystem, not a URL, with a path
+    short enough for every file webssl writes under it."""
     if not out_dir:
         raise UsageError("--out must name an output folder")
     if _URL.match(out_dir):
         raise UsageError(f"--out {out_dir}: output to URLs is not supported. Write to a local "
                          "folder or a shared filesystem every rank mounts, then copy it "
                          "(e.g. `aws s3 sync OUT s3://bucket/prefix/`).")
+    full = os.fsencode(os.path.join(os.path.abspath(out_dir), manifest_name))
+    long_name = max(full.split(b"/"), key=len)
+    if len(long_name) > NAME_MAX:
+        raise UsageError(f"--out {out_dir}: the name {os.fsdecode(long_name[:40])}... is "
+                         f"{len(long_name)} bytes, over the {NAME_MAX} a file system allows; "
+                         "choose a shorter --out")
+    if len(full) + LONGEST_FILE > PATH_MAX:
+        raise UsageError(f"--out {out_dir}: the path is too long: the files webssl writes "
+                         f"under it would pass the {PATH_MAX}-byte path limit; choose a "
+                         "shorter --out")
 
 
 def _whole(value: object, option: str) -> None:
@@ -86,7 +99,7 @@ def check_config(cfg: ExtractConfig) -> None:
                          f"{cfg.model.resolution}")
     if not cfg.input.inputs:
         raise UsageError("at least one --input is required")
-    check_output_dir(cfg.output.out_dir)
+    check_output_dir(cfg.output.out_dir, cfg.output.manifest_name)
     check_manifest_name(cfg.output.out_dir, cfg.output.manifest_name)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 from collections.abc import Iterator
 
@@ -22,5 +23,17 @@ def exit_on_error() -> Iterator[None]:
         raise typer.Exit(exc.exit_code) from None
     except OSError as exc:    # the environment failed where no stage says more (permissions)
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        advice = _ADVICE.get(exc.errno or 0, "")
+        print(f"error: {where}{exc.strerror or exc}{advice}", file=sys.stderr)
         raise typer.Exit(EXIT_RUNTIME) from None
+
+
+_FULL = "; free space on that filesystem (or choose another folder), then rerun the command"
+_ADVICE = {
+    errno.ENOSPC: _FULL, errno.EDQUOT: _FULL,
+    errno.EROFS: "; the filesystem is read-only: make it writable, then rerun the command",
+    errno.EACCES: "; check the permissions of that path, then rerun the command",
+    errno.EPERM: "; check the permissions and attributes (chattr) of that path, then rerun "
+                 "the command",
+    errno.ENAMETOOLONG: "; the path is too long: choose a shorter one",
+}

@@ -480,9 +480,15 @@ class RankRun:
 
     def release_all(self) -> None:
         """Release every claim still held: units in flight, and units whose queued write was
-        cancelled by a stop signal. Their data was never committed; a rerun redoes them."""
+        cancelled by a stop signal. Their data was never committed; a rerun redoes them. A
+        claim that cannot be removed is warned about, not raised: the error that stopped the
+        run is the news."""
         with self.heartbeat.lock:
             held = list(self.heartbeat.units)
         for uid in held:
-            self.release(uid)
+            try:
+                self.release(uid)
+            except OSError as exc:   # the output went read-only, say: keep the first error
+                log(self.rank, f"warning: could not release the claim of unit {uid} ({exc}); "
+                               "it expires after --lease")
         self.inflight.clear()

@@ -13,7 +13,8 @@ from pathlib import Path
 from ..errors import UsageError
 
 FORMATS = ("parquet", "npy")
-_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST}
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST,
+                 errno.ENAMETOOLONG}
 METADATA_DIR = "metadata"          # npy format: row-aligned key/source parquet per unit
 _SLUG_OK = re.compile(r"^[a-z][a-z0-9_]*$")
 _MANIFEST_OK = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$")
