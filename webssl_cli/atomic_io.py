@@ -67,7 +67,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):   # gone, or a read-only file system: keep the error
             tmp.unlink()
         if isinstance(exc, OSError):
             raise _naming(exc, path, tmp) from exc
@@ -115,7 +115,7 @@ def exclusive_create(path: str | Path, data: bytes) -> bool:
                 raise
             return _exclusive_create_no_link(path, data)
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):   # gone, or a read-only file system: keep the error
             tmp.unlink()
     fsync_dir(path.parent)
     return True

@@ -485,10 +485,15 @@ class RankRun:
         run is the news."""
         with self.heartbeat.lock:
             held = list(self.heartbeat.units)
+        stuck: list[str] = []
+        error: OSError | None = None
         for uid in held:
             try:
                 self.release(uid)
             except OSError as exc:   # the output went read-only, say: keep the first error
-                log(self.rank, f"warning: could not release the claim of unit {uid} ({exc}); "
-                               "it expires after --lease")
+                stuck, error = stuck + [uid], exc
+        if stuck:
+            log(self.rank, f"warning: could not release the claims of {len(stuck)} unit(s) "
+                           f"(first {stuck[0]}: {error.strerror or error}); a rerun on this "
+                           "machine takes them over at once, other machines after --lease")
         self.inflight.clear()

@@ -2,6 +2,7 @@
 staged and fsynced, the failure ledger, then the done-record last (``store.commit_unit``)."""
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import Callable
@@ -35,8 +36,9 @@ class UnitWriter:
         except OSError as exc:
             raise WebsslError(
                 f"writing unit {st.unit.id} ({st.unit.name}) under {self.prep.layout.out_dir} "
-                f"failed: {exc}. Check free space, quota and permissions of --out; finished "
-                "units are kept, rerun the same command to resume.") from exc
+                f"failed: {exc}{_free_space(self.prep.layout.out_dir)}. Check free space, quota "
+                "and permissions of --out; finished units are kept, rerun the same command to "
+                "resume.") from exc
 
     def _write(self, st: UnitState) -> None:
         from ..store import (DoneRecord, UnitRows, commit_unit, discard_staged, write_failures,
@@ -82,3 +84,13 @@ class UnitWriter:
                              "python": sys.version.split()[0],
                              "webssl": fields.get("tool_version")}}
         return self._provenance
+
+
+def _free_space(folder) -> str:
+    """How much room the folder's file system has left, for a write error that does not say
+    (numpy's short write: "5120 requested and 1984 written")."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return ""
+    return f" ({free / 2**20:.1f} MiB free on that file system)"
