@@ -20,6 +20,8 @@ TINY = ROOT / "tests" / "fixtures" / "official" / "dino-tiny"
 SPEC = TINY / "spec.json"
 BASE = ["bench", "--model-config", str(SPEC), "--device", "cpu", "--batch-size", "2",
         "--warmup", "0", "--iters", "1", "--precision", "fp32"]
+IMAGES = ROOT / "examples" / "images"
+INPUT = ["bench", "--input", str(IMAGES), "--num-workers", "0", "--batch-size", "2"]
 
 
 def _usage(r, *needles: str) -> None:
@@ -36,7 +38,7 @@ def test_peak_tflops_must_be_finite_and_positive(value):
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan"])
 def test_input_seconds_must_be_positive(value):
-    _usage(cli_here([*BASE, "--input", str(ROOT / "examples" / "images"), "--seconds", value]),
+    _usage(cli_here([*INPUT, "--seconds", value]),
            "--seconds must be a number of seconds > 0")
 
 
@@ -52,7 +54,7 @@ def test_resolution_not_a_multiple_names_the_neighbours():
 
 
 def test_resolution_is_checked_with_input_too():
-    _usage(cli_here([*BASE, "--input", str(ROOT / "examples" / "images"), "--resolution", "-14"]),
+    _usage(cli_here([*INPUT, "--model-config", SPEC, "--resolution", "-14"]),
            "--resolution must be a positive multiple")
 
 
@@ -67,6 +69,42 @@ def test_extract_unknown_device_is_a_usage_error(tmp_path):
                   "--resolution", "56", "--input", ROOT / "examples" / "images",
                   "--out", tmp_path / "out", "--device", "tpu"])
     _usage(r, "--device must be cpu, cuda or cuda:N, got 'tpu'")
+
+
+# --- an option of the other mode (model step / --input) is refused, not ignored -------------
+
+@pytest.mark.parametrize("extra, name", [
+    (["--compile"], "--compile"), (["--precision", "fp32"], "--precision"),
+    (["--device", "cpu"], "--device"), (["--attention", "math"], "--attention"),
+    (["--no-pad-ffn"], "--pad-ffn/--no-pad-ffn"), (["--warmup", "0"], "--warmup"),
+    (["--iters", "3"], "--iters"), (["--peak-tflops", "100"], "--peak-tflops"),
+    (["--batch-size", "auto"], "--batch-size auto"),
+    (["--features", "cls,patches"], "--features"), (["--out-dtype", "float32"], "--out-dtype"),
+    (["--model-config", str(SPEC), "--features", "patches"], "--features"),   # no --images
+])
+def test_model_options_with_input_exit_2(extra, name):
+    _usage(cli_here([*INPUT, *extra]),
+           f"error: {name} has no effect with --input (which times the input pipeline "
+           "alone)", "drop it")
+
+
+@pytest.mark.parametrize("extra, name", [
+    (["--num-workers", "4"], "--num-workers"), (["--decode", "gpu"], "--decode"),
+    (["--seconds", "5"], "--seconds"), (["--preprocess", "squash"], "--preprocess"),
+    (["--jpeg-draft"], "--jpeg-draft"),
+])
+def test_input_options_without_input_exit_2(extra, name):
+    _usage(cli_here([*BASE, *extra]),
+           f"error: {name} has no effect without --input (bench then times the model on "
+           "synthetic images); drop it, or add --input SRC")
+
+
+def test_options_of_the_mode_given_explicitly_are_accepted():
+    r = cli_here([*INPUT, "--model-config", SPEC, "--images", "10", "--features", "cls,patches",
+                  "--out-dtype", "float32", "--resolution", "56", "--seconds", "1",
+                  "--preprocess", "squash", "--decode", "cpu", "--jpeg-draft", "--json"])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["projection"]["images"] == 10
 
 
 # --- --model / --model-config -------------------------------------------------------------

@@ -110,3 +110,9 @@ def test_list_models_names_are_never_folded(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     for m in MODELS:
         assert m.name in r.stdout, f"{m.name} folded in:\n{r.stdout}"
+
+
+def test_unknown_name_without_a_close_match_suggests_names_starting_with_it() -> None:
+    r = run("info", "dino300")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "Did you mean: dino300m-full2b-224, dino300m-light2b-224?" in r.stderr

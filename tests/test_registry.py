@@ -119,3 +119,15 @@ def test_spec_validate_refuses_nonsense() -> None:
                               ("patch_size", 0, "patch_size must be a positive integer")):
         with pytest.raises(UsageError, match=msg):
             dataclasses.replace(good, **{field: value}).validate("x.json")
+
+
+def test_suggest_falls_back_to_names_starting_with_then_containing_the_text() -> None:
+    from webssl_cli.registry import suggest
+    assert suggest("dino300") == ["dino300m-full2b-224", "dino300m-light2b-224"]
+    assert suggest("dino3b") == ["dino3b-full2b-224", "dino3b-light2b-224",
+                                 "dino3b-heavy2b-224", "dino3b-in1k-224"]
+    assert suggest("full8b") == ["dino7b-full8b-224", "dino7b-full8b-378", "dino7b-full8b-518"]
+    assert suggest("zzz") == [] and suggest("") == []
+    with pytest.raises(ModelNotFoundError, match="Did you mean: dino300m-full2b-224, "
+                                                 "dino300m-light2b-224"):
+        resolve("DINO300")

@@ -184,3 +184,16 @@ def test_unreadable_weights_and_output_folder_are_one_line_errors(tmp_path):
         manifest.chmod(0o755)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "run.json: Permission denied" in r.stderr
+
+
+# --- --cache-dir that is a file ---------------------------------------------------------------
+
+def test_cache_dir_that_is_a_file_is_a_usage_error(tmp_path):
+    afile = tmp_path / "cache"
+    afile.write_text("not a folder")
+    r = cli_here(["download", "dino300m-full2b-224", "--source", "pth", "--cache-dir", afile],
+                 env={"WEBSSL_PTH_BASE_URL": "http://127.0.0.1:9/webssl"})
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == f"error: --cache-dir {afile} is a file, not a folder: give a " \
+                               "folder (it is made if missing)"
+    assert afile.read_text() == "not a folder"

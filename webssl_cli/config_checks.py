@@ -97,6 +97,7 @@ def check_config(cfg: ExtractConfig) -> None:
     if cfg.model.resolution is not None and cfg.model.resolution < 1:
         raise UsageError(f"--resolution must be a positive multiple of the patch size, got "
                          f"{cfg.model.resolution}")
+    check_weights_choice(cfg)
     if not cfg.input.inputs:
         raise UsageError("at least one --input is required")
     check_output_dir(cfg.output.out_dir, cfg.output.manifest_name)
@@ -114,3 +115,9 @@ def check_manifest_name(out_dir: str, name: str) -> None:
     raise UsageError(f"--manifest-name {name}: must start with '_' or '.' (e.g. _{name}), so "
                      "that pyarrow/Spark dataset readers of --out skip it as they skip "
                      "_webssl/")
+
+
+def check_weights_choice(cfg: ExtractConfig) -> None:
+    """``--source`` is hf or pth, and is not given with ``--weights`` (which never downloads)."""
+    from .weights.resolve import check_source
+    check_source(cfg.model.source, cfg.model.weights)

@@ -8,9 +8,10 @@
 from .config import BenchConfig, BenchResult
 from .inputs import bench_input, bench_input_for
 from .model import bench_model
+from .modes import check_mode_options
 from .peaks import KNOWN_PEAKS, match_peak, peak_for
 from .projection import feature_bytes_per_image, human_seconds, project
 
 __all__ = ["KNOWN_PEAKS", "BenchConfig", "BenchResult", "bench_input", "bench_input_for", "bench_model",
-           "feature_bytes_per_image", "human_seconds", "match_peak",
+           "check_mode_options", "feature_bytes_per_image", "human_seconds", "match_peak",
            "peak_for", "project"]

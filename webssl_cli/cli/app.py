@@ -32,6 +32,28 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+def package_version() -> str:
+    """The installed package's version (its metadata), else the source tree's."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("webssl-cli")
+    except PackageNotFoundError:
+        from .. import __version__
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"webssl {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="Print the version (webssl X.Y.Z) and exit.")) -> None:
+    """The options before a command; the help text is the app's."""
+
+
 for _name in COMMAND_MODULES:
     try:
         _mod = importlib.import_module(f"{__package__}.{_name}")

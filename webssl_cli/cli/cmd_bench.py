@@ -7,31 +7,33 @@ from typing import Optional
 import typer
 
 from .errors import exit_on_error
+from .options import PRECISION_DEFAULT, given_options, opt
 
 
 def bench(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry model (see `webssl list-models`)."),
-    model_config: Optional[str] = typer.Option(None, "--model-config", help="Architecture JSON file (like tests/fixtures/official/dino-tiny/spec.json) instead of --model."),
-    batch_size: str = typer.Option("auto", "--batch-size", help="Images per batch, or 'auto' (largest that fits on the GPU, with 10% headroom; 16 on CPU)."),
-    resolution: Optional[int] = typer.Option(None, "--resolution", help="Input side in pixels, a positive multiple of the patch size; default: the model's."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="bf16, fp16 or fp32 (default bf16 on CUDA)."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the model first (compile time is not timed)."),
-    pad_ffn: Optional[bool] = typer.Option(None, "--pad-ffn/--no-pad-ffn", help="Zero-pad the SwiGLU hidden size to a multiple of 256 (same features, aligned matmuls; dino300m 1.11x on an H100). Default: on for CUDA, off for CPU."),
-    device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:N or cpu (default: cuda if available)."),
-    attention: str = typer.Option("auto", "--attention", help="auto, flash, efficient, cudnn, math or xformers."),
-    features: str = typer.Option("cls", "--features", help="Comma list of cls, patch_mean, patches, patch_grid:N, layers:K."),
-    warmup: int = typer.Option(3, "--warmup", help="Untimed batches first."),
-    iters: int = typer.Option(10, "--iters", help="Timed batches."),
-    peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops", help="Peak TFLOP/s for MFU, a number > 0 (default: datasheet dense bf16 of known GPUs)."),
-    images: Optional[int] = typer.Option(None, "--images", help="Also print projected wall time and output size for this many images."),
-    out_dtype: str = typer.Option("float16", "--out-dtype", help="Output dtype assumed by --images: float16 or float32."),
-    input_src: Optional[str] = typer.Option(None, "--input", "-i", help="Measure the input pipeline alone on this input (no model)."),
-    num_workers: int = typer.Option(4, "--num-workers", help="With --input: DataLoader worker processes."),
-    decode: str = typer.Option("cpu", "--decode", help="With --input: cpu, or gpu (batched nvJPEG on the GPU, as `extract --decode gpu`)."),
-    seconds: float = typer.Option(20.0, "--seconds", help="With --input: stop after this many seconds (> 0)."),
-    preprocess: str = typer.Option("resize-crop", "--preprocess", help="With --input: resize-crop, squash or shortest-crop."),
-    jpeg_draft: bool = typer.Option(False, "--jpeg-draft", help="With --input: DCT-scaled decoding of big JPEGs, as `extract --jpeg-draft`."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    ctx: typer.Context,
+    model: Optional[str] = opt(None, "--model", "-m", help="Registry model (see `webssl list-models`)."),
+    model_config: Optional[str] = opt(None, "--model-config", help="Architecture JSON file (like tests/fixtures/official/dino-tiny/spec.json) instead of --model."),
+    batch_size: str = opt("auto", "--batch-size", help="Images per batch, or 'auto' (largest that fits on the GPU, with 10% headroom; 16 on CPU). With --input: a number; 64 when not given."),
+    resolution: Optional[int] = opt(None, "--resolution", help="Input side in pixels, a positive multiple of the patch size; default: the model's (224 with --input and no model)."),
+    precision: Optional[str] = opt(None, "--precision", help=f"Model only. Default: {PRECISION_DEFAULT}."),
+    compile: bool = opt(False, "--compile", help="Model only. torch.compile the model first (compile time is not timed)."),
+    pad_ffn: Optional[bool] = opt(None, "--pad-ffn/--no-pad-ffn", help="Model only. Zero-pad the SwiGLU hidden size to a multiple of 256 (same features, aligned matmuls; dino300m 1.11x on an H100). Default: on for CUDA, off for CPU."),
+    device: Optional[str] = opt(None, "--device", help="Model only. Default: cuda if available."),
+    attention: str = opt("auto", "--attention", help="Model only. Attention kernel."),
+    features: str = opt("cls", "--features", help="Comma list of cls, patch_mean, patches, patch_grid:N, layers:K (with --input: only to size the --images projection of a model)."),
+    warmup: int = opt(3, "--warmup", help="Model only. Untimed batches first."),
+    iters: int = opt(10, "--iters", help="Model only. Timed batches."),
+    peak_tflops: Optional[float] = opt(None, "--peak-tflops", help="Model only. Peak TFLOP/s for MFU, a number > 0 (default: datasheet dense bf16 of known GPUs)."),
+    images: Optional[int] = opt(None, "--images", help="Also print projected wall time and output size for this many images."),
+    out_dtype: str = opt("float16", "--out-dtype", help="Output dtype assumed by --images."),
+    input_src: Optional[str] = opt(None, "--input", "-i", help="Measure the input pipeline alone on this input (no model)."),
+    num_workers: int = opt(4, "--num-workers", help="With --input: DataLoader worker processes."),
+    decode: str = opt("cpu", "--decode", help="With --input: gpu is batched nvJPEG on the GPU, as `extract --decode gpu`."),
+    seconds: float = opt(20.0, "--seconds", help="With --input: stop after this many seconds (> 0)."),
+    preprocess: str = opt("resize-crop", "--preprocess", help="With --input: how images are resized, as `extract --preprocess`."),
+    jpeg_draft: bool = opt(False, "--jpeg-draft", help="With --input: DCT-scaled decoding of big JPEGs, as `extract --jpeg-draft`."),
+    as_json: bool = opt(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Measure images/s, TFLOP/s, MFU and peak memory of a model on this machine.
 
@@ -40,7 +42,8 @@ def bench(
     MFU is against the datasheet dense bf16 peak of known GPUs (or --peak-tflops); omitted
     on CPU unless a peak is given. With --input SRC it measures reading + decoding alone.
     A model that clearly cannot fit in the free memory of the device (weights in the dtype
-    they are held in, plus one batch of activations) is refused up front (exit 2).
+    they are held in, plus one batch of activations) is refused up front (exit 2), and so is
+    an option of the other mode ("Model only." with --input, "With --input:" without it).
 
     \b
     Examples:
@@ -49,7 +52,7 @@ def bench(
       webssl bench --input 'shards/{000..009}.tar' --num-workers 8
       webssl bench --input photos/ --num-workers 8 --jpeg-draft
     """
-    from ..bench import BenchConfig
+    from ..bench import BenchConfig, check_mode_options
     from ..errors import UsageError
 
     with exit_on_error():
@@ -66,6 +69,9 @@ def bench(
                           features=tuple(f.strip() for f in features.split(",") if f.strip()),
                           images=images, model_config=model_config, out_dtype=out_dtype,
                           pad_ffn=pad_ffn)
+        check_mode_options(given_options(ctx), input_src is not None,
+                           model=bool(model or model_config), images=images is not None,
+                           batch_size=cfg.batch_size)
         if input_src is not None:
             from ..bench import bench_input_for
             report = bench_input_for(cfg, input_src, num_workers, decode, seconds,

@@ -7,23 +7,24 @@ from typing import Optional
 import typer
 
 from .errors import exit_on_error
+from .options import opt
 
 
 def download(
-    model: str = typer.Argument(..., help="Model name (short, full, HF or .pth style), "
+    model: str = typer.Argument(..., metavar="MODEL", help="Model name (short, full, HF or .pth style), "
                                           "see `webssl list-models`."),
-    source: Optional[str] = typer.Option(
+    source: Optional[str] = opt(
         None, "--source", help="hf (safetensors through huggingface_hub; default where the "
                                "model has an HF repo) or pth (the official .pth file)."),
-    teacher: bool = typer.Option(False, "--teacher",
-                                 help="The *_ssl_teacher.pth checkpoint (Web-DINO, pth only)."),
-    cache_dir: Optional[str] = typer.Option(
+    teacher: bool = opt(False, "--teacher",
+                        help="The *_ssl_teacher.pth checkpoint (Web-DINO, pth only)."),
+    cache_dir: Optional[str] = opt(
         None, "--cache-dir", help="Cache root for both sources (default: $WEBSSL_CACHE or "
                                   "~/.cache/webssl for .pth, the Hugging Face hub cache for hf)."),
-    verify: bool = typer.Option(False, "--verify",
-                                help="Rehash the cached file(s) fully; a damaged file is "
-                                     "deleted and downloaded again."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    verify: bool = opt(False, "--verify",
+                       help="Rehash the cached file(s) fully; a damaged file is "
+                            "deleted and downloaded again."),
+    quiet: bool = opt(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Download MODEL's weights into the cache and print their path.
 

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from .errors import exit_on_error
+from .options import opt
 
 
 def _cached(rec, cache_dir: Optional[str] = None) -> dict[str, bool]:
@@ -20,9 +21,9 @@ CACHE_DIR_HELP = ("Cache root to look in, as given to `webssl download --cache-d
 
 
 def list_models(
-    filter: Optional[str] = typer.Argument(None, help="Only models whose name contains this."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
+    filter: Optional[str] = typer.Argument(None, metavar="FILTER", help="Only models whose name contains this."),
+    as_json: bool = opt(False, "--json", help="Print JSON instead of a table."),
+    cache_dir: Optional[str] = opt(None, "--cache-dir", help=CACHE_DIR_HELP),
 ) -> None:
     """List every released Web-SSL model with its size, cost and cache state.
 
@@ -56,8 +57,8 @@ def list_models(
     Console(width=max(Console().width, 160)).print(table)
 
 
-def info(model: str = typer.Argument(..., help="Model name (short, full, HF id or .pth name)."),
-         cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP)) -> None:
+def info(model: str = typer.Argument(..., metavar="MODEL", help="Model name (short, full, HF id or .pth name)."),
+         cache_dir: Optional[str] = opt(None, "--cache-dir", help=CACHE_DIR_HELP)) -> None:
     """Show one model in full: architecture, cost, weight URLs, preprocessing, cache state.
 
     Example: webssl info dino1b-full2b-224

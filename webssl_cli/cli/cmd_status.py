@@ -7,6 +7,7 @@ import sys
 import typer
 
 from .errors import exit_on_error
+from .options import opt
 
 
 def _age(seconds: float) -> str:
@@ -19,9 +20,9 @@ def _age(seconds: float) -> str:
 
 def status(
     out: str = typer.Argument(..., metavar="OUT", help="Output folder of `webssl extract` (the --out value)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    manifest_name: str = typer.Option("_webssl", "--manifest-name",
-                                      help="Name of the manifest folder inside OUT."),
+    as_json: bool = opt(False, "--json", help="Print the report as JSON."),
+    manifest_name: str = opt("_webssl", "--manifest-name",
+                             help="Name of the manifest folder inside OUT."),
 ) -> None:
     """Report how far an extraction got: units done/total, rows, failed rows, the
     settings fingerprint, units claimed by a rank but not finished (owner and

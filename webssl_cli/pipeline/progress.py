@@ -130,7 +130,9 @@ class Progress:
             self._bar.stop()
 
 
-def summary(c: Counters, workers: int) -> str:
+def summary(c: Counters, workers: int, cuda: bool = False) -> str:
+    """The end-of-run line. ``cuda``: the model ran on a CUDA device, where ``--decode gpu``
+    can relieve the input pipeline (it is refused elsewhere, so it is only suggested here)."""
     wall = max(c.loop_seconds - c.others_wait_seconds, 1e-9)
     read_wall = c.read_seconds / max(workers, 1)
     parts = {"reading/decoding": read_wall, "model": c.model_seconds, "writing": c.write_seconds}
@@ -144,8 +146,9 @@ def summary(c: Counters, workers: int) -> str:
                     f"{c.decode_thread_seconds:.1f}s of {wall:.1f}s; the model waited "
                     f"{c.wait_seconds:.1f}s): use --decode cpu with more --num-workers")
         else:
+            gpu = " or use --decode gpu" if cuda and not c.decode_thread_seconds else ""
             hint = ("the input pipeline is the bottleneck (the model waited "
-                    f"{c.wait_seconds:.1f}s for data): raise --num-workers or use --decode gpu")
+                    f"{c.wait_seconds:.1f}s for data): raise --num-workers{gpu}")
     elif c.write_seconds > c.model_seconds or c.write_wait_seconds > 0.2 * wall:
         hint = "writing is the bottleneck: use a faster output filesystem or fewer features"
     else:

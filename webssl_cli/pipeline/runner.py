@@ -421,7 +421,8 @@ class RankRun:
         if exit_code == EXIT_OK:
             exit_code = check_damage(self.prep, self.rank)
         self.counters.peak_feature_bytes = self.held.peak
-        text = summary(self.counters, max(rt.num_workers, 1)) + limit_note(self.prep)
+        text = summary(self.counters, max(rt.num_workers, 1),
+                       cuda=self.device.type == "cuda") + limit_note(self.prep)
         log(self.rank, text)
         c = self.counters
         return RunResult(exit_code, len(prep.units), c.units_done, self.failed, c.images,

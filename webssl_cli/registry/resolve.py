@@ -58,8 +58,15 @@ def resolve(name: str) -> Resolved:
 
 
 def suggest(name: str, n: int = 3) -> list[str]:
-    """Registry names close to ``name`` (for 'did you mean' hints), best first."""
-    return difflib.get_close_matches(normalize(name), list(BY_NAME), n=n, cutoff=0.6)
+    """Registry names close to ``name`` (for 'did you mean' hints), best first; without a
+    close one, names that start with it (``dino300`` -> ``dino300m-*``), else names that
+    contain it, in registry order (up to ``2 * n`` of those: one family's sizes)."""
+    key = normalize(name)
+    close = difflib.get_close_matches(key, list(BY_NAME), n=n, cutoff=0.6)
+    if close or not key:
+        return close
+    starts = [m for m in BY_NAME if m.startswith(key)]
+    return (starts or [m for m in BY_NAME if key in m])[:2 * n]
 
 
 def search(substring: str | None = None) -> list[ModelRecord]:

@@ -34,6 +34,26 @@ class WeightsRequest:
     verify: bool = False            # rehash the cached file fully (`webssl download --verify`)
 
 
+def check_source(source: str | None, weights: str | None = None) -> None:
+    """``--source`` is hf or pth (any case), and is not given with ``--weights``, which names
+    the checkpoint and never downloads (UsageError, exit 2)."""
+    if source is None:
+        return
+    if source.lower() not in SOURCES:
+        raise UsageError(f"--source must be 'hf' or 'pth', got {source!r}")
+    if weights:
+        raise UsageError("--source picks what to download; --weights names a file: give one "
+                         "of them")
+
+
+def check_cache_dir(cache_dir: str | None) -> None:
+    """``--cache-dir`` is a folder, or a path where one can be made (UsageError, exit 2)."""
+    if cache_dir and Path(cache_dir).expanduser().exists() \
+            and not Path(cache_dir).expanduser().is_dir():
+        raise UsageError(f"--cache-dir {cache_dir} is a file, not a folder: give a folder "
+                         "(it is made if missing)")
+
+
 def effective_source(req: WeightsRequest) -> str:
     """The source a request uses, after checking it exists for this model."""
     rec = req.model
@@ -177,6 +197,7 @@ def resolve_weights(req: WeightsRequest, explicit: str | None = None) -> Path:
         if path.is_file() and sidecar_path(path).is_file():
             verify_file(path, force=req.verify)
         return path
+    check_cache_dir(req.cache_dir)
     source = effective_source(req)
     offline = is_offline(req)
     if source == "pth":
