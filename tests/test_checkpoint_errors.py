@@ -142,3 +142,28 @@ def test_unchunked_official_layout(tmp_path: Path) -> None:
     torch.save(dechunk(_official()), tmp_path / "flat.pth")
     model = _load(tmp_path / "flat.pth")
     assert model.load_report.layout == "official"
+
+
+@pytest.mark.parametrize("spec, weights", [
+    (DINO / "spec.json", DINO / "official.pth"), (DINO / "spec.json", DINO / "teacher.pth"),
+    (DINO / "spec.json", DINO / "hf"), (MAE / "spec.json", MAE / "official.pth"),
+    (MAE / "spec.json", MAE / "hf")])
+def test_the_shapes_only_check_agrees_with_the_load(spec: Path, weights: Path, tmp_path) -> None:
+    """``check_weights`` (names and shapes, no data read: a run's check before it writes
+    anything) accepts what loads, and refuses what does not fit with the load's own message;
+    a file whose tensor data is damaged but whose index is whole still passes it (only the
+    load reads the data)."""
+    from webssl_cli.backbone.factory import check_weights
+    check_weights(spec, weights)
+    other = MAE / "spec.json" if spec.parent == DINO else DINO / "spec.json"
+    with pytest.raises(CheckpointError) as by_load:
+        _load(weights, other)
+    with pytest.raises(CheckpointError) as by_check:
+        check_weights(other, weights)
+    assert str(by_check.value) == str(by_load.value)
+    if weights.suffix == ".pth":           # zero the stored data, keep the zip's index
+        data = bytearray(weights.read_bytes())
+        start = data.find(b"/data/0") + 64
+        data[start:start + 256] = bytes(256)
+        (tmp_path / "w.pth").write_bytes(bytes(data))
+        check_weights(spec, tmp_path / "w.pth")

@@ -173,19 +173,26 @@ def test_a_fifo_with_an_image_name_is_a_ledger_row_not_a_hang(tmp_path):
 
 
 def test_an_input_folder_gone_or_emptied_after_planning_fails_the_unit(tmp_path):
-    """Unmounted mid-run: its files were listed, now the folder is gone (or, a lazily
-    unmounted mount point, empty). The unit fails (a rerun redoes it) instead of being
-    written off file by file as FileNotFoundError rows in a unit marked done."""
-    for case in ("removed", "emptied"):
-        root = tmp_path / case / "imgs"
+    """Unmounted mid-run: a folder scan listed its files, now their folder is gone (or, a
+    lazily unmounted mount point, empty). The unit fails (a rerun redoes it) instead of being
+    written off file by file as FileNotFoundError rows in a unit marked done; with two
+    inputs too (the unit's key root, their common parent, is still there). A list's file in
+    a missing folder stays a row: lists are not checked at planning."""
+    for case in ("removed", "emptied", "one of two"):
+        a, b = tmp_path / case / "a", tmp_path / case / "b"
         for i in range(3):
-            write(root / "sub" / f"{i}.jpg", gen.make_jpeg(8, 8, seed=i))
-        c = cfg(root)
-        (unit,) = plan_units(c)
-        shutil.rmtree(root if case == "removed" else root / "sub")
-        with pytest.raises(ReadError, match="input folder .* is gone or empty"):
+            write(a / f"{i}.jpg", gen.make_jpeg(8, 8, seed=i))
+            write(b / f"{i}.jpg", gen.make_jpeg(8, 8, seed=i))
+        c = cfg(a, b) if case == "one of two" else cfg(a)
+        unit = plan_units(c)[0]
+        if case == "emptied":
+            for f in a.iterdir():
+                f.unlink()
+        else:
+            shutil.rmtree(a)
+        with pytest.raises(ReadError, match=f"input folder {a} is gone or empty"):
             list(iter_samples(unit, c))
-    write(tmp_path / "l" / "a.jpg", gen.make_jpeg(8, 8))     # a list's missing file: a row
+    write(tmp_path / "l" / "a.jpg", gen.make_jpeg(8, 8))
     lst = write(tmp_path / "l" / "list.txt", b"a.jpg\nnot/there.jpg\n")
     got = read_all(plan_units(cfg(lst)), cfg(lst))
     assert [s.error_type for s in got] == [None, "FileNotFoundError"]
@@ -443,6 +450,30 @@ def test_concatenated_archives_are_all_read_and_trailing_junk_fails(tmp_path, sh
         bad = write(tmp_path / "bad.tar", a + tail)
         with pytest.raises(ReadError, match=match):
             list(iter_samples(plan_units(cfg(bad))[0], cfg(bad)))
+
+
+def test_bytes_after_a_gzip_end_are_ignored_with_a_warning(tmp_path, shards, caplog):
+    """gzip itself ignores bytes after its end ("trailing garbage ignored"): the complete
+    archive inside still counts, and a warning says the rest was not read."""
+    tgz = write(tmp_path / "t.tar.gz", gzip.compress(shards[0].read_bytes()) + b"garbage\n")
+    with caplog.at_level("WARNING", logger="webssl.readers"):
+        got = read_all(plan_units(cfg(tgz)), cfg(tgz))
+    assert len(got) == 5 and all(s.data for s in got)
+    assert "after the archive's end" in caplog.text
+
+
+def test_pipe_second_archive_that_stalls_mid_member_is_read_whole(tmp_path, shards,
+                                                                 monkeypatch):
+    """The bound on waits holds only between archives: inside the second one, a stall longer
+    than it (a slow second download) is waited out, as inside the first."""
+    from webssl_cli.readers import pipe_stream
+    monkeypatch.setattr(pipe_stream, "PIPE_LINGER_S", 1.0)
+    half = shards[1].stat().st_size // 2
+    spec = (f"pipe:cat {shards[0]}; head -c {half} {shards[1]}; sleep 2; "
+            f"tail -c +{half + 1} {shards[1]}")
+    got = read_all(plan_units(cfg(spec)), cfg(spec))
+    assert [s.data for s in got] == [s.data for s in read_all(plan_units(cfg(*shards[:2])),
+                                                               cfg(*shards[:2]))]
 
 
 def test_pipe_archive_that_starts_after_a_pause_is_read(tmp_path, shards, caplog):

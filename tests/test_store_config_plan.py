@@ -180,8 +180,8 @@ def test_unreadable_run_config_named_and_overwrite_recovers(tmp_path):
 
 
 def test_a_run_whose_model_failed_to_load_leaves_no_settings_behind(tmp_path):
-    """A run whose weights do not fit its model removes the settings it wrote (no unit ever
-    started), so the corrected command runs. Settings of a run that started no unit and may
+    """Weights that do not fit the model are found before the run writes anything (names and
+    shapes), so the corrected command runs. Settings of a run that started no unit and may
     still be loading its model (here a plan-only run) are not replaced by themselves: the
     refusal says that nothing was extracted and how to replace them."""
     from tests.helpers.cli import cli_here
@@ -201,7 +201,8 @@ def test_a_run_whose_model_failed_to_load_leaves_no_settings_behind(tmp_path):
     good = run(fix / "dino-tiny" / "spec.json")
     assert good.returncode == 0, good.stderr
     out = tmp_path / "o2"
-    assert run(fix / "mae-tiny-p16" / "spec.json", "--limit-units", "0").returncode == 0
+    assert run(fix / "dino-tiny" / "spec.json", "--limit-units", "0",
+               "--features", "patch_mean").returncode == 0
     refused = run(fix / "dino-tiny" / "spec.json")   # that run may still be loading: refused
     assert refused.returncode == 2
     assert "holds the settings of a run that started no unit" in refused.stderr

@@ -69,9 +69,10 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     except BaseException as exc:
         with contextlib.suppress(OSError):   # gone, or a read-only file system: keep the error
             tmp.unlink()
-        if isinstance(exc, OSError):
-            raise _naming(exc, path, tmp) from exc
-        raise
+        named = _naming(exc, path, tmp) if isinstance(exc, OSError) else exc
+        if named is exc:
+            raise
+        raise named from exc
     fsync_dir(path.parent)
 
 
@@ -104,7 +105,10 @@ def exclusive_create(path: str | Path, data: bytes) -> bool:
         try:
             _write_synced(tmp, data)
         except OSError as exc:
-            raise _naming(exc, path, tmp) from exc
+            named = _naming(exc, path, tmp)
+            if named is exc:
+                raise
+            raise named from exc
         try:
             os.link(tmp, path)
         except FileExistsError:

@@ -15,7 +15,8 @@ from .config import ExtractConfig
 from .errors import UsageError
 
 NAME_MAX, PATH_MAX = 255, 4095   # Linux's limits, in bytes
-LONGEST_FILE = 96    # the longest name webssl writes under the manifest (a claim's temp file)
+LONGEST_FILE = 200   # room for what webssl writes under the manifest: a staging folder named
+                     # by host and pid, a feature folder, a temp name (about 110-150 bytes)
 # a scheme before "://", or the pipe: / s3: forms readers accept as inputs
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+://|pipe:|s3:)")
 

@@ -69,6 +69,7 @@ class Unit:
     name: str                       # shard name, the key prefix (e.g. "shard-000003" or "part-000003")
     items: tuple[str, ...] = ()     # files: the image paths/URLs of this unit, in order
     row_range: tuple[int, int] | None = None  # parquet: rows [start, end) of `source`
+    scanned: bool = False           # files: found by a folder scan (they existed at planning)
 
     @property
     def id(self) -> str:
@@ -92,13 +93,16 @@ class Unit:
         d = asdict(self)
         d["items"] = list(self.items)
         d["row_range"] = list(self.row_range) if self.row_range else None
+        if not self.scanned:      # plans written before the field read the same
+            del d["scanned"]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Unit":
         rr = d.get("row_range")
         return cls(index=int(d["index"]), kind=d["kind"], source=d["source"], name=d["name"],
-                   items=tuple(d.get("items") or ()), row_range=tuple(rr) if rr else None)
+                   items=tuple(d.get("items") or ()), row_range=tuple(rr) if rr else None,
+                   scanned=bool(d.get("scanned", False)))
 
 
 @dataclass

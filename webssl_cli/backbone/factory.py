@@ -111,6 +111,17 @@ def _materialize(model: nn.Module, device: torch.device, dtype: torch.dtype | No
                 p.data = p.data.to(dtype)
 
 
+def check_weights(name_or_spec: str | Path | ArchSpec | dict[str, Any],
+                  weights: str | Path) -> None:
+    """Raise what :func:`create_model` would for ``weights`` that are no checkpoint or do not
+    fit the model, without reading the tensors' data (``checkpoints.check_fits``)."""
+    from ..checkpoints import check_fits
+    choice = choose(name_or_spec)
+    with torch.device("meta"):
+        model = WebSSLViT(choice.spec)
+    check_fits(model, weights, choice.name)
+
+
 def create_model(name_or_spec: str | Path | ArchSpec | dict[str, Any], weights: str | Path | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                  random_init: bool = False, attention: str = "auto", seed: int = 0,

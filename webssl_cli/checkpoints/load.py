@@ -34,9 +34,10 @@ class LoadReport:
     tensors: int
 
 
-def to_our_names(path: str | Path, family: str, model_name: str):
-    """Read a checkpoint file/dir and convert its keys to our names. Returns (sd, layout, raw)."""
-    raw = read_checkpoint(path)
+def to_our_names(path: str | Path, family: str, model_name: str, shapes_only: bool = False):
+    """Read a checkpoint file/dir and convert its keys to our names. Returns (sd, layout, raw);
+    ``shapes_only``: meta tensors, no data read (see :func:`check_fits`)."""
+    raw = read_checkpoint(path, shapes_only)
     origin = str(raw.path)
     if raw.kind == "hf" or looks_like_hf(raw.tensors):
         return from_hf(dict(raw.tensors), family, origin), "hf", raw
@@ -68,6 +69,19 @@ def match_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], origin: str,
             f"{origin} does not fit {model_name}: " + "; ".join(parts) +
             ". Check that the file belongs to this model (or pass the matching --model / "
             "--model-config).")
+
+
+def check_fits(model: nn.Module, path: str | Path, model_name: str) -> str:
+    """Check, without reading the tensors' data, that ``path`` is a checkpoint that fits
+    ``model`` (built on the meta device): the errors :func:`load_weights` would raise for a
+    file that is no checkpoint, is cut short in its index, or holds another architecture.
+    A run calls it before it writes anything, so a wrong file leaves no settings behind.
+    Returns the layout found."""
+    sd, layout, raw = to_our_names(path, model.spec.family, model_name, shapes_only=True)
+    if raw.hf_config is not None:
+        check_hf_config(raw.hf_config, model.spec, str(Path(raw.path) / "config.json"), model_name)
+    match_state_dict(model, sd, str(raw.path), model_name)
+    return layout
 
 
 def load_weights(model: nn.Module, path: str | Path, model_name: str,

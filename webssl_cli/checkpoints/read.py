@@ -27,19 +27,31 @@ class RawCheckpoint:
     hf_config: dict | None = None
 
 
-def read_checkpoint(path: str | Path) -> RawCheckpoint:
+def read_checkpoint(path: str | Path, shapes_only: bool = False) -> RawCheckpoint:
+    """The checkpoint at ``path``; ``shapes_only``: its tensors as meta tensors (names, shapes
+    and dtypes, no data read), to check that it fits a model before anything else is done."""
     p = Path(path).expanduser()
     if not p.exists():
         raise UsageError(f"weights {p}: no such file or directory")
     if p.is_dir():
-        return _read_hf_dir(p)
+        return _read_hf_dir(p, shapes_only)
     if p.suffix == ".safetensors":
-        return RawCheckpoint(p, "safetensors", _load_safetensors(p))
+        return RawCheckpoint(p, "safetensors", _load_safetensors(p, shapes_only))
     if p.name == "config.json":
-        return _read_hf_dir(p.parent)
+        return _read_hf_dir(p.parent, shapes_only)
     if p.suffix == ".json":
         raise _not_a_checkpoint(p, p.read_bytes()[:512])
-    return RawCheckpoint(p, "pth", _load_pth(p))
+    obj = _load_pth(p)
+    return RawCheckpoint(p, "pth", _as_meta(obj) if shapes_only else obj)
+
+
+def _as_meta(obj: Any) -> Any:
+    """Tensors (in nested dicts) -> meta tensors of the same shape and dtype."""
+    if isinstance(obj, torch.Tensor):
+        return torch.empty(obj.shape, dtype=obj.dtype, device="meta")
+    if isinstance(obj, dict):
+        return {k: _as_meta(v) for k, v in obj.items()}
+    return obj
 
 
 ACCEPTED = ("a PyTorch checkpoint (.pth/.pt, as torch.save writes it), a .safetensors file, "
@@ -94,11 +106,22 @@ def _load_pth(p: Path) -> dict[str, Any]:
     return obj
 
 
-def _load_safetensors(p: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
+_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+              "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32,
+              "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def _load_safetensors(p: Path, shapes_only: bool = False) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
     try:
-        return load_file(str(p), device="cpu")
+        if not shapes_only:
+            return load_file(str(p), device="cpu")
+        with safe_open(str(p), "pt") as f:
+            return {k: torch.empty(f.get_slice(k).get_shape(), device="meta",
+                                   dtype=_ST_DTYPES.get(f.get_slice(k).get_dtype(),
+                                                        torch.float32))
+                    for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{p}: cannot read the safetensors file, it looks truncated or "
                               f"corrupt ({exc}). If it is a cached download, run `webssl "
@@ -106,7 +129,7 @@ def _load_safetensors(p: Path) -> dict[str, torch.Tensor]:
                               f"copy.") from None
 
 
-def _read_hf_dir(d: Path) -> RawCheckpoint:
+def _read_hf_dir(d: Path, shapes_only: bool = False) -> RawCheckpoint:
     cfg_path = d / "config.json"
     config = None
     if cfg_path.exists():
@@ -117,7 +140,7 @@ def _read_hf_dir(d: Path) -> RawCheckpoint:
     index = d / "model.safetensors.index.json"
     single = d / "model.safetensors"
     if single.exists():
-        return RawCheckpoint(d, "hf", _load_safetensors(single), config)
+        return RawCheckpoint(d, "hf", _load_safetensors(single, shapes_only), config)
     if index.exists():
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
@@ -129,10 +152,11 @@ def _read_hf_dir(d: Path) -> RawCheckpoint:
             if not sp.exists():
                 raise CheckpointError(f"{index} lists shard {shard}, which is missing from {d}; "
                                       "download the repository again")
-            tensors.update(_load_safetensors(sp))
+            tensors.update(_load_safetensors(sp, shapes_only))
         return RawCheckpoint(d, "hf", tensors, config)
     pths = sorted(d.glob("*.pth"))
     if len(pths) == 1:
-        return RawCheckpoint(pths[0], "pth", _load_pth(pths[0]))
+        obj = _load_pth(pths[0])
+        return RawCheckpoint(pths[0], "pth", _as_meta(obj) if shapes_only else obj)
     raise UsageError(f"weights {d}: a directory without model.safetensors or "
                      "model.safetensors.index.json (expected a Hugging Face model folder)")

@@ -13,7 +13,7 @@ import sys
 import typer
 
 from ..distributed.signals import command_handlers, ignore_stop_signals
-from ..errors import StopSignal, WebsslError
+from ..errors import Preempted, StopSignal, WebsslError
 
 COMMAND_MODULES = ("cmd_models", "cmd_download", "cmd_extract", "cmd_status", "cmd_bench")
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         except WebsslError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(exc.exit_code)
-        except StopSignal as exc:
+        except (StopSignal, Preempted) as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(exc.exit_code)
 

@@ -21,8 +21,7 @@ import time
 from ..atomic_io import remove_quietly
 from ..config import ExtractConfig
 from ..config_io import config_to_json
-from ..errors import (EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, EXIT_RUNTIME, EXIT_USAGE,
-                      UsageError)
+from ..errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, EXIT_RUNTIME, UsageError
 from ..store.unit_failures import failed_in_job
 from .env import RankInfo
 from .signals import current_policy, installed
@@ -56,11 +55,7 @@ def launch_local(cfg: ExtractConfig):
         workers.stop()
         if cfg_path is not None:
             remove_quietly(cfg_path)
-    result = job_result(prep, job, workers, len(before) + counters.units_done, counters)
-    if prep.created_config and result.exit_code in (EXIT_RUNTIME, EXIT_USAGE):
-        from ..store import forget_unstarted   # the workers failed before any unit (weights
-        forget_unstarted(prep.layout)          # that do not load): nothing refuses the fix
-    return result
+    return job_result(prep, job, workers, len(before) + counters.units_done, counters)
 
 
 def worker_device(cfg: ExtractConfig):

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..config_io import config_from_json
-from ..errors import StopSignal, WebsslError
+from ..errors import Preempted, StopSignal, WebsslError
 from .signals import command_handlers, ignore_stop_signals
 
 
@@ -21,7 +21,8 @@ def main() -> None:
             from ..pipeline.runner import run_extract
             cfg = config_from_json(Path(sys.argv[1]).read_text())
             result = run_extract(cfg)
-    except (WebsslError, StopSignal) as exc:   # StopSignal: before the runner's handlers
+    except (WebsslError, StopSignal, Preempted) as exc:   # StopSignal: before the runner's
+        # handlers; Preempted: should one escape the runner's own handling
         print(f"error: {exc}", file=sys.stderr)
         ignore_stop_signals()
         sys.exit(exc.exit_code)

@@ -60,16 +60,10 @@ def run_extract(cfg: ExtractConfig, rank: RankInfo | None = None) -> RunResult:
         flag.interruptible = True        # setup holds no claim: a signal may stop it anywhere
         try:
             prep = prepare(cfg, rank, precision)
-        except Preempted as exc:
+            return RankRun(prep, rank, device, precision).run(flag)
+        except Preempted as exc:   # outside the main loop's own handling (setup, plan only)
             log(rank, str(exc))
             return RunResult(EXIT_PREEMPTED, 0, 0, summary=str(exc))
-        try:
-            return RankRun(prep, rank, device, precision).run(flag)
-        except Exception:
-            if prep.created_config:     # e.g. weights that do not load: leave no settings
-                from ..store import forget_unstarted   # behind that refuse the fixed command
-                forget_unstarted(prep.layout)
-            raise
 
 
 class RankRun:

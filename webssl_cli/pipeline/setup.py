@@ -26,7 +26,6 @@ class Prepared:
     units: list[Unit]
     weights: Path | None
     fields: dict[str, Any]
-    created_config: bool = False     # this process wrote the folder's run config
 
 
 def choose_model(cfg: ExtractConfig) -> ModelChoice:
@@ -148,12 +147,12 @@ def prepare(cfg: ExtractConfig, rank: RankInfo, precision: str) -> Prepared:
     if rank.is_planner and not layout.plan_path.exists():
         planned = plan_units(cfg.input)
     weights = locate_weights(cfg, choice)
+    if rank.is_planner:    # a wrong weights file stops the run before it writes anything
+        from ..backbone.factory import check_weights
+        check_weights(choice.spec if choice.record is None else choice.record.name, weights)
     fields = run_fields(cfg, choice, pcfg, features, weights, precision)
-    created = False
     if rank.is_planner:
-        fresh = not layout.run_config_path.exists()
         check_run_config(layout, fields, overwrite=cfg.output.overwrite)
-        created = fresh or cfg.output.overwrite
         if planned is None and not layout.plan_path.exists():
             planned = plan_units(cfg.input)
 
@@ -175,4 +174,4 @@ def prepare(cfg: ExtractConfig, rank: RankInfo, precision: str) -> Prepared:
         check_run_config(layout, fields, overwrite=False)
     elif cfg.runtime.limit_units != 0:     # a plan-only run changes no data
         tidy_on_start(layout, say)         # sweep stale temp files; reopen damaged done units
-    return Prepared(cfg, choice, pcfg, features, layout, units, weights, fields, created)
+    return Prepared(cfg, choice, pcfg, features, layout, units, weights, fields)

@@ -16,8 +16,9 @@ after :data:`GIVE_UP_AFTER` such failures in a row on one host with nothing read
 of waiting out the retries of every URL of a dead server. And once a host has failed
 transiently after all retries, later URLs on it get one attempt only: a URL list with many
 dead hosts (common in web-scale lists) costs one request per dead URL, not its backoff.
-Likewise a missing local file whose input folder is now gone or empty (unmounted mid-run) fails
-the unit, which a rerun redoes, instead of writing off its remaining files one by one.
+Likewise a missing file that a folder scan found, whose folder is now gone or empty (unmounted
+mid-run), fails the unit, which a rerun redoes, instead of writing off its files one by one (a
+list's missing file stays a ledger row: lists are not checked at planning).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from ..units import RawSample, Unit, escape_undecodable
 from .errors import ReadError
 from .keys import KeyDeduper
 from .retry import TransientNetworkError
-from .storage import http_session, http_timeout, is_http, is_url, read_bytes
+from .storage import http_session, http_timeout, is_http, read_bytes
 
 GIVE_UP_AFTER = 3
 
@@ -78,14 +79,15 @@ class _DownCheck:
     def ok(self) -> None:
         self.read += 1
 
-    def failed(self, exc: Exception) -> None:
+    def failed(self, exc: Exception, item: str) -> None:
         """Record a failed sample; raise ReadError once a dead server is plain, or when a
-        missing file's input folder is gone or empty (unmounted while the run read it: its
-        files were there when they were listed)."""
-        if isinstance(exc, FileNotFoundError) and self._root_vanished():
-            raise ReadError(self.unit, f"the input folder {self.unit.source} is gone or empty "
-                                       "(unmounted or removed while the run read it): the unit "
-                                       "is not written; rerun when the folder is back")
+        file found by a folder scan is missing and its folder is now gone or empty
+        (unmounted while the run read it: its files were there at planning)."""
+        folder = os.path.dirname(item)
+        if isinstance(exc, FileNotFoundError) and self.unit.scanned and _gone_or_empty(folder):
+            raise ReadError(self.unit, f"the input folder {folder} is gone or empty (unmounted "
+                                       "or removed while the run read it): the unit is not "
+                                       "written; rerun when the folder is back")
         if not isinstance(exc, TransientNetworkError):
             self.streak = 0
             return
@@ -97,18 +99,6 @@ class _DownCheck:
         if self.read == 0 and self.streak >= GIVE_UP_AFTER:
             raise self.error(f"the first {self.streak} URLs on {host} failed with network "
                              "errors; the rest of the unit was not tried")
-
-    def _root_vanished(self) -> bool:
-        root = self.unit.source
-        if not root.endswith("/") or is_url(root):
-            return False
-        try:
-            with os.scandir(root) as entries:
-                return next(entries, None) is None
-        except FileNotFoundError:
-            return True
-        except OSError:
-            return False
 
     def finish(self) -> None:
         """End of the part: raise ReadError when nothing was read and the network failed."""
@@ -140,7 +130,7 @@ def iter_file_samples(unit: Unit, cfg: InputConfig, part: int,
                 yield RawSample(index=index, key=key, source=source, data=None,
                                 error=str(exc) or type(exc).__name__,
                                 error_type=type(exc).__name__)
-                check.failed(exc)
+                check.failed(exc, item)
                 continue
             check.ok()
             yield RawSample(index=index, key=key, source=source, data=data)
@@ -148,3 +138,13 @@ def iter_file_samples(unit: Unit, cfg: InputConfig, part: int,
     finally:
         if session is not None:
             session.close()
+
+
+def _gone_or_empty(folder: str) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is None
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False

@@ -28,6 +28,7 @@ class FileSet:
     base: str                     # unit name prefix
     items: list[str] = field(default_factory=list)
     spec: str = ""                # the --input that named them, for messages
+    scanned: bool = False         # found by a local folder scan (not named by a list)
 
 
 @dataclass

@@ -50,7 +50,7 @@ def from_folder(spec: str, root: str, cfg: InputConfig) -> list[Piece]:
                          f"{_count(parquets, 'parquet files')}; pass them as separate inputs")
     if images:
         return [FileSet(root.rstrip("/") + "/", os.path.basename(root.rstrip("/")) or "root",
-                        images, spec)]
+                        images, spec, scanned=True)]
     if tars:
         return [local_shard(spec, p) for p in tars]
     if parquets:

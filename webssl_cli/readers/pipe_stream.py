@@ -26,8 +26,8 @@ PIPE_EXIT_WAIT_S = 2.0            # then the time the command has to exit
 
 @contextmanager
 def open_pipe(source: str) -> Iterator[BinaryIO]:
-    """The command's stdout, buffered. Its :meth:`PipeOutput.archive_ended` (reached through
-    the stream's ``archive_ended``) bounds the reads after the tar's end-of-archive marker."""
+    """The command's stdout, buffered. Its :meth:`PipeOutput.bound_reads` (reached through the
+    stream's ``bound_reads``) bounds the reads between a tar's end and the next archive."""
     command = source[len("pipe:"):]
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=err,
@@ -68,11 +68,11 @@ _BROKEN_PIPE = (128 + signal.SIGPIPE, -signal.SIGPIPE)   # died writing to a clo
 
 
 class PipeOutput(io.RawIOBase):
-    """The command's stdout. Reads block while the archive lasts (a slow source may be silent
-    for long); after :meth:`archive_ended` they are bounded, since what follows is padding or
-    a next archive (``cat a.tar b.tar``, or a second download): a background child of the
-    command that keeps stdout open, or a command that goes on running silently, would
-    otherwise hold the unit forever. A bounded read ends the stream at the first short silence
+    """The command's stdout. Reads block while an archive lasts (a slow source may be silent
+    for long); after an archive's end (:meth:`bound_reads`) they are bounded until a next
+    archive starts, since what follows is padding or a next archive (``cat a.tar b.tar``, or a
+    second download): a background child of the command that keeps stdout open, or a
+    command that goes on running silently, would otherwise hold the unit forever. A bounded read ends the stream at the first short silence
     once the command (the shell) has exited (what it wrote is in the pipe by then), and after
     ``idle_s`` s of silence while it still runs (a next archive may be slow to start); ``cut``
     then says that the end of file was not seen."""
@@ -86,9 +86,11 @@ class PipeOutput(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def archive_ended(self) -> None:
-        if not self.bounded:
-            self.bounded, self._quiet_since = True, time.monotonic()
+    def bound_reads(self, on: bool) -> None:
+        """``on``: an archive ended, bound the waits from now; off: a next archive started."""
+        if on and not self.bounded:
+            self._quiet_since = time.monotonic()
+        self.bounded = on
 
     def readinto(self, buffer) -> int:   # type: ignore[override]
         if self.eof or self.cut:
@@ -103,7 +105,7 @@ class PipeOutput(io.RawIOBase):
 
     def drain(self) -> bool:
         """Read and drop what is left (bounded); True if the end of file came."""
-        self.archive_ended()
+        self.bound_reads(True)
         while self.read(1 << 20):
             pass
         return self.eof
@@ -119,10 +121,10 @@ class PipeOutput(io.RawIOBase):
 
 
 class _Buffered(io.BufferedReader):
-    """The buffered stream handed to the tar reader; passes the end-of-archive notice on."""
+    """The buffered stream handed to the tar reader; passes :meth:`bound_reads` on."""
 
-    def archive_ended(self) -> None:
-        self.raw.archive_ended()   # type: ignore[attr-defined]
+    def bound_reads(self, on: bool) -> None:
+        self.raw.bound_reads(on)   # type: ignore[attr-defined]
 
 
 def _default_signals() -> None:

@@ -52,7 +52,8 @@ def plan_units(cfg: InputConfig) -> list[Unit]:
             source = piece.root if root is None else (root or piece.root.rstrip("/"))
             for k, start in enumerate(range(0, len(piece.items), cfg.shard_size)):
                 units.append(Unit(len(units), "files", source, namer(f"{piece.base}-{k:06d}"),
-                                  items=tuple(piece.items[start:start + cfg.shard_size])))
+                                  items=tuple(piece.items[start:start + cfg.shard_size]),
+                                  scanned=piece.scanned))
         else:
             if piece.num_rows == 0:
                 log.warning("%s: 0 rows, no unit", piece.source)

@@ -144,19 +144,19 @@ class _Peeked:
             data += self.raw.read(size - len(data))
         return data
 
-    def archive_ended(self) -> None:
-        """The tar reader saw the end-of-archive marker; a ``pipe:`` stream bounds its reads
-        from here (:class:`~.pipe_stream.PipeOutput`)."""
-        ended = getattr(self.raw, "archive_ended", None)
-        if ended is not None:
-            ended()
+    def bound_reads(self, on: bool) -> None:
+        """The tar reader is between archives (``on``) or in one: a ``pipe:`` stream bounds
+        its waits in between (:class:`~.pipe_stream.PipeOutput`)."""
+        bound = getattr(self.raw, "bound_reads", None)
+        if bound is not None:
+            bound(on)
 
 
 class _Gunzipped(gzip.GzipFile):
-    """A gunzipped shard that passes the end-of-archive notice on to its compressed stream."""
+    """A gunzipped shard that passes :meth:`_Peeked.bound_reads` on to its compressed stream."""
 
-    def archive_ended(self) -> None:
-        self.fileobj.archive_ended()   # type: ignore[union-attr]
+    def bound_reads(self, on: bool) -> None:
+        self.fileobj.bound_reads(on)   # type: ignore[union-attr]
 
 
 @contextmanager

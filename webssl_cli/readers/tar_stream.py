@@ -20,12 +20,16 @@ be resolved (target outside the archive, later in it, not kept) is yielded with 
 """
 from __future__ import annotations
 
+import logging
 import posixpath
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
 from .errors import TarFormatError
+
+log = logging.getLogger("webssl.readers")
 
 BLOCK = 512
 _CHUNK = 1 << 20
@@ -121,28 +125,39 @@ def _next_archive(stream: BinaryIO, offset: int) -> tuple[bytes, int] | None:
     """After an end-of-archive zero block at ``offset - BLOCK``: the first header of an archive
     that follows this one and its offset (``cat a.tar b.tar``: read as ``tar --ignore-zeros``
     reads it, so b.tar is not dropped), or None when only zero padding is left. Other data
-    there is an error: it may be a damaged next archive. A stream with ``archive_ended()``
-    is told first (a ``pipe:`` bounds its reads from here)."""
-    ended = getattr(stream, "archive_ended", None)
-    if ended is not None:
-        ended()
-    while True:
-        block = _read_exact(stream, BLOCK)
-        if block.strip(b"\x00"):
-            break
-        if len(block) < BLOCK:
-            return None
-        offset += BLOCK
+    there is an error: it may be a damaged next archive. A stream that cannot be read on past
+    the archive (a gzip with bytes after its end, which gzip itself ignores; a connection lost
+    after the archive) ends it with a warning. A stream with ``bound_reads(on)`` is told
+    where archives end and start (a ``pipe:`` bounds its waits in between)."""
+    _bound_reads(stream, True)
+    try:
+        while True:
+            block = _read_exact(stream, BLOCK)
+            if block.strip(b"\x00"):
+                break
+            if len(block) < BLOCK:
+                return None
+            offset += BLOCK
+    except (OSError, EOFError, zlib.error) as exc:
+        log.warning("after the archive's end (byte %d): %s: %s; the rest of the stream is not "
+                    "read", offset, type(exc).__name__, exc)
+        return None
     if len(block) == BLOCK:
         try:
             _verify_checksum(block, offset)
+            _bound_reads(stream, False)
             return block, offset
         except TarFormatError:
             pass
     raise TarFormatError(f"data at byte {offset}, after the end-of-archive marker, is not a tar "
                          "header: the shard has something appended to it, or a second archive "
-                         "appended to it is damaged; the samples before it were read. Rebuild "
-                         "the shard, or cut it to its archive")
+                         "appended to it is damaged. Rebuild the shard, or cut it to its archive")
+
+
+def _bound_reads(stream: BinaryIO, on: bool) -> None:
+    bound = getattr(stream, "bound_reads", None)
+    if bound is not None:
+        bound(on)
 
 
 class _LinkResolver:

@@ -9,8 +9,8 @@ from .reader import (UnitFeatures, fixed_size_list_to_numpy, iter_features, read
                      read_provenance)
 from .records import ClaimInfo, DoneRecord, FileInfo, RunConfig
 from .repair import reopen_damaged_units, sweep_temp_files, tidy_on_start
-from .runconfig import (check_run_config, diff_fields, fingerprint, forget_unstarted,
-                        is_local_input, load_run_config, normalize_input, wipe_outputs)
+from .runconfig import (check_run_config, diff_fields, fingerprint, is_local_input,
+                        load_run_config, normalize_input, wipe_outputs)
 from .staging import discard_staged
 from .status import StatusReport, get_status
 from .unit_failures import UnitFailure, failed_in_job, list_unit_failures, record_unit_failure
@@ -21,7 +21,7 @@ __all__ = [
     "OutputLayout", "RunConfig", "StatusReport", "UnitFailure", "UnitRows", "atomic_output",
     "atomic_write_bytes", "check_run_config", "commit_unit", "diff_fields", "discard_staged",
     "done_units", "exclusive_create", "failed_in_job", "feature_slug", "fingerprint",
-    "fixed_size_list_to_numpy", "forget_unstarted", "get_status", "is_local_input", "list_claims",
+    "fixed_size_list_to_numpy", "get_status", "is_local_input", "list_claims",
     "list_unit_failures", "load_plan", "load_run_config", "normalize_input", "pending_commits",
     "read_done_records", "read_features", "iter_features", "UnitFeatures", "read_provenance",
     "record_unit_failure",

@@ -165,18 +165,6 @@ def never_started(layout: OutputLayout) -> bool:
     return not any(d.is_dir() and any(d.iterdir()) for d in dirs)
 
 
-def forget_unstarted(layout: OutputLayout) -> bool:
-    """Remove the run config and plan that a run wrote before it failed to start (its weights
-    would not load, say), when no unit was ever started: the corrected command then starts
-    afresh instead of being refused for settings under which nothing was extracted. True if
-    they were removed."""
-    if not never_started(layout):
-        return False
-    for path in (layout.run_config_path, layout.plan_path):
-        remove_quietly(path)
-    return True
-
-
 def refusal(layout: OutputLayout, old: RunConfig, fields: dict[str, Any]) -> UsageError:
     """The error for a run whose settings differ from the folder's run config."""
     diff = settings_diff(old, fields)
