@@ -72,10 +72,11 @@ class PipeOutput(io.RawIOBase):
     for long); after an archive's end (:meth:`bound_reads`) they are bounded until a next
     archive starts, since what follows is padding or a next archive (``cat a.tar b.tar``, or a
     second download): a background child of the command that keeps stdout open, or a
-    command that goes on running silently, would otherwise hold the unit forever. A bounded read ends the stream at the first short silence
-    once the command (the shell) has exited (what it wrote is in the pipe by then), and after
-    ``idle_s`` s of silence while it still runs (a next archive may be slow to start); ``cut``
-    then says that the end of file was not seen."""
+    command that goes on running silently, would otherwise hold the unit forever. A bounded
+    read ends the stream at the first short silence once the command (the shell) has exited
+    (what it wrote is in the pipe by then), and after ``idle_s`` s of silence while it still
+    runs (a next archive may be slow to start); ``cut`` then says that the end of file was
+    not seen."""
 
     def __init__(self, proc: subprocess.Popen, idle_s: float) -> None:
         assert proc.stdout is not None

@@ -5,9 +5,9 @@ boundary, and a truncated shard must be an error here. This reader requires the 
 zero block; a stream that ends before it, a short member, or a header with a bad checksum raises
 :class:`TarFormatError`. Archives concatenated in one stream (``cat a.tar b.tar``) are all
 read, as ``tar --ignore-zeros`` reads them; data after the end that is neither zero padding
-nor a tar header is an error. Understood: ustar/GNU/PAX regular files, PAX ``path``/``size`` records,
-GNU long names and link names, base-256 sizes. Directories are skipped; a device or FIFO entry
-with a wanted name is yielded with a :class:`SpecialMember` saying so.
+nor a tar header is an error. Understood: ustar/GNU/PAX regular files, PAX ``path``/``size``
+records, GNU long names and link names, base-256 sizes. Directories are skipped; a device or
+FIFO entry with a wanted name is yielded with a :class:`SpecialMember` saying so.
 
 Members whose data the caller does not want are read and thrown away in chunks, so a large
 non-image member does not sit in memory.
