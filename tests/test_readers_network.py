@@ -254,6 +254,34 @@ def test_http_parquet_reads_like_the_local_file_despite_transient_failures(pq_da
         assert all(r[2] and r[2].startswith("bytes=") for r in gets)
 
 
+def test_http_parquet_parts_fetch_the_unit_about_once_between_them(tmp_path):
+    """Three parts (DataLoader workers) of one unit over HTTP: the bytes they ask the server
+    for, footers aside, add up to about the file, not three times it (each part's read-ahead
+    used to run to the end of the file)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from webssl_cli.readers.parquet_reader import iter_parquet_samples
+    rng = np.random.default_rng(0)
+    path = tmp_path / "g.parquet"
+    pq.write_table(pa.table({"image": pa.array([rng.bytes(60_000) for _ in range(120)],
+                                               type=pa.binary())}), path, row_group_size=10,
+                   write_statistics=False)
+    size = path.stat().st_size
+    with FlakyServer(tmp_path, ranges=True) as srv:
+        c = InputConfig(inputs=(f"{srv.base}/g.parquet",), shard_size=120)
+        (unit,) = plan_units(c)
+        before = len(srv.requests("/g.parquet"))
+        rows = [s.index for part in range(3) for s in iter_parquet_samples(unit, c, part, 3)]
+        asked = 0
+        for _, _, rng_header in srv.requests("/g.parquet")[before:]:
+            start, _, end = rng_header.removeprefix("bytes=").partition("-")
+            if int(start) < size - 200_000:       # data, not the footer or the size probe
+                asked += (int(end) if end else size - 1) - int(start) + 1
+    assert sorted(rows) == list(range(120))
+    assert asked < 1.3 * size, (asked, size)
+
+
 def test_http_parquet_that_changes_while_read_fails_the_unit(pq_data):
     with FlakyServer(pq_data, ranges=True) as srv:
         c = InputConfig(inputs=(f"{srv.base}/p.parquet",))

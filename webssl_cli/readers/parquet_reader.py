@@ -47,7 +47,11 @@ class ImageColumn:
 # reads every needed column chunk in full first), so a unit reads its row group only from the
 # row group's start up to its own last row, and a worker holds one batch, not a row group.
 LOCAL_READ_BUFFER = 1 << 20          # bytes per read of a local file
-REMOTE_READ_BUFFER = 8 << 20         # bytes per read (one request) over S3 / HTTP
+# bytes per read (one request) over S3 / HTTP, at most; less for files of smaller column
+# chunks (see _remote). s3fs's own read-ahead (50 MiB blocks) is off, or every part of a unit
+# would fetch the file to its end.
+REMOTE_READ_BUFFER = 8 << 20
+MIN_REMOTE_READ = 64 << 10
 BATCH_BYTES = 16 << 20               # about this many image bytes per decoded batch...
 BATCH_ROWS = 256                     # ...and at most this many rows
 
@@ -58,9 +62,9 @@ def open_parquet(location: str, cfg: InputConfig,
     if file is not None:
         return _streaming(file, LOCAL_READ_BUFFER)
     if location.startswith("s3://"):
-        return _streaming(s3_filesystem(cfg).open(location, "rb"), REMOTE_READ_BUFFER)
+        return _remote(s3_filesystem(cfg).open(location, "rb", cache_type="none"))
     if is_http(location):
-        return _streaming(open_http_file(location), REMOTE_READ_BUFFER)
+        return _remote(open_http_file(location, MIN_REMOTE_READ))
     path = local_path(location)
     if escape_undecodable(path) != path:   # a name that is not UTF-8: pyarrow cannot open it
         return _streaming(open(path, "rb"), LOCAL_READ_BUFFER)
@@ -69,6 +73,18 @@ def open_parquet(location: str, cfg: InputConfig,
 
 def _streaming(source: object, buffer_size: int) -> pq.ParquetFile:
     return pq.ParquetFile(source, pre_buffer=False, buffer_size=buffer_size)
+
+
+def _remote(file: BinaryIO) -> pq.ParquetFile:
+    """A remote file, read in requests of its largest column chunk, within
+    [MIN_REMOTE_READ, REMOTE_READ_BUFFER]: a read runs past the part's own row group by up to
+    one request (pyarrow's buffered reads are not cut at the chunk's end), so requests are
+    no bigger than a chunk; the footer read first is reused, not fetched again."""
+    md = pq.ParquetFile(file).metadata
+    largest = max((md.row_group(g).column(c).total_compressed_size
+                   for g in range(md.num_row_groups) for c in range(md.num_columns)), default=0)
+    size = min(REMOTE_READ_BUFFER, max(MIN_REMOTE_READ, largest))
+    return pq.ParquetFile(file, metadata=md, pre_buffer=False, buffer_size=size)
 
 
 def find_image_column(schema: pa.Schema, cfg: InputConfig, where: str) -> ImageColumn:
