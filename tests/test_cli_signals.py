@@ -54,3 +54,39 @@ def test_signal_during_a_download_exits_4(sig, silent_server, tmp_path) -> None:
     assert p.returncode == 4, err[-2000:]
     assert f"stopped by {sig.name}" in err or "interrupted" in err, err[-2000:]
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("orphan", [True, False])
+def test_a_repeated_sigterm_after_the_launcher_died_still_stops_cleanly(orphan) -> None:
+    """A --gpus worker whose launcher is gone may get the kernel's parent-death SIGTERM twice
+    (a threaded launcher): the repeat must not make it exit at once, leaving its claims.
+    Without a dead launcher, a second SIGTERM still exits at once (4). Real signals to a real
+    process running the stop handlers."""
+    import sys
+    import textwrap
+    script = textwrap.dedent(f"""
+        import os, sys, time
+        from webssl_cli.distributed.signals import StopFlag, current_policy, preemption_handlers
+        if {orphan!r}:
+            current_policy().launcher = os.getppid() + 10**6   # not our parent: it is gone
+        flag = StopFlag()
+        with preemption_handlers(flag, "[w]"):
+            print("ready", flush=True)
+            while not flag:
+                time.sleep(0.01)
+            time.sleep(1.5)                                    # cleanup; the repeat comes
+            print("cleaned up", flush=True)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=child_env({}))
+    assert p.stdout.readline().strip() == "ready"
+    p.send_signal(signal.SIGTERM)
+    import time
+    time.sleep(0.3)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    if orphan:
+        assert p.returncode == 0 and "cleaned up" in out, err
+        assert "SIGTERM again after the launcher died" in err
+    else:
+        assert p.returncode == 4 and "cleaned up" not in out, err

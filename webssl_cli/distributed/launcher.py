@@ -21,10 +21,11 @@ import time
 from ..atomic_io import remove_quietly
 from ..config import ExtractConfig
 from ..config_io import config_to_json
-from ..errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, EXIT_RUNTIME, UsageError
+from ..errors import (EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, EXIT_RUNTIME, Preempted,
+                      UsageError)
 from ..store.unit_failures import failed_in_job
 from .env import RankInfo
-from .signals import current_policy, installed
+from .signals import StopFlag, current_policy, installed, preemption_handlers
 
 
 STOP_WAIT = 60.0      # seconds a worker gets to stop cleanly (SIGTERM) before it is killed
@@ -36,25 +37,35 @@ def launch_local(cfg: ExtractConfig):
     a stop signal), the workers are stopped and the file is removed before this returns."""
     from ..model_step import pick_precision
     from ..pipeline.model_setup import check_attention
+    from ..pipeline.result import RunResult
     from ..pipeline.setup import prepare
 
     n, device = worker_device(cfg)
     precision = pick_precision(cfg.model.precision, device)
     check_attention(cfg, device, precision)
-    prep = prepare(cfg, RankInfo(launcher="gpus"), precision)
-    # one id per launch (not the allocation's): a relaunch retries what this one gave up
-    job = f"gpus:{socket.gethostname()}:{os.getpid()}:{time.time():.0f}"
-    workers = Workers(n, job, device.type == "cpu")
-    cfg_path = None
-    try:
-        cfg_path = write_config(child_config(cfg, device))
-        with installed(workers.forward):    # main thread only; else the caller's handling
-            workers.start(cfg_path)
-            before, counters = supervise(workers, prep, cfg.runtime.progress_every)
-    finally:
-        workers.stop()
-        if cfg_path is not None:
-            remove_quietly(cfg_path)
+    flag = StopFlag()
+    with preemption_handlers(flag, "[gpus]"):     # planning and the weights check: a stop
+        flag.interruptible = True                  # ends them (the Python API has no other
+        try:                                       # handler here)
+            prep = prepare(cfg, RankInfo(launcher="gpus"), precision)
+        except Preempted as exc:
+            return RunResult(EXIT_PREEMPTED, 0, 0, summary=str(exc))
+        flag.interruptible = False
+        # one id per launch (not the allocation's): a relaunch retries what this one gave up
+        job = f"gpus:{socket.gethostname()}:{os.getpid()}:{time.time():.0f}"
+        workers = Workers(n, job, device.type == "cpu")
+        cfg_path = None
+        try:
+            cfg_path = write_config(child_config(cfg, device))
+            with installed(workers.forward):    # main thread only; else the caller's handling
+                if flag:                         # stopped since planning: start no worker
+                    workers.stopped.append(str(flag.signal_name))
+                workers.start(cfg_path)
+                before, counters = supervise(workers, prep, cfg.runtime.progress_every)
+        finally:
+            workers.stop()
+            if cfg_path is not None:
+                remove_quietly(cfg_path)
     return job_result(prep, job, workers, len(before) + counters.units_done, counters)
 
 

@@ -65,6 +65,7 @@ class StopPolicy:
 
     api: bool = False
     first: str | None = None
+    launcher: int | None = None    # a --gpus worker: its launcher's pid (see second())
 
     def note(self, name: str) -> None:
         if self.first is None:
@@ -74,7 +75,14 @@ class StopPolicy:
         return "send again to stop at once" if self.api else "send again to exit at once"
 
     def second(self, name: str, prefix: str) -> None:
-        """A second stop signal in a run: exit now (command) or raise (API)."""
+        """A second stop signal in a run: exit now (command) or raise (API). Not a SIGTERM
+        to a ``--gpus`` worker whose launcher is gone: the kernel's parent-death signal
+        (``die_with_parent``) can come twice when a threaded launcher dies, and the worker
+        must still stop cleanly (release its claims)."""
+        if name == "SIGTERM" and self.launcher is not None and os.getppid() != self.launcher:
+            print(f"{prefix} SIGTERM again after the launcher died: still stopping after "
+                  "cleanup (send SIGINT to exit at once)", file=sys.stderr, flush=True)
+            return
         if not self.api:
             print(f"{prefix} second {name}: exiting now", file=sys.stderr, flush=True)
             os._exit(EXIT_PREEMPTED)
@@ -119,7 +127,8 @@ def preemption_handlers(flag: StopFlag, prefix: str = "") -> Iterator[StopFlag]:
         name = signal.Signals(signum).name
         policy = current_policy()
         if flag.signal_name is not None:
-            policy.second(name, prefix)
+            policy.second(name, prefix)       # exits or raises, unless it ignores a repeat
+            return
         flag.signal_name = name
         policy.note(name)
         print(f"{prefix} {name} received: stopping after cleanup ({policy.hint()})",

@@ -375,6 +375,9 @@ class RankRun:
             self.assembler = BatchAssembler(bs, self.device)
             if rt.decode == "gpu":
                 self.decoder = DeviceDecoder(prep.pcfg, self.device)
+            # from here on only while blocked (flag.waiting): not while the DataLoader forks
+            # its workers (a stop raised in an at-fork hook is only printed) or later on
+            flag.interruptible = False
             source = BatchSource(prep.cfg.input, prep.pcfg, bs, rt.num_workers,
                                  pin_memory=self.device.type == "cuda",
                                  prefetch_factor=rt.prefetch_factor,
@@ -384,7 +387,6 @@ class RankRun:
                                 done_counter=lambda: len(self.done_units(prep.layout)),
                                 limit=rt.limit_units)
             self.heartbeat.start()
-            flag.interruptible = False       # from here on only while blocked (flag.waiting)
             self.counters.loop_started = time.perf_counter()
             self.claim_more(source, flag)
             while True:
