@@ -90,3 +90,34 @@ def test_a_repeated_sigterm_after_the_launcher_died_still_stops_cleanly(orphan) 
         assert "SIGTERM again after the launcher died" in err
     else:
         assert p.returncode == 4 and "cleaned up" not in out, err
+
+
+def test_api_with_gpus_stopped_while_planning_returns_exit_4(silent_server, tmp_path) -> None:
+    """``webssl_cli.extract`` with ``gpus=2``: a SIGTERM while the launcher plans (here a
+    Parquet URL whose server never answers) returns a RunResult with exit code 4 instead of
+    killing the caller's interpreter."""
+    import sys
+    import textwrap
+    from tests.extract_helpers import SPEC, WEIGHTS
+    base, accepted = silent_server
+    script = textwrap.dedent(f"""
+        import webssl_cli
+        from webssl_cli.config import (ExtractConfig, InputConfig, ModelConfig, OutputConfig,
+                                       RuntimeConfig)
+        cfg = ExtractConfig(InputConfig(({base + "p.parquet"!r},)),
+                            ModelConfig(model_config={str(SPEC)!r}, weights={str(WEIGHTS)!r},
+                                        resolution=28, device="cpu"),
+                            OutputConfig({str(tmp_path / "out")!r}),
+                            RuntimeConfig(gpus=2, num_workers=0))
+        print("RESULT", webssl_cli.extract(cfg).exit_code, flush=True)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=child_env({}))
+    try:
+        assert accepted.wait(120), "planning never connected"
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert "RESULT 4" in out and p.returncode == 0, (p.returncode, out, err[-2000:])
+    assert "Traceback" not in err
