@@ -197,28 +197,26 @@ def _batches(pf: pq.ParquetFile, column: str, start: int, end: int,
     leaves = [i for i in range(md.num_columns)
               if pf.schema.column(i).path == column
               or pf.schema.column(i).path.startswith(column + ".")]
-    first_row = 0
-    for rg in range(md.num_row_groups):
-        group = md.row_group(rg)
-        n = group.num_rows
-        if first_row < end and first_row + n > start:
-            size = sum(group.column(i).total_uncompressed_size for i in leaves)
-            rows = max(1, min(max_rows, BATCH_BYTES * n // size if size else max_rows))
-            batches = pf.iter_batches(batch_size=rows, row_groups=[rg], columns=[column],
-                                      use_threads=False)
-            try:
-                for batch in batches:
-                    if first_row + batch.num_rows > start:
-                        yield first_row, batch
-                    first_row += batch.num_rows
-                    if first_row >= end:
-                        return
-            finally:
-                batches.close()
-        else:
-            first_row += n
+    for rg, (first_row, last) in enumerate(_group_bounds(pf)):
+        if last <= start:
+            continue
         if first_row >= end:
             return
+        group = md.row_group(rg)
+        size = sum(group.column(i).total_uncompressed_size for i in leaves)
+        n = last - first_row
+        rows = max(1, min(max_rows, BATCH_BYTES * n // size if size else max_rows))
+        batches = pf.iter_batches(batch_size=rows, row_groups=[rg], columns=[column],
+                                  use_threads=False)
+        try:
+            for batch in batches:
+                if first_row + batch.num_rows > start:
+                    yield first_row, batch
+                first_row += batch.num_rows
+                if first_row >= end:
+                    return
+        finally:
+            batches.close()
 
 
 def _unit_keys(pf: pq.ParquetFile, unit: Unit, key_column: str) -> list[str]:

@@ -87,7 +87,8 @@ def _local_file_bytes(path: str) -> bytes:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             what = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
-            raise NotARegularFile(f"{path} is {what}, not a regular file; only files are read")
+            raise NotARegularFile(f"{path} is {what}, not a regular file; only files are read "
+                                  "(move it out of the input, or read a stream with pipe:cat)")
         return fh.read()
 
 

@@ -57,9 +57,8 @@ def check_cache_dir(cache_dir: str | None) -> None:
 def effective_source(req: WeightsRequest) -> str:
     """The source a request uses, after checking it exists for this model."""
     rec = req.model
+    check_source(req.source)
     source = req.source.lower() if req.source else None
-    if source is not None and source not in SOURCES:
-        raise UsageError(f"--source must be 'hf' or 'pth', got {req.source!r}")
     if req.teacher:
         if source == "hf":
             raise UsageError(f"teacher checkpoints are only published as .pth files; use "
