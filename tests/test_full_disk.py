@@ -101,3 +101,21 @@ def test_output_remounted_read_only_mid_run_then_resumed(tmp_path, photos):
         keys, _ = read_features(out)
         assert sorted(keys) == sorted(f"s{i // 10}/{i:03d}.jpg" for i in range(40))
         assert temp_files(out) == []
+
+
+def test_a_full_disk_while_spilling_says_so_and_leaves_no_spool(tmp_path, photos):
+    """Every batch spilled (--feature-memory 0) on an output too small for the unit's spool:
+    the run stops naming the spill and what to do, removes the spool, and resumes."""
+    with tmpfs(tmp_path / "m", "100k") as m:
+        out = m / "o"
+        args = cli_args([photos], out, "--num-workers", "0", "--shard-size", "40",
+                        "--features", "patches", "--feature-memory", "0")
+        r = run(args)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+        assert "spilling the features of unit 000000" in r.stderr, r.stderr[-2000:]
+        assert "raise --feature-memory" in r.stderr, r.stderr[-2000:]
+        assert os.listdir(out / "_webssl" / "staging") == []
+        remount(m, "size=20m")
+        r = run(args)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert len(read_features(out, "patches")[0]) == 40

@@ -90,6 +90,8 @@ class RuntimeConfig:
     decode: str = "cpu"                 # cpu | gpu
     gpus: int = 0                       # --gpus N: spawn N local worker processes
     limit_units: int | None = None      # stop after this many units (testing, sampling)
+    feature_memory_mib: int | None = None   # features held in memory before spilling to
+                                            # disk; None: pipeline.spill.spill_budget
 
     @property
     def heartbeat(self) -> float:

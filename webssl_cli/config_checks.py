@@ -59,6 +59,11 @@ def check_config(cfg: ExtractConfig) -> None:
         _whole(value, option)
     if rt.limit_units is not None:
         _whole(rt.limit_units, "--limit-units")
+    if rt.feature_memory_mib is not None:
+        _whole(rt.feature_memory_mib, "--feature-memory")
+        if rt.feature_memory_mib < 0:
+            raise UsageError(f"--feature-memory must be 0 (spill every batch) or more MiB, "
+                             f"got {rt.feature_memory_mib}")
     bad = [i for i in cfg.input.inputs if not isinstance(i, str)]
     if bad:
         raise UsageError(f"InputConfig.inputs must be paths or URLs (str or pathlib.Path), got "

@@ -20,7 +20,7 @@ METAVARS = {
     "--attention": "auto|flash|efficient|cudnn|math|xformers", "--gpus": "N",
     "--lease": "SECONDS", "--progress-every": "SECONDS", "--limit-units": "N",
     "--warmup": "N", "--iters": "N", "--peak-tflops": "TFLOPS", "--images": "N",
-    "--seconds": "SECONDS",
+    "--seconds": "SECONDS", "--feature-memory": "MIB",
 }
 
 # --precision's default, said the same way by every command (model_step.pick_precision)

@@ -1,9 +1,10 @@
 """How many bytes of features sit in host memory waiting for their unit to be written.
 
-A unit's features stay in memory until the whole unit is written (one output file per unit).
-With large features (``patches``) on large units this adds up: the run's summary reports the
-peak, and one warning is logged when it passes half the memory that was available at the
-start (the host's MemAvailable, or the cgroup's limit under SLURM or a container).
+A unit's features stay in memory until the whole unit is written (one output file per unit),
+or until the run's budget makes it spill them to disk (``spill.py``). The run's summary
+reports the peak, and one warning is logged if it ever passes half the memory that was
+available at the start (the host's MemAvailable, or the cgroup's limit under SLURM or a
+container).
 """
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ class HeldFeatures:
                  fraction: float = 0.5) -> None:
         self.available, self.warn, self.fraction = available, warn, fraction
         self.bytes = self.peak = 0
+        self.in_spill = 0                # part of bytes handed to the writer thread to spill
         self.warned = False
         self.lock = threading.Lock()     # the writer thread releases, the main thread adds
 
@@ -80,4 +82,21 @@ class HeldFeatures:
 
     def release(self, n: int) -> None:
         with self.lock:
+            self.bytes -= n
+
+    @property
+    def resident(self) -> int:
+        """Bytes held and not already on their way to disk (what a spill could still free)."""
+        with self.lock:
+            return self.bytes - self.in_spill
+
+    def spilling(self, n: int) -> None:
+        """``n`` bytes were handed to the writer thread to spill (still in memory)."""
+        with self.lock:
+            self.in_spill += n
+
+    def spilled(self, n: int) -> None:
+        """Those bytes are on disk now (or their spill failed): no longer held."""
+        with self.lock:
+            self.in_spill -= n
             self.bytes -= n

@@ -32,6 +32,7 @@ class Counters:
     write_seconds: float = 0.0
     write_wait_seconds: float = 0.0  # main loop blocked on a full write queue (and the drain)
     peak_feature_bytes: int = 0      # features in host memory waiting for their unit's write
+    spilled_bytes: int = 0           # features spilled to disk to stay under the budget
     started: float = field(default_factory=time.perf_counter)
     loop_started: float | None = None    # first batch requested (setup and model load excluded)
     first_batch: float | None = None     # seconds from loop start to the first model batch
@@ -162,7 +163,10 @@ def summary(c: Counters, workers: int, cuda: bool = False) -> str:
             f"written, {units(c.units_done)} done, {units(c.units_failed)} failed, "
             f"{c.failures} failed samples. Time: {times}, waiting for data "
             f"{c.wait_seconds:.1f}s, waiting for writes {c.write_wait_seconds:.1f}s; features "
-            f"held in memory at most {c.peak_feature_bytes / 2**20:.1f} MiB. Bottleneck: {hint}."
+            f"held in memory at most {c.peak_feature_bytes / 2**20:.1f} MiB"
+            + (f" ({c.spilled_bytes / 2**20:.1f} MiB spilled to disk to stay under "
+               "--feature-memory)" if c.spilled_bytes else "")
+            + f". Bottleneck: {hint}."
             + (f" Waited {c.others_wait_seconds:.1f}s (not counted above) for units other "
                "ranks held." if c.others_wait_seconds else "")
             + (f" WARNING: all {c.failures} samples read here failed; `webssl status` on the "

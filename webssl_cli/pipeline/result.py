@@ -21,3 +21,4 @@ class RunResult:
     summary: str = ""
     peak_feature_bytes: int = 0   # features held in host memory waiting for their unit's write
     decode_thread_seconds: float = 0.0   # --decode gpu: the decode thread's busy time
+    spilled_bytes: int = 0        # features spilled to disk to stay under --feature-memory

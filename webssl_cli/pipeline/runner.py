@@ -31,6 +31,7 @@ from .others import OthersWait, not_done_message, open_units, units, waiting_mes
 from .progress import Counters, Progress, log, summary
 from .result import RunResult
 from .setup import Prepared, prepare
+from .spill import Spiller, spill_budget
 from .unit_state import UnitState
 from .unit_writer import UnitWriter
 from .write_queue import WriteQueue
@@ -78,7 +79,11 @@ class RankRun:
         self.failed: list[str] = []
         self.skip: set[str] = set()      # units this rank failed or lost: not claimed again
         self.writes = WriteQueue(WRITE_AHEAD)
-        self.held = HeldFeatures(available_memory(), lambda msg: log(self.rank, msg))
+        available = available_memory()
+        self.held = HeldFeatures(available, lambda msg: log(self.rank, msg))
+        self.spiller = Spiller(prep.layout, self.held, self.writes,
+                               spill_budget(self.rt.feature_memory_mib, available),
+                               lambda: self.flag.waiting())
         self.writer = UnitWriter(prep, rank, self.counters, self.held, self.release)
         self.nonfinite_said = False
         self.no_more = False
@@ -213,6 +218,7 @@ class RankRun:
             st.pending_rows -= n
             self.counters.images += len(seg)
             self.maybe_complete(st)
+        self.spiller.check(self.inflight)
 
     def on_nonfinite(self, st: UnitState, bad: list) -> None:
         """Flagged rows become failures of their unit; the first ones are also logged."""
@@ -334,7 +340,11 @@ class RankRun:
         """On the writer thread: write the unit; its rows count as written if this copy was
         the one committed (the writer counts the unit done only then)."""
         before = self.counters.units_done
-        self.writer.write(st)
+        try:
+            self.writer.write(st)
+        finally:
+            if st.spool is not None:
+                self.spiller.remove(st.spool)
         if self.counters.units_done > before:
             self.counters.images_written += st.rows
 
@@ -351,6 +361,7 @@ class RankRun:
             log(self.rank, f"warning: could not record the failure of unit {unit.id}: {exc}")
         self.release(unit.id)
         self.held.release(st.nbytes)
+        self.spiller.discard(st)
 
     def release(self, unit_id: str) -> None:
         with self.heartbeat.lock:
@@ -417,6 +428,7 @@ class RankRun:
         if exit_code == EXIT_OK:
             exit_code = check_damage(self.prep, self.rank)
         self.counters.peak_feature_bytes = self.held.peak
+        self.counters.spilled_bytes = self.spiller.spilled_bytes
         text = summary(self.counters, max(rt.num_workers, 1),
                        cuda=self.device.type == "cuda") + limit_note(self.prep)
         log(self.rank, text)
@@ -424,7 +436,7 @@ class RankRun:
         return RunResult(exit_code, len(prep.units), c.units_done, self.failed, c.images,
                          c.failures, c.elapsed, c.loop_seconds, c.first_batch or 0.0,
                          c.steady_seconds, text, c.peak_feature_bytes,
-                         c.decode_thread_seconds)
+                         c.decode_thread_seconds, c.spilled_bytes)
 
     def check_complete(self) -> int:
         """Exit 0 promises that every planned unit is done (`webssl extract --help`). At the
@@ -469,6 +481,7 @@ class RankRun:
                 raise
             finally:
                 self.counters.write_wait_seconds = self.writes.wait_seconds
+                self.spiller.remove_all()    # units in flight or whose write was cancelled
                 self.release_all()
                 self.heartbeat.stop.set()
                 if progress is not None:

@@ -1,4 +1,8 @@
-"""Rows of one unit collected from batches (possibly from several parts), then ordered."""
+"""Rows of one unit collected from batches (possibly from several parts), then ordered.
+
+Features stay in memory as the batches left them (``chunks``) unless the run's budget made
+the main loop spill them (``detach`` here, ``UnitSpool.append`` on the writer thread); the
+spilled rows come first in arrival order, then those still in memory."""
 from __future__ import annotations
 
 import time
@@ -6,7 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..store.ordered_rows import OrderedRows
 from ..units import Failure, Unit
+from .spool import UnitSpool
 
 
 @dataclass
@@ -23,7 +29,8 @@ class UnitState:
     samples_seen: int = 0
     pending_rows: int = 0           # rows handed to the model whose features are not back yet
     read_errors: list[str] = field(default_factory=list)
-    nbytes: int = 0                 # features held for this unit
+    nbytes: int = 0                 # features held in memory for this unit (not spilled)
+    spool: UnitSpool | None = None  # rows spilled to disk, if any (before those in chunks)
 
     def add_rows(self, indices, keys, sources, metas, feats: dict[str, np.ndarray]) -> None:
         self.indices += indices
@@ -38,16 +45,25 @@ class UnitState:
     def rows(self) -> int:
         return len(self.indices)
 
-    def ordered(self, feature_names: list[str], empty_shapes: dict[str, tuple[int, ...]],
+    def detach(self) -> tuple[dict[str, list[np.ndarray]], int]:
+        """Hand over the features held in memory (to be spilled) and their bytes."""
+        chunks, nbytes = self.chunks, self.nbytes
+        self.chunks, self.nbytes = {}, 0
+        return chunks, nbytes
+
+    def ordered(self, feature_names: list[str], row_shapes: dict[str, tuple[int, ...]],
                 dtype: np.dtype):
-        """Rows sorted by their index in the unit (deterministic, whatever the worker count)."""
+        """Rows sorted by their index in the unit (deterministic, whatever the worker count
+        and arrival order). Features come as :class:`OrderedRows` over the spilled rows and
+        the chunks in memory, read a block at a time when the unit is written."""
         order = np.argsort(np.asarray(self.indices, dtype=np.int64), kind="stable")
+        spilled = (self.spool.arrays({n: row_shapes[n] for n in feature_names}, dtype)
+                   if self.spool is not None else {})
         feats = {}
         for name in feature_names:
-            parts = self.chunks.get(name)
-            arr = (np.concatenate(parts) if parts
-                   else np.zeros((0, *empty_shapes[name]), dtype=dtype))
-            feats[name] = arr[order]
+            pieces = [p for p in [spilled.get(name), *self.chunks.get(name, [])]
+                      if p is not None]
+            feats[name] = OrderedRows(pieces, order, row_shapes[name], dtype)
         pick = order.tolist()
         keys = [self.keys[i] for i in pick]
         sources = [self.sources[i] for i in pick]

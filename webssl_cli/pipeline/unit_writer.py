@@ -36,7 +36,7 @@ class UnitWriter:
         except OSError as exc:
             raise WebsslError(
                 f"writing unit {st.unit.id} ({st.unit.name}) under {self.prep.layout.out_dir} "
-                f"failed: {exc}{_free_space(self.prep.layout.out_dir)}. Check free space, quota "
+                f"failed: {exc}{free_space(self.prep.layout.out_dir)}. Check free space, quota "
                 "and permissions of --out; finished units are kept, rerun the same command to "
                 "resume.") from exc
 
@@ -86,7 +86,7 @@ class UnitWriter:
         return self._provenance
 
 
-def _free_space(folder) -> str:
+def free_space(folder) -> str:
     """How much room the folder's file system has left, for a write error that does not say
     (numpy's short write: "5120 requested and 1984 written")."""
     try:

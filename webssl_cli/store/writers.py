@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from ..units import Failure, Unit, escape_undecodable, json_text_utf8
 from .layout import OutputLayout, check_format, feature_slug
+from .ordered_rows import OrderedRows
 from .records import FileInfo
 from .staging import new_attempt_dir, stage_file
 
@@ -28,11 +29,12 @@ METADATA_KEY = b"webssl"      # schema metadata key holding the provenance JSON
 
 @dataclass
 class UnitRows:
-    """The rows of one unit, in output order. Feature arrays are (N, ...) in the out dtype."""
+    """The rows of one unit, in output order. Features are (N, ...) in the out dtype: arrays,
+    or :class:`OrderedRows` (read a block at a time while the file is written)."""
 
     keys: list[str]
     sources: list[str]
-    features: dict[str, np.ndarray]
+    features: dict[str, np.ndarray | OrderedRows]
     json: list[dict[str, Any] | None] | None = None
 
     def __len__(self) -> int:
@@ -59,17 +61,17 @@ def _fixed_size_list(arr: np.ndarray) -> pa.Array:
     return out
 
 
-def _meta_columns(rows: UnitRows) -> tuple[list[pa.Array], list[pa.Field]]:
+def _meta_columns(rows: UnitRows, a: int, b: int) -> tuple[list[pa.Array], list[pa.Field]]:
     # the readers escape names that are not UTF-8 already; again here, so no producer's
     # lone surrogate (Python's stand-in for such bytes) can fail the unit's write
-    arrays = [pa.array([escape_undecodable(k) for k in rows.keys], pa.string()),
-              pa.array([escape_undecodable(s) for s in rows.sources], pa.string())]
+    arrays = [pa.array([escape_undecodable(k) for k in rows.keys[a:b]], pa.string()),
+              pa.array([escape_undecodable(s) for s in rows.sources[a:b]], pa.string())]
     fields = [pa.field("key", pa.string(), nullable=False), pa.field("source", pa.string())]
     if rows.json is not None:
         # a sidecar's "\udcXX" escapes come back as lone surrogates: written as escapes again
         arrays.append(pa.array([None if j is None else
                                 json_text_utf8(json.dumps(j, ensure_ascii=False, allow_nan=False))
-                                for j in rows.json], pa.string()))
+                                for j in rows.json[a:b]], pa.string()))
         fields.append(pa.field("json", pa.string()))
     return arrays, fields
 
@@ -84,28 +86,58 @@ def _schema_metadata(unit: Unit, rows: UnitRows, provenance: dict[str, Any]) -> 
 
 # paths, never URIs: a local folder named like 'c:' or 'x:' is not a filesystem scheme
 LOCAL = pafs.LocalFileSystem()
-ROW_GROUP_BYTES = 128 << 20   # ~128 MiB row groups: readers can stream big patch files
+ROW_GROUP_BYTES = 32 << 20    # ~32 MiB row groups: readers stream big patch files, and writing
+                              # one holds ~3.5x that (the block, pyarrow's buffers)
 
 
-def _write_parquet(table: pa.Table, path: Path, dictionary: list[str]) -> None:
-    per_row = max(1, table.nbytes // max(1, table.num_rows))
-    pq.write_table(table, path, filesystem=LOCAL, use_dictionary=dictionary,
-                   write_statistics=["key", "source"],
-                   row_group_size=max(1, min(1 << 20, ROW_GROUP_BYTES // per_row)))
-
-
-def _parquet_table(unit: Unit, rows: UnitRows, provenance: dict[str, Any],
-                   with_features: bool) -> pa.Table:
-    arrays, fields = _meta_columns(rows)
+def _block_rows(rows: UnitRows, with_features: bool) -> int:
+    """Rows per row group (and per block read from the features): about ROW_GROUP_BYTES."""
+    n = max(1, len(rows))
+    per_row = 8 + sum(len(k) + len(s) for k, s in zip(rows.keys, rows.sources)) // n
     if with_features:
-        for name, arr in rows.features.items():
-            col = _fixed_size_list(arr)
+        per_row += sum(a.dtype.itemsize * int(np.prod(a.shape[1:]))
+                       for a in rows.features.values())
+    return max(1, min(1 << 20, ROW_GROUP_BYTES // per_row))
+
+
+def _parquet_block(rows: UnitRows, a: int, b: int, schema: pa.Schema | None,
+                   with_features: bool, metadata: dict[bytes, bytes]) -> pa.Table:
+    """Rows ``a..b`` as a table; the features are read from ``rows`` for this block only."""
+    arrays, fields = _meta_columns(rows, a, b)
+    if with_features:
+        for name, feat in rows.features.items():
+            col = _fixed_size_list(feat[a:b])
             arrays.append(col)
             fields.append(pa.field(feature_slug(name), col.type, metadata={
-                "webssl.feature": name, "webssl.shape": json.dumps(list(arr.shape[1:])),
-                "webssl.dtype": str(arr.dtype)}))
-    schema = pa.schema(fields, metadata=_schema_metadata(unit, rows, provenance))
-    return pa.Table.from_arrays(arrays, schema=schema)
+                "webssl.feature": name, "webssl.shape": json.dumps(list(feat.shape[1:])),
+                "webssl.dtype": str(feat.dtype)}))
+    return pa.Table.from_arrays(arrays, schema=schema or pa.schema(fields, metadata=metadata))
+
+
+def _write_parquet(path: Path, unit: Unit, rows: UnitRows, provenance: dict[str, Any],
+                   with_features: bool) -> None:
+    """One Parquet file, one row group per block of rows: a unit's features are never all
+    in one table (a unit of patches can hold many GiB)."""
+    step = _block_rows(rows, with_features)
+    metadata = _schema_metadata(unit, rows, provenance)
+    first = _parquet_block(rows, 0, min(step, len(rows)), None, with_features, metadata)
+    with pq.ParquetWriter(path, first.schema, filesystem=LOCAL, use_dictionary=["source"],
+                          write_statistics=["key", "source"]) as writer:
+        writer.write_table(first, row_group_size=step)
+        for a in range(step, len(rows), step):
+            writer.write_table(_parquet_block(rows, a, min(a + step, len(rows)), first.schema,
+                                              with_features, metadata), row_group_size=step)
+
+
+def _write_npy(path: Path, feat: np.ndarray | OrderedRows) -> None:
+    """The bytes ``np.save`` writes, streamed a block at a time."""
+    header = {"descr": np.lib.format.dtype_to_descr(feat.dtype), "fortran_order": False,
+              "shape": tuple(feat.shape)}
+    step = max(1, ROW_GROUP_BYTES // max(1, feat.dtype.itemsize * int(np.prod(feat.shape[1:]))))
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        for a in range(0, len(feat), step):
+            f.write(memoryview(np.ascontiguousarray(feat[a:a + step])).cast("B"))
 
 
 def write_unit(layout: OutputLayout, fmt: str, unit: Unit, rows: UnitRows,
@@ -124,16 +156,14 @@ def write_unit(layout: OutputLayout, fmt: str, unit: Unit, rows: UnitRows,
     attempt = new_attempt_dir(layout, unit.id)
     try:
         if fmt == "parquet":
-            table = _parquet_table(unit, rows, provenance, with_features=True)
             return [stage_file(layout, attempt, layout.parquet_path(unit.id),
-                               lambda p: _write_parquet(table, p, ["source"]))]
+                               lambda p: _write_parquet(p, unit, rows, provenance, True))]
         infos = []
         for name, arr in rows.features.items():
             infos.append(stage_file(layout, attempt, layout.npy_path(unit.id, name),
-                                    lambda p, a=arr: np.save(p, a, allow_pickle=False)))
-        meta = _parquet_table(unit, rows, provenance, with_features=False)
+                                    lambda p, a=arr: _write_npy(p, a)))
         infos.append(stage_file(layout, attempt, layout.npy_metadata_path(unit.id),
-                                lambda p: _write_parquet(meta, p, ["source"])))
+                                lambda p: _write_parquet(p, unit, rows, provenance, False)))
         return infos
     except BaseException:
         shutil.rmtree(attempt, ignore_errors=True)

@@ -1,0 +1,91 @@
+"""Keeping the features held in host memory under a budget by spilling units to disk.
+
+A unit's rows wait in memory until the whole unit is written (one output file per unit).
+With ``patches`` on big tar shards that is GiBs per unit, and up to ``--num-workers`` + 1
+units are in flight: the host ran out of memory. Now, whenever the features held pass the
+budget, the in-flight unit holding the most hands its rows to the writer thread, which
+appends them to the unit's spool (``spool.UnitSpool``) and only then frees them. The write
+queue's bound applies to spills as to writes, so a disk slower than the model slows the
+model instead of filling memory. Units written from their spool produce the same files as
+units written from memory.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+from ..errors import WebsslError
+from ..store.layout import OutputLayout
+from .held_memory import HeldFeatures
+from .spool import UnitSpool
+from .unit_writer import free_space
+from .unit_state import UnitState
+from .write_queue import WriteQueue
+
+MIN_AUTO_BUDGET = 256 << 20
+MAX_AUTO_BUDGET = 4 << 30
+
+
+def spill_budget(configured_mib: int | None, available: int | None) -> int:
+    """Bytes of features held in memory before spilling: ``--feature-memory`` (MiB), else a
+    sixteenth of the memory available at the start (several ranks may share the node),
+    256 MiB..4 GiB; 1 GiB where the available memory is unknown."""
+    if configured_mib is not None:
+        return configured_mib << 20
+    if available is None:
+        return 1 << 30
+    return max(MIN_AUTO_BUDGET, min(MAX_AUTO_BUDGET, available // 16))
+
+
+class Spiller:
+    def __init__(self, layout: OutputLayout, held: HeldFeatures, writes: WriteQueue,
+                 budget: int,
+                 waiting: Callable[[], contextlib.AbstractContextManager]) -> None:
+        self.layout, self.held, self.writes, self.budget = layout, held, writes, budget
+        self.waiting = waiting               # the stop flag's: a signal may end a full wait
+        self.spools: dict[str, UnitSpool] = {}   # spools not yet removed, by unit id
+        self.spilled_bytes = 0
+
+    def check(self, inflight: dict[int, UnitState]) -> None:
+        """On the main thread, after rows were added: while the features held (not counting
+        those already on their way to disk) pass the budget, spill the largest unit."""
+        while self.held.resident > self.budget:
+            st = max(inflight.values(), key=lambda s: s.nbytes, default=None)
+            if st is None or st.nbytes == 0:
+                return          # what is held belongs to finished units, queued for writing
+            self.spill(st)
+
+    def spill(self, st: UnitState) -> None:
+        if st.spool is None:
+            st.spool = self.spools[st.unit.id] = UnitSpool(self.layout, st.unit.id)
+        chunks, nbytes = st.detach()
+        self.held.spilling(nbytes)
+        self.spilled_bytes += nbytes
+        spool = st.spool
+
+        def write() -> None:
+            try:
+                spool.append(chunks)
+            except OSError as exc:
+                raise WebsslError(
+                    f"spilling the features of unit {st.unit.id} ({st.unit.name}) under "
+                    f"{self.layout.staging_dir} failed: {exc}{free_space(self.layout.out_dir)}. "
+                    "Check free space and quota of --out, or raise --feature-memory; finished "
+                    "units are kept, rerun the same command to resume.") from exc
+            finally:
+                self.held.spilled(nbytes)
+        self.writes.submit(write, self.waiting)
+
+    def discard(self, st: UnitState) -> None:
+        """The unit was given up: remove its spool once the spills queued for it have run."""
+        if st.spool is not None:
+            self.writes.submit(lambda: self.remove(st.spool), self.waiting)
+
+    def remove(self, spool: UnitSpool) -> None:
+        spool.remove()
+        self.spools.pop(spool.unit_id, None)
+
+    def remove_all(self) -> None:
+        """After the writer thread ended: remove the spools of units never written."""
+        for spool in list(self.spools.values()):
+            self.remove(spool)
