@@ -5,8 +5,8 @@ and written a block at a time.
 Runs the real CLI on the tiny fixture model (CPU) over generated tar shards, once per
 setting, and prints the main process's peak RSS (VmHWM) and peak anonymous memory (RssAnon,
 sampled every 20 ms: what cannot be reclaimed, what an OOM kill counts), the summary's peak
-of features held, what was spilled, and the wall time. Then the write of one unit alone, in a fresh process: the
-anonymous memory it needs over the features it writes. ``--baseline SRC`` also runs the
+of features held, what was spilled, and the wall time. Then the write of one unit alone, in
+a fresh process: the anonymous memory it needs over the features it writes. ``--baseline SRC`` also runs the
 code in another checkout (``git worktree add /tmp/old <commit>``) as the "before" rows
 (there a unit's rows are concatenated and sorted before the write, as that code did).
 

@@ -109,7 +109,7 @@ def test_a_full_disk_while_spilling_says_so_and_leaves_no_spool(tmp_path, photos
     with tmpfs(tmp_path / "m", "100k") as m:
         out = m / "o"
         args = cli_args([photos], out, "--num-workers", "0", "--shard-size", "40",
-                        "--features", "patches", "--feature-memory", "0")
+                        "--features", "patches", "--feature-memory", "0", "--batch-size", "4")
         r = run(args)
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
         assert "spilling the features of unit 000000" in r.stderr, r.stderr[-2000:]

@@ -7,8 +7,9 @@ raw file per feature, rows in arrival order, in a staging folder of the output
 rows are read back a block at a time (``store.OrderedRows`` over :class:`SpoolRows`), and
 the folder is removed. Reads are ``pread``s into fresh arrays, never a memory map: only the
 rows being written are in memory (a mapped spool counts whole in the process's RSS, which
-is what schedulers and users watch). The files stay open meanwhile, so a sweep by another rank cannot take
-them away; a folder left by a killed process is swept as any staging folder is.
+is what schedulers and users watch). The files stay open meanwhile, so a sweep by another
+rank cannot take them away; a folder left by a killed process is swept as any staging
+folder is.
 
 No fsync: a spool is never a result. A crash loses it with the unit, which is redone.
 """
