@@ -24,6 +24,8 @@ def test_full_batches_across_units_and_rows_back_to_units() -> None:
         host = {"cls": images[:, 0, 0, 0].numpy().astype(np.int64)}   # a feature = the row id
         for seg, rows in split_rows(segments, host):
             assert rows["cls"].tolist() == seg.indices                 # features follow rows
+            # a unit's own copy: holding (or spilling) it never pins the whole batch
+            assert not np.shares_memory(rows["cls"], host["cls"])
             got.setdefault(seg.unit_index, []).extend(seg.keys)
     assert sizes == [4, 4, 4, 4, 1]
     assert got[0] == [f"u0/{i}" for i in range(10)]

@@ -30,9 +30,12 @@ def _weights(path: Path, scale: float) -> Path:
     return path
 
 
-def _run(folder: Path, out: Path, weights: Path, out_dtype: str):
-    cfg = config([folder], out, out_dtype=out_dtype, workers=0, batch=5)
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=str(weights)))
+def _run(folder: Path, out: Path, weights: Path, out_dtype: str, batch: int = 5,
+         feature_memory: int | None = None):
+    cfg = config([folder], out, out_dtype=out_dtype, workers=0, batch=batch)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=str(weights)),
+                              runtime=dataclasses.replace(cfg.runtime,
+                                                          feature_memory_mib=feature_memory))
     return extract(cfg)
 
 
@@ -66,6 +69,14 @@ def test_rows_past_float16_become_ledger_rows_the_rest_are_written(tmp_path: Pat
     kept, feats = read_features(tmp_path / "f16", "cls")
     assert set(kept) == set(keys) - failed and np.isfinite(feats).all()
     assert_rows_unchanged(kept, feats, tmp_path, folder, big_w)
+
+    # batches of one, every batch spilled: a batch whose only row was flagged leaves its
+    # unit an empty piece of rows, which the spool takes too (it crashed the run once)
+    res = _run(folder, tmp_path / "spilled", big_w, "float16", batch=1, feature_memory=0)
+    assert res.exit_code == 0 and res.failures == len(failed) and res.spilled_bytes > 0
+    again, feats_again = read_features(tmp_path / "spilled", "cls")
+    assert again == kept
+    np.testing.assert_array_equal(feats_again, feats)
 
 
 def assert_rows_unchanged(kept, feats, tmp_path: Path, folder: Path, weights: Path) -> None:

@@ -8,6 +8,7 @@ outlives its unit, and that a killed run's spool is swept.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -27,7 +28,10 @@ from tests.helpers.procs import naming
 from webssl_cli import extract, read_features
 from webssl_cli.config_checks import check_config
 from webssl_cli.errors import UsageError
-from webssl_cli.pipeline.spill import spill_budget
+from webssl_cli.pipeline.held_memory import HeldFeatures
+from webssl_cli.pipeline.spill import Spiller, spill_budget
+from webssl_cli.pipeline.unit_state import UnitState
+from webssl_cli.pipeline.write_queue import WriteQueue
 from webssl_cli.pipeline.spool import SpoolRows, UnitSpool
 from webssl_cli.store import (OutputLayout, UnitRows, done_units, list_unit_failures,
                               read_done_records, write_unit)
@@ -193,6 +197,36 @@ def test_spools_go_with_their_units_and_a_killed_runs_spool_is_swept(tmp_path) -
     assert _staging_left(out) == left
     done_units(layout)                     # what any later run or `webssl status` does first
     assert _staging_left(out) == []
+
+
+def test_the_budget_counts_units_in_flight_not_units_waiting_for_the_writer(tmp_path) -> None:
+    """A finished unit queued for writing holds memory the budget does not count (the write
+    queue bounds it): spilling for it would spill every batch, each spill waiting behind
+    that write. Past the budget, the largest unit in flight spills, and only it."""
+    layout = OutputLayout(tmp_path / "out")
+    held, writes = HeldFeatures(None, print), WriteQueue(2)
+    spiller = Spiller(layout, held, writes, budget=100, waiting=contextlib.nullcontext)
+    units = [UnitState(Unit(i, "tar", f"/d/{i}.tar", str(i)), parts_left=1) for i in range(3)]
+    for st, rows in zip(units, (70, 10, 30)):     # unit 0: finished, waiting for its write
+        st.add_rows(list(range(rows)), ["k"] * rows, ["s"] * rows, [None] * rows,
+                    {"cls": np.ones((rows, 1), np.uint8)})
+        held.add(st.nbytes)
+    inflight = {1: units[1], 2: units[2]}
+    spiller.check(inflight)                        # 40 in flight (110 held): under budget
+    writes.drain()
+    assert spiller.spilled_bytes == 0 and units[2].spool is None
+    more = 65
+    units[2].add_rows(list(range(30, 30 + more)), ["k"] * more, ["s"] * more, [None] * more,
+                      {"cls": np.ones((more, 1), np.uint8)})
+    held.add(more)
+    spiller.check(inflight)                        # 105 in flight: unit 2 (95) goes
+    writes.drain()
+    assert spiller.spilled_bytes == 95 and units[2].nbytes == 0 and units[1].nbytes == 10
+    assert units[2].spool.rows == 95 and units[1].spool is None
+    assert held.bytes == 70 + 10
+    writes.close(cancel=False)
+    spiller.remove_all()
+    assert _staging_left(tmp_path / "out") == []
 
 
 def test_budget_option() -> None:

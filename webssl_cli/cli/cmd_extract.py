@@ -45,7 +45,7 @@ def extract(
     offline: bool = opt(False, "--offline", help="Never download weights (also when WEBSSL_OFFLINE=1 or HF_HUB_OFFLINE=1 is set)."),
     lease: float = opt(300.0, "--lease", help="Seconds after which another rank may take over a silent unit."),
     progress_every: float = opt(30.0, "--progress-every", help="Seconds between progress lines when not on a terminal."),
-    feature_memory: Optional[int] = opt(None, "--feature-memory", help="MiB of features held in memory waiting for their unit's write; past it the largest unit in flight spills to <out>/<manifest>/staging (same output files). Default: 1/16 of the memory available at the start, 256-4096 MiB."),
+    feature_memory: Optional[int] = opt(None, "--feature-memory", help="MiB of features the units in flight may hold in memory, per process; past it the largest spills to <out>/<manifest>/staging (same output files). Default: 1/16 of the memory available at the start, 256-4096 MiB."),
     limit_units: Optional[int] = opt(None, "--limit-units", help="Stop after this many units (sampling, tests); 0 only writes the plan and run config."),
 ) -> None:
     """Extract Web-SSL features from images into sharded Parquet or NPY files.

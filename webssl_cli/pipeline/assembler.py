@@ -65,9 +65,11 @@ class BatchAssembler:
 
 
 def split_rows(segments: list[Segment], host: dict):
-    """Yield (segment, {feature: rows of this segment}) from batch-level host arrays."""
+    """Yield (segment, {feature: rows of this segment}) from batch-level host arrays. The
+    rows are copies: a unit holds its own rows until written or spilled, never a view that
+    keeps a whole batch (rows of other units, pinned memory) alive."""
     start = 0
     for seg in segments:
         end = start + len(seg)
-        yield seg, {k: v[start:end] for k, v in host.items()}
+        yield seg, {k: v[start:end].copy() for k, v in host.items()}
         start = end

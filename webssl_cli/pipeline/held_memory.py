@@ -61,7 +61,6 @@ class HeldFeatures:
                  fraction: float = 0.5) -> None:
         self.available, self.warn, self.fraction = available, warn, fraction
         self.bytes = self.peak = 0
-        self.in_spill = 0                # part of bytes handed to the writer thread to spill
         self.warned = False
         self.lock = threading.Lock()     # the writer thread releases, the main thread adds
 
@@ -76,27 +75,10 @@ class HeldFeatures:
             self.warn(f"warning: {self.bytes / 2**30:.1f} GiB of features are held in memory "
                       f"until their units are written, over {self.fraction:.0%} of the "
                       f"{self.available / 2**30:.1f} GiB available at the start. Lower "
-                      "--shard-size or --num-workers (tar shards: one in flight per worker), "
-                      "or write smaller features (patch_mean, patch_grid:N, float16); "
-                      "see docs/performance.md")
+                      "--feature-memory, --shard-size or --num-workers (tar shards: one in "
+                      "flight per worker), or write smaller features (patch_mean, "
+                      "patch_grid:N, float16); see docs/performance.md")
 
     def release(self, n: int) -> None:
         with self.lock:
-            self.bytes -= n
-
-    @property
-    def resident(self) -> int:
-        """Bytes held and not already on their way to disk (what a spill could still free)."""
-        with self.lock:
-            return self.bytes - self.in_spill
-
-    def spilling(self, n: int) -> None:
-        """``n`` bytes were handed to the writer thread to spill (still in memory)."""
-        with self.lock:
-            self.in_spill += n
-
-    def spilled(self, n: int) -> None:
-        """Those bytes are on disk now (or their spill failed): no longer held."""
-        with self.lock:
-            self.in_spill -= n
             self.bytes -= n

@@ -27,9 +27,10 @@ class HostCopy:
         self.event.record()
 
     def wait(self) -> dict[str, np.ndarray]:
-        """The features as numpy arrays, once the copy has landed. Pinned buffers are copied
-        into ordinary memory, so the rows a unit holds until its write never pin host RAM."""
+        """The features as numpy arrays, once the copy has landed: views of the pinned
+        buffers, which ``assembler.split_rows`` copies per unit into ordinary memory (one
+        copy in all), so the rows a unit holds until its write never pin host RAM."""
         if self.event is None:
             return {k: v.cpu().numpy() for k, v in self.host.items()}
         self.event.synchronize()
-        return {k: v.numpy().copy() for k, v in self.host.items()}
+        return {k: v.numpy() for k, v in self.host.items()}

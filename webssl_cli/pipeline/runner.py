@@ -475,13 +475,17 @@ class RankRun:
                     source.close()
         finally:
             try:
-                return self.writes.close(cancel=cancel)
+                error = self.writes.close(cancel=cancel)
+                # the writer thread has ended: remove the spools of units in flight or whose
+                # write was cancelled (after an abandon a write may still read its spool:
+                # those are left to the sweep of a later run)
+                self.spiller.remove_all()
+                return error
             except BaseException:
                 self.writes.abandon()
                 raise
             finally:
                 self.counters.write_wait_seconds = self.writes.wait_seconds
-                self.spiller.remove_all()    # units in flight or whose write was cancelled
                 self.release_all()
                 self.heartbeat.stop.set()
                 if progress is not None:

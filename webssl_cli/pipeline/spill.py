@@ -44,28 +44,30 @@ class Spiller:
         self.layout, self.held, self.writes, self.budget = layout, held, writes, budget
         self.waiting = waiting               # the stop flag's: a signal may end a full wait
         self.spools: dict[str, UnitSpool] = {}   # spools not yet removed, by unit id
-        self.spilled_bytes = 0
+        self.spilled_bytes = 0               # on disk: read once the writer thread ended
 
     def check(self, inflight: dict[int, UnitState]) -> None:
-        """On the main thread, after rows were added: while the features held (not counting
-        those already on their way to disk) pass the budget, spill the largest unit."""
-        while self.held.resident > self.budget:
-            st = max(inflight.values(), key=lambda s: s.nbytes, default=None)
-            if st is None or st.nbytes == 0:
-                return          # what is held belongs to finished units, queued for writing
+        """On the main thread, after rows were added: while the units in flight hold more
+        than the budget, spill the largest. Rows already on their way to disk (a spill or a
+        finished unit queued for writing, at most WRITE_AHEAD + 1 jobs) do not count: they
+        are bounded by the write queue, and counting them would spill every batch while a
+        big unit is written, each spill waiting behind that write."""
+        held = sum(s.nbytes for s in inflight.values())
+        while held > self.budget:
+            st = max(inflight.values(), key=lambda s: s.nbytes)
+            held -= st.nbytes
             self.spill(st)
 
     def spill(self, st: UnitState) -> None:
         if st.spool is None:
             st.spool = self.spools[st.unit.id] = UnitSpool(self.layout, st.unit.id)
         chunks, nbytes = st.detach()
-        self.held.spilling(nbytes)
-        self.spilled_bytes += nbytes
         spool = st.spool
 
         def write() -> None:
             try:
                 spool.append(chunks)
+                self.spilled_bytes += nbytes       # (only this thread adds to it)
             except OSError as exc:
                 raise WebsslError(
                     f"spilling the features of unit {st.unit.id} ({st.unit.name}) under "
@@ -73,7 +75,7 @@ class Spiller:
                     "Check free space and quota of --out, or raise --feature-memory; finished "
                     "units are kept, rerun the same command to resume.") from exc
             finally:
-                self.held.spilled(nbytes)
+                self.held.release(nbytes)
         self.writes.submit(write, self.waiting)
 
     def discard(self, st: UnitState) -> None:

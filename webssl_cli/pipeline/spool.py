@@ -49,8 +49,9 @@ class UnitSpool:
             if f is None:
                 f = self.files[name] = open(self.folder / f"{feature_slug(name)}.spool", "w+b")
             for a in parts:
-                f.write(memoryview(np.ascontiguousarray(a)).cast("B"))
-                self.bytes += a.nbytes
+                if len(a):          # (a batch whose rows of this unit were all non-finite)
+                    f.write(memoryview(np.ascontiguousarray(a)).cast("B"))
+                    self.bytes += a.nbytes
         self.rows += next(iter(counts.values()), 0)
 
     def arrays(self, row_shapes: dict[str, tuple[int, ...]],
@@ -119,6 +120,8 @@ class SpoolRows:
         if not 0 <= lo <= hi <= len(self):
             raise IndexError(f"rows {lo}..{hi} of a spool of {len(self)} rows")
         out = np.empty((hi - lo, *self.shape[1:]), dtype=self.dtype)
+        if hi == lo:
+            return out
         view = memoryview(out).cast("B")
         done, offset = 0, lo * self.row_bytes
         while done < len(view):

@@ -94,6 +94,9 @@ def _block_rows(rows: UnitRows, with_features: bool) -> int:
     """Rows per row group (and per block read from the features): about ROW_GROUP_BYTES."""
     n = max(1, len(rows))
     per_row = 8 + sum(len(k) + len(s) for k, s in zip(rows.keys, rows.sources)) // n
+    if rows.json is not None:      # --keep-json sidecars: estimated from the first rows
+        sample = rows.json[:64]
+        per_row += sum(len(json.dumps(j, default=str)) for j in sample if j) // max(1, len(sample))
     if with_features:
         per_row += sum(a.dtype.itemsize * int(np.prod(a.shape[1:]))
                        for a in rows.features.values())
