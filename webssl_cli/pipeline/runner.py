@@ -24,13 +24,14 @@ from .device_decode import DeviceDecoder
 from .heartbeat import Heartbeat
 from .held_memory import HeldFeatures, available_memory
 from .host_copy import HostCopy
-from .loader import Batch, BatchSource
+from .loader import Batch, BatchSource, piece_size
 from .model_setup import build_step, check_attention, rank_device, settle_batch_size
 from .nonfinite import split_nonfinite
 from .others import OthersWait, not_done_message, open_units, units, waiting_message
 from .progress import Counters, Progress, log, summary
 from .result import RunResult
 from .setup import Prepared, prepare
+from .shared_memory import fit_prefetch, shm_free
 from .spill import Spiller, spill_budget
 from .unit_state import UnitState
 from .unit_writer import UnitWriter
@@ -43,6 +44,7 @@ WAIT_SLICE = 0.5      # seconds per wait for the loader: progress and stop check
 CLAIM_VIEW_S = 2.0    # seconds a listing of the done/given-up units serves claims
 FLUSH_AFTER = 1.5     # seconds of stalled input before the rows read so far run as a partial
                       # batch, so that the units they finish are committed during the stall
+SHM_HINT_AFTER = 10.0 # seconds of stalled input before /dev/shm is looked at (once)
 
 
 def run_extract(cfg: ExtractConfig, rank: RankInfo | None = None) -> RunResult:
@@ -86,6 +88,8 @@ class RankRun:
                                lambda: self.flag.waiting())
         self.writer = UnitWriter(prep, rank, self.counters, self.held, self.release)
         self.nonfinite_said = False
+        self.piece_bytes = 0             # a worker's piece in /dev/shm (fit_prefetch)
+        self.shm_said = False
         self.no_more = False
         self.units_claimed = 0
         self.claim_cursor = 0            # plan position after this rank's last claim
@@ -271,7 +275,38 @@ class RankRun:
             if stalled >= FLUSH_AFTER and self.holds_rows(pending):
                 self.drain(pending)
                 pending = None
+            if stalled >= SHM_HINT_AFTER:
+                self.say_if_shm_full()
             progress.update(self.counters, waiting=stalled)
+
+    def say_if_shm_full(self) -> None:
+        """Once, during a long stall: /dev/shm filled up meanwhile (by other processes of the
+        node) is a cause the loader cannot report (a worker's lost put is only printed)."""
+        if not self.shm_said:
+            self.shm_said = True
+            hint = self.shm_hint()
+            if hint:
+                log(self.rank, f"warning: the input stalls{hint}")
+
+    def shm_hint(self) -> str:
+        """Why pieces may be missing, when /dev/shm has no room for two of them: a worker
+        whose put fails there loses the piece (the error is only printed, in the worker)."""
+        free = shm_free() if self.rt.num_workers > 0 else None
+        if free is None or free >= 2 * self.piece_bytes:
+            return ""
+        return (f"; /dev/shm has {free / 2**20:.1f} MiB free, less than two pieces of "
+                f"decoded images ({self.piece_bytes / 2**20:.1f} MiB each): the DataLoader "
+                "workers may be unable to hand them over (look for 'unable to allocate "
+                "shared memory' above). Free /dev/shm or give it more room, then rerun")
+
+    def fit_prefetch(self, batch: int) -> int:
+        """The loader's prefetch per worker, lowered to what /dev/shm has room for (the
+        workers' pieces pass through it); UsageError when not even one piece fits."""
+        workers = self.rt.num_workers
+        image = 3 * self.prep.pcfg.resolution ** 2
+        piece = self.piece_bytes = piece_size(batch, workers, self.rt.decode == "gpu") * image
+        return fit_prefetch(workers, self.rt.prefetch_factor, piece, batch * image,
+                            shm_free(), lambda msg: log(self.rank, msg))
 
     def holds_rows(self, pending) -> bool:
         """Rows read but not yet in their units: assembled, decoding, or on the device."""
@@ -332,7 +367,8 @@ class RankRun:
             return
         if st.samples_seen != st.rows + len(st.failures):
             self.fail_unit(st, f"accounting mismatch: {st.samples_seen} samples read, "
-                               f"{st.rows} rows + {len(st.failures)} failures")
+                               f"{st.rows} rows + {len(st.failures)} failures"
+                               + self.shm_hint())
             return
         self.writes.submit(lambda: self.write_unit(st), self.flag.waiting)
 
@@ -391,7 +427,7 @@ class RankRun:
             flag.interruptible = False
             source = BatchSource(prep.cfg.input, prep.pcfg, bs, rt.num_workers,
                                  pin_memory=self.device.type == "cuda",
-                                 prefetch_factor=rt.prefetch_factor,
+                                 prefetch_factor=self.fit_prefetch(bs),
                                  gpu_decode=rt.decode == "gpu")
             progress = Progress(len(prep.units), done_before, self.rank.prefix,
                                 rt.progress_every,
