@@ -62,6 +62,12 @@ def test_small_shm_is_refused_before_reading_and_fitted_when_it_can_be(tmp_path)
     assert "prefetch is lowered from 4 to 2 per worker" in err, err[-2000:]
     assert len(read_features(tmp_path / "out")[0]) == 80
 
+    # `webssl bench --input` reads through the same loader
+    p = in_small_shm("1m", ["bench", "--input", str(shards[0].parent), "--num-workers", "2",
+                            "--batch-size", "64", "--resolution", "56"])
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 2 and "/dev/shm has 1 MiB free" in err, err[-2000:]
+
 
 @pytest.mark.parametrize("images,batch,outcome", [
     (40, 64, "could not be completed: accounting mismatch"),   # 2 pieces lost

@@ -8,6 +8,7 @@ is reported apart (``startup_seconds``) and the rate is the steady-state one.
 """
 from __future__ import annotations
 
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ def bench_input(src: str, workers: int, resolution: int, decode: str = "cpu",
     Stops after ``seconds`` of steady state or when the input is exhausted, whichever is first.
     """
     from ..pipeline.loader import BatchSource
+    from ..pipeline.shared_memory import loader_prefetch
     from ..readers import plan_units
 
     if decode not in ("cpu", "gpu"):
@@ -49,8 +51,10 @@ def bench_input(src: str, workers: int, resolution: int, decode: str = "cpu",
     icfg = input_cfg or InputConfig((src,))
     units = plan_units(icfg)
     pcfg = PreprocessConfig(resolution, mode, jpeg_draft=jpeg_draft)
+    prefetch = loader_prefetch(batch_size, workers, resolution, device is not None, 4,
+                               lambda msg: print(msg, file=sys.stderr))
     source = BatchSource(icfg, pcfg, batch_size, workers, pin_memory=device is not None,
-                         gpu_decode=device is not None)
+                         prefetch_factor=prefetch, gpu_decode=device is not None)
     t_start = time.perf_counter()
     first = None
     images = failures = counted = 0

@@ -24,14 +24,14 @@ from .device_decode import DeviceDecoder
 from .heartbeat import Heartbeat
 from .held_memory import HeldFeatures, available_memory
 from .host_copy import HostCopy
-from .loader import Batch, BatchSource, piece_size
+from .loader import Batch, BatchSource
 from .model_setup import build_step, check_attention, rank_device, settle_batch_size
 from .nonfinite import split_nonfinite
 from .others import OthersWait, not_done_message, open_units, units, waiting_message
 from .progress import Counters, Progress, log, summary
 from .result import RunResult
 from .setup import Prepared, prepare
-from .shared_memory import fit_prefetch, shm_free
+from .shared_memory import loader_prefetch, piece_bytes, shm_free
 from .spill import Spiller, spill_budget
 from .unit_state import UnitState
 from .unit_writer import UnitWriter
@@ -302,11 +302,9 @@ class RankRun:
     def fit_prefetch(self, batch: int) -> int:
         """The loader's prefetch per worker, lowered to what /dev/shm has room for (the
         workers' pieces pass through it); UsageError when not even one piece fits."""
-        workers = self.rt.num_workers
-        image = 3 * self.prep.pcfg.resolution ** 2
-        piece = self.piece_bytes = piece_size(batch, workers, self.rt.decode == "gpu") * image
-        return fit_prefetch(workers, self.rt.prefetch_factor, piece, batch * image,
-                            shm_free(), lambda msg: log(self.rank, msg))
+        args = (batch, self.rt.num_workers, self.prep.pcfg.resolution, self.rt.decode == "gpu")
+        self.piece_bytes = piece_bytes(*args)
+        return loader_prefetch(*args, self.rt.prefetch_factor, lambda msg: log(self.rank, msg))
 
     def holds_rows(self, pending) -> bool:
         """Rows read but not yet in their units: assembled, decoding, or on the device."""

@@ -34,6 +34,20 @@ def shm_need(workers: int, prefetch: int, piece_bytes: int, batch_bytes: int) ->
     return workers * prefetch * piece_bytes + batch_bytes + 2 * piece_bytes
 
 
+def piece_bytes(batch: int, workers: int, resolution: int, gpu_decode: bool) -> int:
+    """Bytes of one worker piece of decoded images (``loader.piece_size`` rows)."""
+    from .loader import piece_size
+    return piece_size(batch, workers, gpu_decode) * 3 * resolution ** 2
+
+
+def loader_prefetch(batch: int, workers: int, resolution: int, gpu_decode: bool,
+                    prefetch: int, warn: Callable[[str], None]) -> int:
+    """The prefetch per worker for a loader of these settings: :func:`fit_prefetch` against
+    what /dev/shm has free now."""
+    return fit_prefetch(workers, prefetch, piece_bytes(batch, workers, resolution, gpu_decode),
+                        batch * 3 * resolution ** 2, shm_free(), warn)
+
+
 def fit_prefetch(workers: int, prefetch: int, piece_bytes: int, batch_bytes: int,
                  free: int | None, warn: Callable[[str], None], where: str = SHM) -> int:
     """The prefetch to use (``prefetch`` when it fits or the room is unknown, else the
