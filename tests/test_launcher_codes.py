@@ -20,6 +20,8 @@ from webssl_cli.distributed.launcher import exit_code, worker_report
     ([0, 0], False, False, 3),      # all workers 0, yet units missing: never claim success
     ([0, 0], True, True, 0),        # stopped after everything was done
     ([], False, True, 4),           # stopped before any worker started
+    ([2, 2], False, False, 2),      # every worker refused its settings (a /dev/shm too small)
+    ([2, 0], False, False, 1),      # one refused (a share checked late), the other ran
 ])
 def test_exit_code(codes, complete, stopped, expected) -> None:
     assert exit_code(codes, complete=complete, stopped=stopped) == expected

@@ -52,7 +52,7 @@ def bench_input(src: str, workers: int, resolution: int, decode: str = "cpu",
     units = plan_units(icfg)
     pcfg = PreprocessConfig(resolution, mode, jpeg_draft=jpeg_draft)
     prefetch = loader_prefetch(batch_size, workers, resolution, device is not None, 4,
-                               lambda msg: print(msg, file=sys.stderr))
+                               device is not None, lambda msg: print(msg, file=sys.stderr))
     source = BatchSource(icfg, pcfg, batch_size, workers, pin_memory=device is not None,
                          prefetch_factor=prefetch, gpu_decode=device is not None)
     t_start = time.perf_counter()

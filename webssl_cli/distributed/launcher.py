@@ -21,8 +21,8 @@ import time
 from ..atomic_io import remove_quietly
 from ..config import ExtractConfig
 from ..config_io import config_to_json
-from ..errors import (EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, EXIT_RUNTIME, Preempted,
-                      UsageError)
+from ..errors import (EXIT_INCOMPLETE, EXIT_OK, EXIT_PREEMPTED, EXIT_RUNTIME, EXIT_USAGE,
+                      Preempted, UsageError)
 from ..store.unit_failures import failed_in_job
 from .env import RankInfo
 from .signals import StopFlag, current_policy, installed, preemption_handlers
@@ -128,6 +128,7 @@ class Workers:
 
     def env(self, r: int) -> dict[str, str]:
         env = dict(os.environ, RANK=str(r), WORLD_SIZE=str(self.n), LOCAL_RANK=str(r),
+                   LOCAL_WORLD_SIZE=str(self.n),
                    WEBSSL_LAUNCHER="gpus", WEBSSL_JOB_ID=self.job,
                    WEBSSL_LAUNCHER_PID=str(os.getpid()))
         for k in ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"):
@@ -233,7 +234,7 @@ def exit_code(codes: list[int], complete: bool, stopped: bool) -> int:
     share asked for) is success even when a worker died on the way (another one finished its
     units); an incomplete one is never success, even when every worker exited 0; a stop
     signal to the launcher is 4; a worker killed from outside (e.g. the out-of-memory
-    killer) or failing is 1; units given up are 3."""
+    killer) or failing is 1 (2 when every one refused its settings); units given up are 3."""
     all_ok = all(c == EXIT_OK for c in codes)
     if complete and EXIT_INCOMPLETE not in codes and (all_ok or not stopped):
         return EXIT_OK
@@ -243,6 +244,8 @@ def exit_code(codes: list[int], complete: bool, stopped: bool) -> int:
         return EXIT_PREEMPTED
     if all(c in (EXIT_OK, EXIT_INCOMPLETE) for c in codes):
         return EXIT_INCOMPLETE
+    if codes and all(c == EXIT_USAGE for c in codes):   # each refused the same settings
+        return EXIT_USAGE
     return EXIT_RUNTIME
 
 

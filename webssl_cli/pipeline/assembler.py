@@ -61,7 +61,14 @@ class BatchAssembler:
             want -= len(seg)
         self.rows -= sum(len(s) for s in taken)
         parts = [s.images.to(self.device, non_blocking=True) for s in taken]
-        return taken, parts[0] if len(parts) == 1 else torch.cat(parts)
+        batch = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if self.device.type == "cpu":
+            # the pieces are the workers' /dev/shm buffers (not pinned, not copied by .to):
+            # the segments live on as bookkeeping until the batch's features come back, so
+            # let go of them now (on CUDA the pinned copies are the caching allocator's)
+            for s in taken:
+                s.images = s.images[:0]
+        return taken, batch
 
 
 def split_rows(segments: list[Segment], host: dict):

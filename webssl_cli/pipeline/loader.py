@@ -162,6 +162,9 @@ def iter_part(item: WorkItem, icfg: InputConfig, pcfg: PreprocessConfig,
     yield Batch(unit.index, item.part, None, end=True, samples_seen=seen, read_error=error)
 
 
+from .shared_memory import wait_for_room  # noqa: E402  (after piece_size, which it imports)
+
+
 class WorkQueueDataset(IterableDataset):
     """What a worker iterates: parts taken from the shared work queue until a None.
 
@@ -179,7 +182,11 @@ class WorkQueueDataset(IterableDataset):
             item = self._next_item()
             if item is None:
                 return
-            yield from iter_part(item, self.icfg, self.pcfg, self.batch_size, self.gpu_decode)
+            for b in iter_part(item, self.icfg, self.pcfg, self.batch_size, self.gpu_decode):
+                held = sum(t.nbytes for t in (b.images, b.raw_blob) if t is not None)
+                if held:
+                    wait_for_room(held)     # the put to the main process goes through /dev/shm
+                yield b
 
     def _next_item(self) -> WorkItem | None:
         """Wait for the next part. Polls rather than blocking for good: after a ``kill -9`` of

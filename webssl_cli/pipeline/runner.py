@@ -280,31 +280,32 @@ class RankRun:
             progress.update(self.counters, waiting=stalled)
 
     def say_if_shm_full(self) -> None:
-        """Once, during a long stall: /dev/shm filled up meanwhile (by other processes of the
-        node) is a cause the loader cannot report (a worker's lost put is only printed)."""
-        if not self.shm_said:
+        """During a long stall, once: /dev/shm without room for two pieces is a cause the
+        loader cannot report (the workers wait for room, saying so on their own)."""
+        free = shm_free() if self.rt.num_workers > 0 and not self.shm_said else None
+        if free is not None and free < 2 * self.piece_bytes:
             self.shm_said = True
-            hint = self.shm_hint()
-            if hint:
-                log(self.rank, f"warning: the input stalls{hint}")
+            log(self.rank, f"warning: the input stalls; /dev/shm has {free / 2**20:.1f} MiB "
+                           f"free, less than two pieces of decoded images "
+                           f"({self.piece_bytes / 2**20:.1f} MiB each), which the DataLoader "
+                           "workers hand over through it: they wait for room. Free /dev/shm "
+                           "or give it more room (docker run --shm-size=8g)")
 
-    def shm_hint(self) -> str:
-        """Why pieces may be missing, when /dev/shm has no room for two of them: a worker
-        whose put fails there loses the piece (the error is only printed, in the worker)."""
-        free = shm_free() if self.rt.num_workers > 0 else None
-        if free is None or free >= 2 * self.piece_bytes:
+    def lost_pieces_hint(self) -> str:
+        """For a unit whose rows came back short: pieces lost between the workers and this
+        process. A put that failed in /dev/shm does that (its error is only printed)."""
+        if self.rt.num_workers == 0:
             return ""
-        return (f"; /dev/shm has {free / 2**20:.1f} MiB free, less than two pieces of "
-                f"decoded images ({self.piece_bytes / 2**20:.1f} MiB each): the DataLoader "
-                "workers may be unable to hand them over (look for 'unable to allocate "
-                "shared memory' above). Free /dev/shm or give it more room, then rerun")
+        return ("; some decoded images never came back from the DataLoader workers: a full "
+                "/dev/shm loses them (look for 'unable to allocate shared memory' above)")
 
     def fit_prefetch(self, batch: int) -> int:
         """The loader's prefetch per worker, lowered to what /dev/shm has room for (the
         workers' pieces pass through it); UsageError when not even one piece fits."""
         args = (batch, self.rt.num_workers, self.prep.pcfg.resolution, self.rt.decode == "gpu")
         self.piece_bytes = piece_bytes(*args)
-        return loader_prefetch(*args, self.rt.prefetch_factor, lambda msg: log(self.rank, msg))
+        return loader_prefetch(*args, self.rt.prefetch_factor, self.device.type == "cuda",
+                               lambda msg: log(self.rank, msg))
 
     def holds_rows(self, pending) -> bool:
         """Rows read but not yet in their units: assembled, decoding, or on the device."""
@@ -366,7 +367,7 @@ class RankRun:
         if st.samples_seen != st.rows + len(st.failures):
             self.fail_unit(st, f"accounting mismatch: {st.samples_seen} samples read, "
                                f"{st.rows} rows + {len(st.failures)} failures"
-                               + self.shm_hint())
+                               + self.lost_pieces_hint())
             return
         self.writes.submit(lambda: self.write_unit(st), self.flag.waiting)
 
@@ -414,8 +415,13 @@ class RankRun:
             return plan_only(self.prep, self.rank)
         try:
             done_before = len(self.done_units(prep.layout))
+            # a /dev/shm too small is refused before the model loads, where the batch is known
+            fixed = rt.batch_size if rt.batch_size != "auto" else None
+            prefetch = self.fit_prefetch(fixed) if fixed is not None else None
             self.step = build_step(prep, self.device, self.precision)
             bs = settle_batch_size(self.step, prep, self.rank)
+            if prefetch is None or bs != fixed:
+                prefetch = self.fit_prefetch(bs)
             self.backoff = OOMBackoff(bs, on_backoff=self.on_backoff)
             self.assembler = BatchAssembler(bs, self.device)
             if rt.decode == "gpu":
@@ -425,7 +431,7 @@ class RankRun:
             flag.interruptible = False
             source = BatchSource(prep.cfg.input, prep.pcfg, bs, rt.num_workers,
                                  pin_memory=self.device.type == "cuda",
-                                 prefetch_factor=self.fit_prefetch(bs),
+                                 prefetch_factor=prefetch,
                                  gpu_decode=rt.decode == "gpu")
             progress = Progress(len(prep.units), done_before, self.rank.prefix,
                                 rt.progress_every,
