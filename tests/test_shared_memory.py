@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-import time
 
 import pytest
 
