@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from ..config import InputConfig, PreprocessConfig
 from ..errors import CODE_ERRORS
 from ..units import Failure, Unit
+from .shared_memory import wait_for_room
 from .worker_lifecycle import PARENT_POLL, stop_workers, worker_init
 
 
@@ -160,9 +161,6 @@ def iter_part(item: WorkItem, icfg: InputConfig, pcfg: PreprocessConfig,
     if imgs or raws or batch.failures:
         yield flush()
     yield Batch(unit.index, item.part, None, end=True, samples_seen=seen, read_error=error)
-
-
-from .shared_memory import wait_for_room  # noqa: E402  (after piece_size, which it imports)
 
 
 class WorkQueueDataset(IterableDataset):

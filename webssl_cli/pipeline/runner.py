@@ -31,7 +31,7 @@ from .others import OthersWait, not_done_message, open_units, units, waiting_mes
 from .progress import Counters, Progress, log, summary
 from .result import RunResult
 from .setup import Prepared, prepare
-from .shared_memory import loader_prefetch, piece_bytes, shm_free
+from .shared_memory import LOST_PIECES, loader_prefetch, piece_bytes, stall_hint
 from .spill import Spiller, spill_budget
 from .unit_state import UnitState
 from .unit_writer import UnitWriter
@@ -275,29 +275,12 @@ class RankRun:
             if stalled >= FLUSH_AFTER and self.holds_rows(pending):
                 self.drain(pending)
                 pending = None
-            if stalled >= SHM_HINT_AFTER:
-                self.say_if_shm_full()
+            if stalled >= SHM_HINT_AFTER and self.rt.num_workers and not self.shm_said:
+                hint = stall_hint(self.piece_bytes)    # said once, if /dev/shm is full
+                if hint:
+                    self.shm_said = True
+                    log(self.rank, hint)
             progress.update(self.counters, waiting=stalled)
-
-    def say_if_shm_full(self) -> None:
-        """During a long stall, once: /dev/shm without room for two pieces is a cause the
-        loader cannot report (the workers wait for room, saying so on their own)."""
-        free = shm_free() if self.rt.num_workers > 0 and not self.shm_said else None
-        if free is not None and free < 2 * self.piece_bytes:
-            self.shm_said = True
-            log(self.rank, f"warning: the input stalls; /dev/shm has {free / 2**20:.1f} MiB "
-                           f"free, less than two pieces of decoded images "
-                           f"({self.piece_bytes / 2**20:.1f} MiB each), which the DataLoader "
-                           "workers hand over through it: they wait for room. Free /dev/shm "
-                           "or give it more room (docker run --shm-size=8g)")
-
-    def lost_pieces_hint(self) -> str:
-        """For a unit whose rows came back short: pieces lost between the workers and this
-        process. A put that failed in /dev/shm does that (its error is only printed)."""
-        if self.rt.num_workers == 0:
-            return ""
-        return ("; some decoded images never came back from the DataLoader workers: a full "
-                "/dev/shm loses them (look for 'unable to allocate shared memory' above)")
 
     def fit_prefetch(self, batch: int) -> int:
         """The loader's prefetch per worker, lowered to what /dev/shm has room for (the
@@ -367,7 +350,7 @@ class RankRun:
         if st.samples_seen != st.rows + len(st.failures):
             self.fail_unit(st, f"accounting mismatch: {st.samples_seen} samples read, "
                                f"{st.rows} rows + {len(st.failures)} failures"
-                               + self.lost_pieces_hint())
+                               + (LOST_PIECES if self.rt.num_workers else ""))
             return
         self.writes.submit(lambda: self.write_unit(st), self.flag.waiting)
 

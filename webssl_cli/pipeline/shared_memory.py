@@ -119,3 +119,20 @@ def wait_for_room(nbytes: int, free: Callable[[], int | None] = shm_free,
                 f"({left / 2**20:.1f} MiB free) to hand decoded images over: free some or "
                 "give it more room (docker run --shm-size=8g)")
         time.sleep(ROOM_POLL)
+
+
+def stall_hint(piece: int) -> str | None:
+    """For the main loop during a long stall: a warning when /dev/shm has no room for two
+    pieces of ``piece`` bytes (the workers wait for room, and the stall looks like a slow
+    input otherwise); None when it has, or cannot be read."""
+    free = shm_free()
+    if free is None or free >= 2 * piece:
+        return None
+    return (f"warning: the input stalls; {SHM} has {free / 2**20:.1f} MiB free, less than two "
+            f"pieces of decoded images ({piece / 2**20:.1f} MiB each), which the DataLoader "
+            f"workers hand over through it: they wait for room. Free {SHM} or give it more "
+            "room (docker run --shm-size=8g)")
+
+
+LOST_PIECES = ("; some decoded images never came back from the DataLoader workers: a full "
+               "/dev/shm loses them (look for 'unable to allocate shared memory' above)")
