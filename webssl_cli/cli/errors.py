@@ -36,4 +36,6 @@ _ADVICE = {
     errno.EPERM: "; check the permissions and attributes (chattr) of that path, then rerun "
                  "the command",
     errno.ENAMETOOLONG: "; the path is too long: choose a shorter one",
+    errno.EMFILE: "; this process may open no more files: raise the limit (ulimit -n, e.g. "
+                  "to 65536) or lower --num-workers, then rerun the command",
 }

@@ -10,6 +10,7 @@ blocks the others.
 """
 from __future__ import annotations
 
+import errno
 import multiprocessing as mp
 import os
 import queue
@@ -199,6 +200,42 @@ class WorkQueueDataset(IterableDataset):
                     os._exit(0)
 
 
+def raise_open_file_limit() -> None:
+    """Lift this process's soft limit on open files to the hard one (no privilege needed):
+    workers, their queues and the file handles of the pieces they pass take many, and a
+    soft limit of 1024 under a hard one of a million is common. A hard limit too low still
+    ends the run, with what to do (cli/errors.py)."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and hard != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+def start_workers(loader: DataLoader):
+    """``iter(loader)``, which forks the workers one by one. If that fails part way (too many
+    open files, no memory for a fork), the workers already started are killed here: nobody
+    else knows them, they ignore SIGTERM (``worker_lifecycle``), and multiprocessing's exit
+    handler, which joins its children, waited for them forever."""
+    before = {p.pid for p in mp.active_children()}
+    try:
+        return iter(loader)
+    except BaseException as exc:
+        for p in mp.active_children():
+            if p.pid not in before:
+                p.kill()
+                p.join(5)
+        tb = exc.__traceback__
+        while tb is not None:   # torch's half-made iterator, whose __del__ would print an
+            it = tb.tb_frame.f_locals.get("self")      # AttributeError traceback: its
+            if type(it).__name__ == "_MultiProcessingDataLoaderIter":   # workers are gone
+                it._shutdown = True
+            tb = tb.tb_next
+        raise
+
+
 class BatchSource:
     """Owns the work queue and the DataLoader; ``submit`` parts, iterate ready pieces
     (:class:`Batch` of at most :func:`piece_size` rows; the assembler makes model batches)."""
@@ -212,6 +249,7 @@ class BatchSource:
         batch_size = piece_size(batch_size, num_workers, gpu_decode)
         self.icfg, self.pcfg, self.batch_size = icfg, pcfg, batch_size
         if num_workers > 0:
+            raise_open_file_limit()
             ctx = mp.get_context("fork")
             self.work: queue.Queue | mp.Queue = ctx.Queue()
             ds = WorkQueueDataset(self.work, icfg, pcfg, batch_size, gpu_decode)
@@ -219,7 +257,7 @@ class BatchSource:
                                      pin_memory=pin_memory, prefetch_factor=prefetch_factor,
                                      worker_init_fn=worker_init, multiprocessing_context=ctx,
                                      in_order=False, persistent_workers=False)
-            self._it = iter(self.loader)
+            self._it = start_workers(self.loader)
         else:
             self.work = queue.Queue()
             self._it = None
@@ -251,6 +289,9 @@ class BatchSource:
             try:
                 b = next(it)
             except RuntimeError as exc:
+                if "Too many open files" in str(exc):   # torch's, receiving a piece
+                    raise OSError(errno.EMFILE, "Too many open files (receiving decoded "
+                                  "images from the DataLoader workers)") from None
                 if not (timeout and str(exc).startswith("DataLoader timed out")):
                     raise
                 pin = getattr(it, "_pin_memory_thread", None)
