@@ -13,6 +13,7 @@ import dataclasses
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -204,8 +205,8 @@ def test_the_budget_counts_units_in_flight_not_units_waiting_for_the_writer(tmp_
     queue bounds it): spilling for it would spill every batch, each spill waiting behind
     that write. Past the budget, the largest unit in flight spills, and only it."""
     layout = OutputLayout(tmp_path / "out")
-    held, writes = HeldFeatures(None, print), WriteQueue(2)
-    spiller = Spiller(layout, held, writes, budget=100, waiting=contextlib.nullcontext)
+    held = HeldFeatures(None, print)
+    spiller = Spiller(layout, held, budget=100, waiting=contextlib.nullcontext)
     units = [UnitState(Unit(i, "tar", f"/d/{i}.tar", str(i)), parts_left=1) for i in range(3)]
     for st, rows in zip(units, (70, 10, 30)):     # unit 0: finished, waiting for its write
         st.add_rows(list(range(rows)), ["k"] * rows, ["s"] * rows, [None] * rows,
@@ -213,19 +214,43 @@ def test_the_budget_counts_units_in_flight_not_units_waiting_for_the_writer(tmp_
         held.add(st.nbytes)
     inflight = {1: units[1], 2: units[2]}
     spiller.check(inflight)                        # 40 in flight (110 held): under budget
-    writes.drain()
+    spiller.queue.drain()
     assert spiller.spilled_bytes == 0 and units[2].spool is None
     more = 65
     units[2].add_rows(list(range(30, 30 + more)), ["k"] * more, ["s"] * more, [None] * more,
                       {"cls": np.ones((more, 1), np.uint8)})
     held.add(more)
     spiller.check(inflight)                        # 105 in flight: unit 2 (95) goes
-    writes.drain()
+    spiller.queue.drain()
     assert spiller.spilled_bytes == 95 and units[2].nbytes == 0 and units[1].nbytes == 10
     assert units[2].spool.rows == 95 and units[1].spool is None
     assert held.bytes == 70 + 10
-    writes.close(cancel=False)
-    spiller.remove_all()
+    assert spiller.close(cancel=False) is None
+    assert _staging_left(tmp_path / "out") == []
+
+
+def test_spills_never_wait_behind_a_write_and_a_write_waits_for_its_spills(tmp_path) -> None:
+    """Spills have their own thread: while the writer thread is busy with a big unit (a job
+    that blocks here), a unit in flight still spills. Its own write first waits for its
+    spills (``settle``), so it reads every spilled row."""
+    layout = OutputLayout(tmp_path / "out")
+    held = HeldFeatures(None, print)
+    spiller = Spiller(layout, held, budget=0, waiting=contextlib.nullcontext)
+    writes = WriteQueue(2)
+    busy = threading.Event()
+    writes.submit(busy.wait)                       # a big unit's write, still going
+    st = UnitState(Unit(0, "tar", "/d/0.tar", "0"), parts_left=1)
+    for start in (0, 5):
+        st.add_rows(list(range(start, start + 5)), ["k"] * 5, ["s"] * 5, [None] * 5,
+                    {"cls": np.full((5, 2), start, np.float16)})
+        held.add(st.nbytes)
+        spiller.check({0: st})
+    spiller.settle(st)                             # returns while the write still runs
+    assert not busy.is_set() and st.spool.rows == 10 and held.bytes == 0
+    _, _, _, feats, _ = st.ordered(["cls"], {"cls": (2,)}, np.dtype(np.float16))
+    assert feats["cls"][0:10][:, 0].tolist() == [0.0] * 5 + [5.0] * 5
+    busy.set()
+    assert writes.close(cancel=False) is None and spiller.close(cancel=False) is None
     assert _staging_left(tmp_path / "out") == []
 
 

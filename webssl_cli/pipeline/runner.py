@@ -83,7 +83,7 @@ class RankRun:
         self.writes = WriteQueue(WRITE_AHEAD)
         available = available_memory()
         self.held = HeldFeatures(available, lambda msg: log(self.rank, msg))
-        self.spiller = Spiller(prep.layout, self.held, self.writes,
+        self.spiller = Spiller(prep.layout, self.held,
                                spill_budget(self.rt.feature_memory_mib, available),
                                lambda: self.flag.waiting())
         self.writer = UnitWriter(prep, rank, self.counters, self.held, self.release)
@@ -359,6 +359,7 @@ class RankRun:
         the one committed (the writer counts the unit done only then)."""
         before = self.counters.units_done
         try:
+            self.spiller.settle(st)
             self.writer.write(st)
         finally:
             if st.spool is not None:
@@ -379,7 +380,7 @@ class RankRun:
             log(self.rank, f"warning: could not record the failure of unit {unit.id}: {exc}")
         self.release(unit.id)
         self.held.release(st.nbytes)
-        self.spiller.discard(st)
+        self.spiller.discard(st, self.writes)
 
     def release(self, unit_id: str) -> None:
         with self.heartbeat.lock:
@@ -499,13 +500,14 @@ class RankRun:
         finally:
             try:
                 error = self.writes.close(cancel=cancel)
-                # the writer thread has ended: remove the spools of units in flight or whose
+                # the writer thread has ended (a write still running waited for its spills):
+                # end the spill thread and remove the spools of units in flight or whose
                 # write was cancelled (after an abandon a write may still read its spool:
                 # those are left to the sweep of a later run)
-                self.spiller.remove_all()
-                return error
+                return self.spiller.close(cancel=cancel) or error
             except BaseException:
                 self.writes.abandon()
+                self.spiller.queue.abandon()
                 raise
             finally:
                 self.counters.write_wait_seconds = self.writes.wait_seconds

@@ -2,15 +2,18 @@
 
 A unit's rows wait in memory until the whole unit is written (one output file per unit).
 With ``patches`` on big tar shards that is GiBs per unit, and up to ``--num-workers`` + 1
-units are in flight: the host ran out of memory. Now, whenever the features held pass the
-budget, the in-flight unit holding the most hands its rows to the writer thread, which
-appends them to the unit's spool (``spool.UnitSpool``) and only then frees them. The write
-queue's bound applies to spills as to writes, so a disk slower than the model slows the
-model instead of filling memory. Units written from their spool produce the same files as
-units written from memory.
+units are in flight: the host ran out of memory. Now, whenever the units in flight hold
+more than the budget, the one holding the most hands its rows to a spill thread, which
+appends them to the unit's spool (``spool.UnitSpool``) and only then frees them. Spills have
+a queue and a thread of their own, so they never wait behind a big unit's write (minutes for
+a shard of patches); the queue's bound makes a disk slower than the model slow the model
+instead of filling memory. A unit's write (or its removal, if given up) first waits for the
+spills queued for it. Units written from their spool produce the same files as units
+written from memory.
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 from collections.abc import Callable
 
@@ -22,6 +25,7 @@ from .unit_writer import free_space
 from .unit_state import UnitState
 from .write_queue import WriteQueue
 
+SPILL_AHEAD = 2       # spills queued behind the running one before the main loop waits
 MIN_AUTO_BUDGET = 256 << 20
 MAX_AUTO_BUDGET = 4 << 30
 
@@ -38,10 +42,10 @@ def spill_budget(configured_mib: int | None, available: int | None) -> int:
 
 
 class Spiller:
-    def __init__(self, layout: OutputLayout, held: HeldFeatures, writes: WriteQueue,
-                 budget: int,
+    def __init__(self, layout: OutputLayout, held: HeldFeatures, budget: int,
                  waiting: Callable[[], contextlib.AbstractContextManager]) -> None:
-        self.layout, self.held, self.writes, self.budget = layout, held, writes, budget
+        self.layout, self.held, self.budget = layout, held, budget
+        self.queue = WriteQueue(SPILL_AHEAD)
         self.waiting = waiting               # the stop flag's: a signal may end a full wait
         self.spools: dict[str, UnitSpool] = {}   # spools not yet removed, by unit id
         self.spilled_bytes = 0               # on disk: read once the writer thread ended
@@ -51,7 +55,7 @@ class Spiller:
         than the budget, spill the largest. Rows already on their way to disk (a spill or a
         finished unit queued for writing, at most WRITE_AHEAD + 1 jobs) do not count: they
         are bounded by the write queue, and counting them would spill every batch while a
-        big unit is written, each spill waiting behind that write."""
+        big unit is written."""
         held = sum(s.nbytes for s in inflight.values())
         while held > self.budget:
             st = max(inflight.values(), key=lambda s: s.nbytes)
@@ -76,18 +80,38 @@ class Spiller:
                     "units are kept, rerun the same command to resume.") from exc
             finally:
                 self.held.release(nbytes)
-        self.writes.submit(write, self.waiting)
+        st.spills.append(self.queue.submit(write, self.waiting))
 
-    def discard(self, st: UnitState) -> None:
-        """The unit was given up: remove its spool once the spills queued for it have run."""
+    @staticmethod
+    def settle(st: UnitState) -> None:
+        """On the writer thread, before the unit is written: wait for the spills queued for
+        it; a failed (or cancelled) one fails the write with its error."""
+        if st.spills:
+            cf.wait(st.spills)
+            for f in st.spills:
+                if f.cancelled():
+                    raise cf.CancelledError(f"a spill of unit {st.unit.id} was cancelled")
+                if f.exception() is not None:
+                    raise f.exception()
+
+    def discard(self, st: UnitState, writes: WriteQueue) -> None:
+        """The unit was given up: remove its spool on the writer thread, once the spills
+        queued for it have run."""
         if st.spool is not None:
-            self.writes.submit(lambda: self.remove(st.spool), self.waiting)
+            def remove() -> None:
+                cf.wait(st.spills)
+                self.remove(st.spool)
+            writes.submit(remove, self.waiting)
 
     def remove(self, spool: UnitSpool) -> None:
         spool.remove()
         self.spools.pop(spool.unit_id, None)
 
-    def remove_all(self) -> None:
-        """After the writer thread ended: remove the spools of units never written."""
+    def close(self, cancel: bool) -> BaseException | None:
+        """End the spill thread (dropping queued spills if ``cancel``: their units are redone),
+        then remove the spools of units never written. Call after the writer thread ended
+        (a running write waits for its unit's spills). Returns a failed spill's error."""
+        error = self.queue.close(cancel=cancel)
         for spool in list(self.spools.values()):
             self.remove(spool)
+        return error

@@ -6,6 +6,7 @@ spilled rows come first in arrival order, then those still in memory."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,7 @@ class UnitState:
     read_errors: list[str] = field(default_factory=list)
     nbytes: int = 0                 # features held in memory for this unit (not spilled)
     spool: UnitSpool | None = None  # rows spilled to disk, if any (before those in chunks)
+    spills: list[Future] = field(default_factory=list)   # queued appends to the spool
 
     def add_rows(self, indices, keys, sources, metas, feats: dict[str, np.ndarray]) -> None:
         self.indices += indices

@@ -29,13 +29,16 @@ class WriteQueue:
         return len(self.futures)
 
     def submit(self, fn: Callable[[], None],
-               waiting: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> None:
+               waiting: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+               ) -> cf.Future:
         """Queue ``fn``; block (inside ``waiting()``, so a stop signal can interrupt) while more
         than ``ahead`` writes wait behind the running one. Raises a failed write's error."""
         self.reap()
-        self.futures.append(self.pool.submit(fn))
+        future = self.pool.submit(fn)
+        self.futures.append(future)
         while len(self.futures) > self.ahead + 1:
             self._wait_oldest(waiting)
+        return future
 
     def drain(self, waiting: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> None:
         """Wait for every queued write; raises the first failed one's error."""
