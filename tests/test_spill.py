@@ -254,6 +254,33 @@ def test_spills_never_wait_behind_a_write_and_a_write_waits_for_its_spills(tmp_p
     assert _staging_left(tmp_path / "out") == []
 
 
+def test_a_write_waiting_for_a_spill_that_a_stop_cancels_fails_at_once(tmp_path) -> None:
+    """A second stop signal abandons both queues: a spill still queued is cancelled. The
+    unit's write, waiting for it in ``settle``, must fail then, not wait for ever (a
+    ``concurrent.futures.wait`` is never woken by that cancel: CPython issue 92001)."""
+    spiller = Spiller(OutputLayout(tmp_path / "out"), HeldFeatures(None, print), budget=0,
+                      waiting=contextlib.nullcontext)
+    busy = threading.Event()
+    spiller.queue.submit(busy.wait)                # a spill of another unit, still going
+    st = UnitState(Unit(0, "tar", "/d/0.tar", "0"), parts_left=1)
+    st.add_rows([0, 1], ["k"] * 2, ["s"] * 2, [None] * 2, {"cls": np.ones((2, 2), np.float16)})
+    spiller.check({0: st})                         # queued behind it
+    outcome = []
+
+    def write() -> None:
+        try:
+            spiller.settle(st)
+            outcome.append("written")
+        except BaseException as exc:               # noqa: BLE001 - what the writer sees
+            outcome.append(type(exc).__name__)
+    writer = threading.Thread(target=write)
+    writer.start()
+    spiller.queue.abandon()
+    writer.join(10)
+    busy.set()
+    assert not writer.is_alive() and outcome == ["CancelledError"]
+
+
 def test_budget_option() -> None:
     assert spill_budget(0, 64 << 30) == 0
     assert spill_budget(100, None) == 100 << 20

@@ -62,7 +62,7 @@ class HeldFeatures:
         self.available, self.warn, self.fraction = available, warn, fraction
         self.bytes = self.peak = 0
         self.warned = False
-        self.lock = threading.Lock()     # the writer thread releases, the main thread adds
+        self.lock = threading.Lock()     # the main thread adds; writer and spill threads release
 
     def add(self, n: int) -> None:
         with self.lock:

@@ -504,13 +504,15 @@ class RankRun:
                 # end the spill thread and remove the spools of units in flight or whose
                 # write was cancelled (after an abandon a write may still read its spool:
                 # those are left to the sweep of a later run)
-                return self.spiller.close(cancel=cancel) or error
+                spill_error = self.spiller.close(cancel=cancel)
+                return error or spill_error
             except BaseException:
                 self.writes.abandon()
                 self.spiller.queue.abandon()
                 raise
             finally:
-                self.counters.write_wait_seconds = self.writes.wait_seconds
+                self.counters.write_wait_seconds = (self.writes.wait_seconds
+                                                    + self.spiller.queue.wait_seconds)
                 self.release_all()
                 self.heartbeat.stop.set()
                 if progress is not None:

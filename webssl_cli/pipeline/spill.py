@@ -45,17 +45,16 @@ class Spiller:
     def __init__(self, layout: OutputLayout, held: HeldFeatures, budget: int,
                  waiting: Callable[[], contextlib.AbstractContextManager]) -> None:
         self.layout, self.held, self.budget = layout, held, budget
-        self.queue = WriteQueue(SPILL_AHEAD)
+        self.queue = WriteQueue(SPILL_AHEAD, name="webssl-spill")
         self.waiting = waiting               # the stop flag's: a signal may end a full wait
         self.spools: dict[str, UnitSpool] = {}   # spools not yet removed, by unit id
-        self.spilled_bytes = 0               # on disk: read once the writer thread ended
+        self.spilled_bytes = 0               # on disk: read once the spill thread ended
 
     def check(self, inflight: dict[int, UnitState]) -> None:
         """On the main thread, after rows were added: while the units in flight hold more
-        than the budget, spill the largest. Rows already on their way to disk (a spill or a
-        finished unit queued for writing, at most WRITE_AHEAD + 1 jobs) do not count: they
-        are bounded by the write queue, and counting them would spill every batch while a
-        big unit is written."""
+        than the budget, spill the largest. Rows already on their way to disk (queued spills,
+        finished units queued for writing) do not count: their queues bound them, and
+        counting them would spill every batch while a big unit is written."""
         held = sum(s.nbytes for s in inflight.values())
         while held > self.budget:
             st = max(inflight.values(), key=lambda s: s.nbytes)
@@ -80,26 +79,27 @@ class Spiller:
                     "units are kept, rerun the same command to resume.") from exc
             finally:
                 self.held.release(nbytes)
-        st.spills.append(self.queue.submit(write, self.waiting))
+        self.queue.submit(write, self.waiting, track=st.spills)
 
     @staticmethod
     def settle(st: UnitState) -> None:
         """On the writer thread, before the unit is written: wait for the spills queued for
-        it; a failed (or cancelled) one fails the write with its error."""
-        if st.spills:
-            cf.wait(st.spills)
-            for f in st.spills:
-                if f.cancelled():
-                    raise cf.CancelledError(f"a spill of unit {st.unit.id} was cancelled")
-                if f.exception() is not None:
-                    raise f.exception()
+        it; a failed or cancelled one fails the write with its error. (``Future.exception``
+        waits, and wakes when a queue shut down with cancel_futures cancels the future;
+        ``concurrent.futures.wait`` does not: CPython issue 92001.)"""
+        for f in st.spills:
+            error = f.exception()          # raises CancelledError for a cancelled spill
+            if error is not None:
+                raise error
 
     def discard(self, st: UnitState, writes: WriteQueue) -> None:
         """The unit was given up: remove its spool on the writer thread, once the spills
-        queued for it have run."""
+        queued for it have run (or were cancelled)."""
         if st.spool is not None:
             def remove() -> None:
-                cf.wait(st.spills)
+                for f in st.spills:
+                    with contextlib.suppress(cf.CancelledError):
+                        f.exception()
                 self.remove(st.spool)
             writes.submit(remove, self.waiting)
 

@@ -1,7 +1,7 @@
 """A unit's features spilled to disk while the unit is still being read.
 
 When the features held in memory pass the run's budget (``spill_budget``), the main loop
-hands the largest in-flight unit's rows to the writer thread, which appends them here: one
+hands the largest in-flight unit's rows to the spill thread, which appends them here: one
 raw file per feature, rows in arrival order, in a staging folder of the output
 (``<manifest>/staging/<unit>.<process>-<random>/``). When the unit is written its spilled
 rows are read back a block at a time (``store.OrderedRows`` over :class:`SpoolRows`), and

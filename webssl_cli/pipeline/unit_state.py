@@ -1,7 +1,7 @@
 """Rows of one unit collected from batches (possibly from several parts), then ordered.
 
 Features stay in memory as the batches left them (``chunks``) unless the run's budget made
-the main loop spill them (``detach`` here, ``UnitSpool.append`` on the writer thread); the
+the main loop spill them (``detach`` here, ``UnitSpool.append`` on the spill thread); the
 spilled rows come first in arrival order, then those still in memory."""
 from __future__ import annotations
 

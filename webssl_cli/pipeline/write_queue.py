@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 
 class WriteQueue:
-    def __init__(self, ahead: int = 2) -> None:
+    def __init__(self, ahead: int = 2, name: str = "webssl-writer") -> None:
         self.ahead = ahead
-        self.pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="webssl-writer")
+        self.pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self.futures: deque[cf.Future] = deque()
         self.wait_seconds = 0.0      # main thread blocked on a full queue or on the drain
 
@@ -29,16 +29,18 @@ class WriteQueue:
         return len(self.futures)
 
     def submit(self, fn: Callable[[], None],
-               waiting: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-               ) -> cf.Future:
-        """Queue ``fn``; block (inside ``waiting()``, so a stop signal can interrupt) while more
-        than ``ahead`` writes wait behind the running one. Raises a failed write's error."""
+               waiting: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+               track: list[cf.Future] | None = None) -> None:
+        """Queue ``fn`` (its future appended to ``track`` at once); block (inside
+        ``waiting()``, so a stop signal can interrupt) while more than ``ahead`` writes wait
+        behind the running one. Raises a failed write's error."""
         self.reap()
         future = self.pool.submit(fn)
         self.futures.append(future)
+        if track is not None:
+            track.append(future)
         while len(self.futures) > self.ahead + 1:
             self._wait_oldest(waiting)
-        return future
 
     def drain(self, waiting: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> None:
         """Wait for every queued write; raises the first failed one's error."""
