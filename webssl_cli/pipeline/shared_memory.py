@@ -134,5 +134,6 @@ def stall_hint(piece: int) -> str | None:
             "room (docker run --shm-size=8g)")
 
 
-LOST_PIECES = ("; some decoded images never came back from the DataLoader workers: a full "
-               "/dev/shm loses them (look for 'unable to allocate shared memory' above)")
+LOST_PIECES = ("; some decoded images never came back from the DataLoader workers (if "
+               "'unable to allocate shared memory' is printed above, /dev/shm was full: give "
+               "it more room)")

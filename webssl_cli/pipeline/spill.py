@@ -13,7 +13,6 @@ written from memory.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 from collections.abc import Callable
 
@@ -97,9 +96,8 @@ class Spiller:
         queued for it have run (or were cancelled)."""
         if st.spool is not None:
             def remove() -> None:
-                for f in st.spills:
-                    with contextlib.suppress(cf.CancelledError):
-                        f.exception()
+                with contextlib.suppress(Exception):   # its failure was raised already
+                    self.settle(st)
                 self.remove(st.spool)
             writes.submit(remove, self.waiting)
 

@@ -32,7 +32,6 @@ class UnitSpool:
         self.folder: Path | None = None
         self.files: dict[str, BinaryIO] = {}
         self.rows = 0                  # rows spilled (every feature holds this many)
-        self.bytes = 0
         self.removed = False
 
     def append(self, chunks: dict[str, list[np.ndarray]]) -> None:
@@ -51,7 +50,6 @@ class UnitSpool:
             for a in parts:
                 if len(a):          # (a batch whose rows of this unit were all non-finite)
                     f.write(memoryview(np.ascontiguousarray(a)).cast("B"))
-                    self.bytes += a.nbytes
         self.rows += next(iter(counts.values()), 0)
 
     def arrays(self, row_shapes: dict[str, tuple[int, ...]],
