@@ -17,6 +17,7 @@ import io
 import json
 import multiprocessing as mp
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -186,72 +187,92 @@ def e2e_rows(args, dev, table: Table, tmp: Path):
         pool.map(_make_shard, [(tmp / "shards" / f"s-{i:04d}.tar", per, i) for i in range(shards)])
     workers = 2 if args.smoke else min(14, (os.cpu_count() or 2) - 2)
     # --decode gpu on a CPU device (smoke) runs the same overlapped decode path, without streams
-    plans = [("dino300m-full2b-224", [("cpu", False, 8), ("gpu", False, 8)] if args.smoke else
-              [("cpu", False, 256)] + ([("gpu", False, 256), ("gpu", True, 512)] if gpu else []))]
+    # (decode, compiled, batch, --cpu-share: None is auto; 0.0 sends every JPEG it can to GPU)
+    plans = [("dino300m-full2b-224",
+              [("cpu", False, 8, None), ("gpu", False, 8, 0.0), ("gpu", False, 8, None)]
+              if args.smoke else
+              [("cpu", False, 256, None)]
+              + ([("gpu", False, 256, 0.0), ("gpu", False, 256, None), ("gpu", True, 512, 0.0),
+                  ("gpu", True, 512, None)] if gpu else []))]
     if gpu and not args.smoke:      # compute-bound models, compiled: end-to-end MFU
         for big in filter(None, args.e2e_big.split(",")):
-            plans.append((big, [("cpu", True, E2E_BIG_BATCH.get(big, 64))]))
+            plans.append((big, [("cpu", True, E2E_BIG_BATCH.get(big, 64), None)]))
     outs = {}
     for name, modes in plans:
         spec = SMOKE_SPEC if args.smoke else resolve(name).record.arch.to_dict()
         spec_path = tmp / f"{name}.json"
         spec_path.write_text(json.dumps(spec))
-        ckpt = tmp / f"{name}.pth"
-        torch.save(create_model(spec, random_init=True, device=dev,   # fast init on the GPU
-                                dtype=torch.bfloat16).state_dict(), ckpt)
-        flops = 0.0 if args.smoke else flops_per_image(resolve(name).record.arch)
-        res = spec["img_size"]
-        baseline = {}
-        for _, comp, bs in modes:     # the model alone on synthetic uint8, same batch and mode
-            if (comp, bs) in baseline:
-                continue
-            m = as_extract_runs(create_model(spec, random_init=True, device=dev,
-                                             dtype=torch.bfloat16 if gpu else None), dev)
-            if comp:
-                fresh_compile(m)
-            feats = parse_features("cls", m.spec.depth, (res // 14, res // 14))
-            step = ModelStep(m, feats, dev, "bf16" if gpu else "fp32", (0.485, 0.456, 0.406),
-                             (0.229, 0.224, 0.225), pad_to=bs if comp else None)
-            baseline[(comp, bs)] = time_step(step, bs, res, dev, args.seconds)
-            del m, step
-        for decode, comp, bs in modes:
-            out = tmp / f"out-{name}-{decode}-{int(comp)}"
-            cfg = ExtractConfig(
-                input=InputConfig((str(tmp / "shards"),)),
-                model=ModelConfig(model_config=str(spec_path), weights=str(ckpt),
-                                  device=str(dev), compile=comp),
-                output=OutputConfig(str(out)),
-                runtime=RuntimeConfig(batch_size=bs, num_workers=workers, decode=decode,
-                                      progress_every=1e9, limit_units=E2E_UNITS.get(name)))
-            t0 = time.perf_counter()
-            r = extract(cfg) if gpu or decode == "cpu" else decode_path_on_cpu(cfg)
-            wall = time.perf_counter() - t0
-            # steady: from the first model batch on (what a long run sustains); the loop
-            # rate also pays the workers' start-up, once per run
-            rate = r.images / max(r.steady_seconds, 1e-9)
-            loop = r.images / max(r.loop_seconds, 1e-9)
-            only = baseline[(comp, bs)]
-            busy_note = (f"; decode thread busy {r.decode_thread_seconds / r.loop_seconds:.0%}"
-                         if r.decode_thread_seconds else "")
-            table.add(f"{name} e2e extract",
-                      f"decode {decode}{', compiled' if comp else ''}, {workers} workers: steady "
-                      f"{rate / only:.2f}x of model-only {only:.0f} img/s (with start-up "
-                      f"{loop / only:.2f}x, first batch after {r.first_batch_seconds:.2f}s; "
-                      f"wall incl. load {r.images / wall:.0f} img/s{busy_note})",
-                      bs, rate, flops, args.peak, images=r.images, exit=r.exit_code,
-                      failed_samples=r.failures, loop_img_s=loop, model_only_img_s=only,
-                      summary=r.summary)
-            outs[(name, decode, comp)] = out
-        ckpt.unlink()       # 4-14 GB each for the big models: the lent disk is 64 GiB
-    a_out, b_out = outs.get(("dino300m-full2b-224", "cpu", False)), outs.get(("dino300m-full2b-224", "gpu", False))
-    if a_out and b_out:
-        k1, a = read_features(a_out)
-        k2, b = read_features(b_out)
-        assert k1 == k2
-        cos = torch.nn.functional.cosine_similarity(torch.from_numpy(a).float(),
-                                                    torch.from_numpy(b).float(), dim=-1)
-        table.add("dino300m cls: --decode gpu vs cpu",
-                  f"cos min {cos.min():.5f} mean {cos.mean():.5f} over {len(k1)} images")
+        state = create_model(spec, random_init=True, device=dev,      # fast init on the GPU
+                             dtype=torch.bfloat16).state_dict()
+        # in /dev/shm where it fits with 16 GiB to spare: a checkpoint on disk (12 GiB for
+        # dino7b) is still being written back during the timed runs and stalls their writes
+        size = sum(t.numel() * t.element_size() for t in state.values())
+        shm = Path("/dev/shm")
+        fits = shm.is_dir() and shutil.disk_usage(shm).free >= size + (16 << 30)
+        ckpt = (shm / f"webssl-gpu-check-{os.getpid()}-{name}.pth") if fits else tmp / f"{name}.pth"
+        try:
+            torch.save(state, ckpt)
+            del state
+            flops = 0.0 if args.smoke else flops_per_image(resolve(name).record.arch)
+            res = spec["img_size"]
+            baseline = {}
+            for _, comp, bs, _ in modes:     # the model alone on synthetic uint8, same batch, mode
+                if (comp, bs) in baseline:
+                    continue
+                m = as_extract_runs(create_model(spec, random_init=True, device=dev,
+                                                 dtype=torch.bfloat16 if gpu else None), dev)
+                if comp:
+                    fresh_compile(m)
+                feats = parse_features("cls", m.spec.depth, (res // 14, res // 14))
+                step = ModelStep(m, feats, dev, "bf16" if gpu else "fp32", (0.485, 0.456, 0.406),
+                                 (0.229, 0.224, 0.225), pad_to=bs if comp else None)
+                baseline[(comp, bs)] = time_step(step, bs, res, dev, args.seconds)
+                del m, step
+            for decode, comp, bs, share in modes:
+                out = tmp / f"out-{name}-{decode}-{int(comp)}-{share}"
+                cfg = ExtractConfig(
+                    input=InputConfig((str(tmp / "shards"),)),
+                    model=ModelConfig(model_config=str(spec_path), weights=str(ckpt),
+                                      device=str(dev), compile=comp),
+                    output=OutputConfig(str(out)),
+                    runtime=RuntimeConfig(batch_size=bs, num_workers=workers, decode=decode,
+                                          cpu_share=share, progress_every=1e9,
+                                          limit_units=E2E_UNITS.get(name)))
+                t0 = time.perf_counter()
+                r = extract(cfg) if gpu or decode == "cpu" else decode_path_on_cpu(cfg)
+                wall = time.perf_counter() - t0
+                # steady: from the first model batch on (what a long run sustains); the loop
+                # rate also pays the workers' start-up, once per run
+                rate = r.images / max(r.steady_seconds, 1e-9)
+                loop = r.images / max(r.loop_seconds, 1e-9)
+                only = baseline[(comp, bs)]
+                busy_note = (f"; decode thread busy {r.decode_thread_seconds / r.loop_seconds:.0%}"
+                             if r.decode_thread_seconds else "")
+                how = "" if decode == "cpu" else (
+                    f" (--cpu-share {'auto' if share is None else share}: workers decoded "
+                    f"{r.cpu_share or 0:.0%})")
+                table.add(f"{name} e2e extract",
+                          f"decode {decode}{how}{', compiled' if comp else ''}, {workers} workers: steady "
+                          f"{rate / only:.2f}x of model-only {only:.0f} img/s (with start-up "
+                          f"{loop / only:.2f}x, first batch after {r.first_batch_seconds:.2f}s; "
+                          f"wall incl. load {r.images / wall:.0f} img/s{busy_note})",
+                          bs, rate, flops, args.peak, images=r.images, exit=r.exit_code,
+                          failed_samples=r.failures, loop_img_s=loop, model_only_img_s=only,
+                          summary=r.summary)
+                outs[(name, decode, comp, share)] = out
+        finally:    # 4-14 GB each for the big models: the lent disk is 64 GiB, and /dev/shm
+            ckpt.unlink(missing_ok=True)      # is memory
+    a_out = outs.get(("dino300m-full2b-224", "cpu", False, None))
+    for share in (0.0, None):
+        b_out = outs.get(("dino300m-full2b-224", "gpu", False, share))
+        if a_out and b_out:
+            k1, a = read_features(a_out)
+            k2, b = read_features(b_out)
+            assert k1 == k2
+            cos = torch.nn.functional.cosine_similarity(torch.from_numpy(a).float(),
+                                                        torch.from_numpy(b).float(), dim=-1)
+            table.add(f"dino300m cls: --decode gpu (--cpu-share {'auto' if share is None else share})"
+                      " vs cpu", f"cos min {cos.min():.5f} mean {cos.mean():.5f} over {len(k1)} images")
 
 
 HF_MODELS = [("dino300m-full2b-224", 256), ("mae300m-full2b-224", 256), ("dino1b-full2b-224", 128)]

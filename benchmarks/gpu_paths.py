@@ -3,9 +3,11 @@ CPU tests cannot reach, each checked in a few seconds and reported as table rows
 
 - ``--attention`` kernels x dtypes: which ones ``check_backend_runs`` accepts on this GPU
   (FlashAttention and cuDNN are expected to refuse float32).
-- ``--decode gpu`` with one corrupt JPEG in a batch: nvJPEG's batched call must fail
-  catchably and the bisection must pin the failure on that image (calls counted), the
-  others equal to decoding them alone.
+- ``--decode gpu`` with one corrupt JPEG (a stray marker in the scan data) in a batch: the
+  workers' check must send it to the CPU (on an H100 on 2026-11-27 nvJPEG decoded it into
+  garbage without an error); fed to nvJPEG anyway, whether the batched call flags it (then
+  the bisection must pin it on that image, calls counted), and the others equal to decoding
+  them alone.
 - The loader on CUDA (``pin_memory=True``): ``next_batch(timeout)`` slices while an input
   stalls, then the bounded shutdown stopping the pin-memory thread.
 - The per-batch NaN/inf check's cost next to one dino300m batch.
@@ -56,23 +58,33 @@ def _jpeg(i: int, w: int, h: int) -> bytes:
 
 
 def _corrupt(data: bytes) -> bytes:
-    """Headers and end marker intact; a DHT marker inside the scan data."""
+    """Headers and end marker intact; a DHT marker inside the scan data, 6 bytes past the SOS
+    header (by its length field: 20 bytes after the SOS marker for 3 components)."""
+    from webssl_cli.preprocess.sniff import jpeg_scan_start
     out = bytearray(data)
-    sos = out.find(b"\xff\xda")
-    out[sos + 20:sos + 22] = b"\xff\xc4"
+    at = jpeg_scan_start(data) + 6
+    out[at:at + 2] = b"\xff\xc4"
     return bytes(out)
 
 
 def corrupt_batch_rows(args, dev, table) -> None:
+    """One corrupt JPEG (a stray marker in its scan data) among good ones. The worker-side
+    check must route it to the CPU (there libjpeg records it); then, fed to nvJPEG anyway in
+    one batch with the others: did the batched call flag it (failure) or decode it silently
+    (garbage, no error: nvJPEG on an H100, 2026-11-27), and are the OTHER images equal to the
+    batch without it (the corrupt position dropped before comparing)."""
     import torchvision.io
 
     from webssl_cli.config import PreprocessConfig
-    from webssl_cli.pipeline.gpu_decode import decode_raw_batch
+    from webssl_cli.pipeline.gpu_decode import decode_raw_batch, gpu_decoded_bytes
     n = 16 if args.smoke else 64
+    k = n // 2                                        # the corrupt one's position
     datas = [_jpeg(i, 512, 384) for i in range(n)]
-    datas.insert(n // 2, _corrupt(datas[0]))
+    datas.insert(k, _corrupt(datas[0]))
     raws = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
     pcfg = PreprocessConfig(224)
+    to_cpu = gpu_decoded_bytes(datas[k], pcfg) == 0
+    good_to_gpu = sum(gpu_decoded_bytes(d, pcfg) > 0 for i, d in enumerate(datas) if i != k)
     real, calls = torchvision.io.decode_jpeg, []
 
     def counted(data, *a, **kw):
@@ -84,16 +96,21 @@ def corrupt_batch_rows(args, dev, table) -> None:
         r = decode_raw_batch(raws, pcfg, dev)
         host = time.perf_counter() - t0
         ours = list(calls)                    # this batch's calls only
-        alone = decode_raw_batch(raws[:n // 2] + raws[n // 2 + 1:], pcfg, dev)
+        alone = decode_raw_batch(raws[:k] + raws[k + 1:], pcfg, dev)
     finally:
         torchvision.io.decode_jpeg = real
+    verdict = ("flagged it" if k in r.bad else "decoded it SILENTLY (no error)" if k in r.ok
+               else "lost it (neither decoded nor failed)")
+    others = [j for j, p in enumerate(r.ok) if p != k]          # rows of r.images
     same = (r.images is not None and alone.images is not None
-            and torch.equal(r.images.cpu(), alone.images.cpu()))
+            and [p - (p > k) for p in r.ok if p != k] == alone.ok == list(range(n))
+            and torch.equal(r.images[others].cpu(), alone.images.cpu()))
     table.add("paths: --decode gpu, 1 corrupt JPEG in a batch",
-              f"{n + 1} JPEGs: failures {sorted(r.bad)} ({', '.join(e for e, _ in r.bad.values())}), "
-              f"fallbacks {r.fallbacks}, decode calls {len(ours)} "
-              f"(sizes {ours[:12]}), host {host * 1e3:.0f} ms, others equal to the batch "
-              f"without it: {same}", n + 1)
+              f"worker check routes it to the CPU: {to_cpu} (good ones to the GPU: "
+              f"{good_to_gpu}/{n}); fed to nvJPEG with the {n} others, the batched decode "
+              f"{verdict}: failures {sorted(r.bad)} ({', '.join(e for e, _ in r.bad.values())}), "
+              f"fallbacks {r.fallbacks}, decode calls {len(ours)} (sizes {ours[:12]}), host "
+              f"{host * 1e3:.0f} ms; the {n} others equal to the batch without it: {same}", n + 1)
 
 
 def loader_rows(dev, table, tmp: Path) -> None:

@@ -2,6 +2,7 @@
 filling memory) and failing fast (the first failed write stops the run)."""
 from __future__ import annotations
 
+import dataclasses
 import resource
 import subprocess
 import threading
@@ -105,7 +106,10 @@ def test_features_held_in_memory_are_released_as_units_are_written(tmp_path: Pat
     shards = tmp_path / "shards"
     img.write_shards(shards, 1, 60, prefix="b", seed=2)
     img.write_shards(shards, 12, 2, prefix="c", seed=3)
-    res = extract(config([shards], tmp_path / "out", features=("patches",), workers=0, batch=2))
+    cfg = config([shards], tmp_path / "out", features=("patches",), workers=0, batch=2)
+    # 1 MiB: no spilling, and finished units queue past the count bound only within 256 KiB
+    cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, feature_memory_mib=1))
+    res = extract(cfg)
     assert res.exit_code == 0 and res.images == 84
     row = 16 * 64 * 4                      # patches, 16 tokens x 64 dims, float32
     assert 60 * row <= res.peak_feature_bytes <= 66 * row, res.peak_feature_bytes / row

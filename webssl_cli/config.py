@@ -88,6 +88,8 @@ class RuntimeConfig:
     heartbeat_seconds: float | None = None   # None: min(30 s, lease / 4)
     plan_wait_seconds: float = 600.0
     decode: str = "cpu"                 # cpu | gpu
+    cpu_share: float | None = None      # --decode gpu: share of GPU-decodable JPEGs the
+                                        # workers decode; None: balanced (decode_share)
     gpus: int = 0                       # --gpus N: spawn N local worker processes
     limit_units: int | None = None      # stop after this many units (testing, sampling)
     feature_memory_mib: int | None = None   # features held in memory before spilling to

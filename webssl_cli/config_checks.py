@@ -52,6 +52,16 @@ def _whole(value: object, option: str) -> None:
         raise UsageError(f"{option} must be a whole number, got {value!r}")
 
 
+def parse_cpu_share(text: str) -> float | None:
+    """``--cpu-share``: "auto" is None (balanced while running), else a number 0..1."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(f"--cpu-share must be auto or a number from 0 to 1, got {text!r}") from None
+
+
 def check_config(cfg: ExtractConfig) -> None:
     rt = cfg.runtime
     for value, option in ((rt.num_workers, "--num-workers"), (rt.gpus, "--gpus"),
@@ -64,6 +74,13 @@ def check_config(cfg: ExtractConfig) -> None:
         if rt.feature_memory_mib < 0:
             raise UsageError(f"--feature-memory must be 0 (spill every batch) or more MiB, "
                              f"got {rt.feature_memory_mib}")
+    if rt.cpu_share is not None:
+        share = rt.cpu_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+            raise UsageError(f"--cpu-share must be auto or a number from 0 to 1, got {share!r}")
+        if rt.decode != "gpu":
+            raise UsageError("--cpu-share only applies with --decode gpu (with --decode cpu the "
+                             "workers decode every image)")
     bad = [i for i in cfg.input.inputs if not isinstance(i, str)]
     if bad:
         raise UsageError(f"InputConfig.inputs must be paths or URLs (str or pathlib.Path), got "

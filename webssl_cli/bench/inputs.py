@@ -26,6 +26,7 @@ def bench_input(src: str, workers: int, resolution: int, decode: str = "cpu",
 
     Stops after ``seconds`` of steady state or when the input is exhausted, whichever is first.
     """
+    from ..pipeline.decode_share import ShareEstimate
     from ..pipeline.loader import BatchSource
     from ..pipeline.shared_memory import loader_prefetch
     from ..readers import plan_units
@@ -53,8 +54,10 @@ def bench_input(src: str, workers: int, resolution: int, decode: str = "cpu",
     pcfg = PreprocessConfig(resolution, mode, jpeg_draft=jpeg_draft)
     prefetch = loader_prefetch(batch_size, workers, resolution, device is not None, 4,
                                device is not None, lambda msg: print(msg, file=sys.stderr))
+    share = ShareEstimate(workers, None) if device is not None else None   # as extract's
     source = BatchSource(icfg, pcfg, batch_size, workers, pin_memory=device is not None,
-                         prefetch_factor=prefetch, gpu_decode=device is not None)
+                         prefetch_factor=prefetch, gpu_decode=device is not None,
+                         share=share.share if share else None)
     t_start = time.perf_counter()
     first = None
     images = failures = counted = 0
@@ -68,8 +71,13 @@ def bench_input(src: str, workers: int, resolution: int, decode: str = "cpu",
             b = source.next_batch()
             failures += len(b.failures)
             n = len(b.indices) if b.images is not None else 0
+            if share is not None and not b.end:
+                share.on_piece(n + len(b.raw_sizes) + len(b.failures), b.decode_seconds,
+                               b.cpu_images, b.cpu_seconds, b.gpu_eligible, b.cpu_picked)
             if device is not None and b.raw_sizes:   # --decode gpu: the runner's device step
+                t0 = time.perf_counter()
                 n_ok, n_bad = _decode_raw(b.raw, pcfg, device)
+                share.on_thread_batch(len(b.raw_sizes), time.perf_counter() - t0)
                 n, failures = n + n_ok, failures + n_bad
             images += n
             if n and first is None:
@@ -95,7 +103,8 @@ def bench_input(src: str, workers: int, resolution: int, decode: str = "cpu",
             "batch_size": batch_size,
             "images": images, "failures": failures, "seconds": end - t_start,
             "startup_seconds": (first - t_start) if first is not None else None,
-            "images_per_s": rate, "images_per_s_per_worker": rate / max(workers, 1)}
+            "images_per_s": rate, "images_per_s_per_worker": rate / max(workers, 1),
+            "cpu_share": share.picked_fraction() if share is not None else None}
 
 
 def _decode_raw(raws, pcfg: PreprocessConfig, device) -> tuple[int, int]:

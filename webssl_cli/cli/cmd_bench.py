@@ -134,7 +134,9 @@ def _print_input(r: dict, as_json: bool) -> None:
 
     rows = [
         ("units / images read", f"{r['units']} / {r['images']} ({r['failures']} failed)"),
-        ("workers / decode", f"{r['workers']} / {r['decode']}"),
+        ("workers / decode", f"{r['workers']} / {r['decode']}"
+                             + (f" (workers decoded {r['cpu_share']:.0%} of the GPU-decodable "
+                                "JPEGs)" if r.get("cpu_share") is not None else "")),
         ("resolution / preprocess", f"{r['resolution']} px / {r['mode']}"
                                      + (" + --jpeg-draft" if r.get("jpeg_draft") else "")),
         ("images/s", f"{r['images_per_s']:.1f} ({r['images_per_s_per_worker']:.1f} per worker)"),

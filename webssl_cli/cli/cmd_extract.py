@@ -36,6 +36,7 @@ def extract(
     batch_size: str = opt("64", "--batch-size", help="Images per batch, or 'auto' (largest that fits on the GPU, with 10% headroom; 16 on CPU)."),
     num_workers: int = opt(4, "--num-workers", help="DataLoader worker processes for reading/decoding."),
     decode: str = opt("cpu", "--decode", help="gpu: batched nvJPEG on the GPU (CUDA only)."),
+    cpu_share: str = opt("auto", "--cpu-share", help="With --decode gpu: share (0-1) of the GPU-decodable JPEGs that the --num-workers processes decode on the CPU instead, so both decode at once (0: all to the GPU). auto: balanced from their measured speeds while running."),
     attention: str = opt("auto", "--attention", help="Attention kernel."),
     compile: bool = opt(False, "--compile", help="torch.compile the model (one compile per process)."),
     pad_ffn: Optional[bool] = opt(None, "--pad-ffn/--no-pad-ffn", help="Zero-pad the SwiGLU hidden size to a multiple of 256 (same features, aligned matmuls; dino300m 1.11x on an H100). Default: on for CUDA, off for CPU."),
@@ -65,6 +66,7 @@ def extract(
     4 stopped by SIGTERM/SIGINT/SIGUSR1 (rerun to resume).
     """
     from ..config import ExtractConfig, InputConfig, ModelConfig, OutputConfig, RuntimeConfig
+    from ..config_checks import parse_cpu_share
     from ..errors import UsageError
     from ..pipeline.api import run   # the command's signal policy: exit codes, no raise
 
@@ -82,7 +84,8 @@ def extract(
             runtime=RuntimeConfig(batch_size=batch_size if batch_size == "auto" else int(batch_size),
                                   num_workers=num_workers, progress_every=progress_every,
                                   lease_seconds=lease,
-                                  decode=decode, gpus=gpus, limit_units=limit_units,
+                                  decode=decode, cpu_share=parse_cpu_share(cpu_share),
+                                  gpus=gpus, limit_units=limit_units,
                                   feature_memory_mib=feature_memory),
             preprocess_mode=preprocess,
             max_image_pixels=max_image_pixels,

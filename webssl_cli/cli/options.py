@@ -17,6 +17,7 @@ METAVARS = {
     "--preprocess": "resize-crop|squash|shortest-crop", "--max-image-pixels": "N",
     "--resolution": "PX", "--device": "cuda|cuda:N|cpu", "--precision": "bf16|fp16|fp32",
     "--batch-size": "N|auto", "--num-workers": "N", "--decode": "cpu|gpu",
+    "--cpu-share": "auto|0..1",
     "--attention": "auto|flash|efficient|cudnn|math|xformers", "--gpus": "N",
     "--lease": "SECONDS", "--progress-every": "SECONDS", "--limit-units": "N",
     "--warmup": "N", "--iters": "N", "--peak-tflops": "TFLOPS", "--images": "N",

@@ -37,11 +37,13 @@ class Decoded:
     seconds: float               # decode time on the side thread
     event: torch.cuda.Event | None = None
     fallbacks: int = 0           # raw JPEGs decoded one at a time (GPU alone, else CPU): slower
+    raw: int = 0                 # raw JPEGs this batch brought (decode_share's measure)
 
 
 def merge_decoded(b: Batch, pcfg: PreprocessConfig, device: torch.device) -> Decoded:
     """Decode ``b.raw`` on ``device`` and merge it with the batch's CPU-decoded rows."""
     t0 = time.perf_counter()
+    raw = len(b.raw_sizes)
     r = decode_raw_batch(b.raw, pcfg, device, names=b.raw_keys, sizes=b.raw_decoded)
     images, ok, bad = r.images, r.ok, r.bad
     failures = [Failure(b.raw_keys[i], b.raw_sources[i], "decode", etype, msg, b.raw_indices[i])
@@ -56,7 +58,7 @@ def merge_decoded(b: Batch, pcfg: PreprocessConfig, device: torch.device) -> Dec
     else:
         b.images = cpu
     b.drop_raw()
-    return Decoded(b, failures, time.perf_counter() - t0, fallbacks=r.fallbacks)
+    return Decoded(b, failures, time.perf_counter() - t0, fallbacks=r.fallbacks, raw=raw)
 
 
 class DeviceDecoder:

@@ -57,10 +57,15 @@ def gpu_decoded_bytes(data: bytes, pcfg: PreprocessConfig,
 
     Progressive (and other non-baseline) JPEGs go to the CPU workers: nvJPEG's batched
     hardware decoder (A100/H100) takes baseline files only, and torchvision decodes the rest
-    one at a time, Huffman-decoding on the decode thread with a stream sync per image."""
+    one at a time, Huffman-decoding on the decode thread with a stream sync per image.
+
+    So do JPEGs whose entropy-coded data is not one clean scan ending at the EOI (a stray
+    marker in the scan data, a second scan, fill bytes): nvJPEG decoded such a corrupt file
+    silently into garbage pixels on an H100 (measured 2026-11-27), where libjpeg on the CPU
+    reports it (``CorruptImage``), so the CPU path judges them."""
     from PIL import Image
 
-    from ..preprocess.sniff import BASELINE_SOF, jpeg_frame, sniff_format
+    from ..preprocess.sniff import BASELINE_SOF, jpeg_frame, jpeg_single_clean_scan, sniff_format
     from ..preprocess.transforms import draft_request
     if sniff_format(data) != "jpeg":
         return 0
@@ -73,6 +78,8 @@ def gpu_decoded_bytes(data: bytes, pcfg: PreprocessConfig,
         return 0              # progressive, 12-bit, arithmetic, lossless: CPU workers
     if draft_request(frame.width, frame.height, pcfg) is not None:
         return 0              # --jpeg-draft: the worker's DCT-scaled decode, same as --decode cpu
+    if not jpeg_single_clean_scan(data):
+        return 0              # stray marker / several scans: libjpeg names what nvJPEG hides
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.mode != "RGB" and im.mode != "L":   # CMYK / YCCK: CPU

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from ..config import InputConfig, PreprocessConfig
 from ..errors import CODE_ERRORS
 from ..units import Failure, Unit
+from .decode_share import CpuPick, SharedShare
 from .shared_memory import wait_for_room
 from .worker_lifecycle import PARENT_POLL, stop_workers, worker_init
 
@@ -52,7 +53,11 @@ class Batch:
     sources: list[str] = field(default_factory=list)
     metas: list[dict | None] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
-    decode_seconds: float = 0.0
+    decode_seconds: float = 0.0            # the worker's busy time for this piece
+    cpu_seconds: float = 0.0               # of it, decoding on the CPU (``load_sample``)
+    cpu_images: int = 0                    # images it decoded (or failed to) on the CPU
+    gpu_eligible: int = 0                  # --decode gpu: JPEGs the GPU could take ...
+    cpu_picked: int = 0                    # ... of which decoded here (decode_share)
     end: bool = False
     samples_seen: int = 0                  # set on the end marker: samples of this part
     read_error: str | None = None          # set on the end marker when the shard broke
@@ -101,8 +106,12 @@ def piece_size(batch_size: int, num_workers: int, gpu_decode: bool) -> int:
 
 
 def iter_part(item: WorkItem, icfg: InputConfig, pcfg: PreprocessConfig,
-              batch_size: int, gpu_decode: bool = False) -> Iterator[Batch]:
-    """Read, decode and batch one part of one unit (runs inside a worker)."""
+              batch_size: int, gpu_decode: bool = False,
+              pick: CpuPick | None = None) -> Iterator[Batch]:
+    """Read, decode and batch one part of one unit (runs inside a worker). With
+    ``gpu_decode``, JPEGs the GPU can take travel raw, except those ``pick`` keeps for the
+    CPU (``decode_share``). A piece's ``decode_seconds`` is the worker's busy time for it: the
+    time it sat waiting to be taken (the loader's prefetch full) is not counted."""
     from ..preprocess import DecodeError, load_sample
     from ..readers import iter_samples
     from .gpu_decode import gpu_decoded_bytes
@@ -115,14 +124,14 @@ def iter_part(item: WorkItem, icfg: InputConfig, pcfg: PreprocessConfig,
     t0 = time.perf_counter()
 
     def flush() -> Batch:
-        nonlocal batch, imgs, raws, t0
+        nonlocal batch, imgs, raws
         out = batch
         out.images = torch.stack(imgs) if imgs else None
         if raws:
             out.raw_blob = torch.frombuffer(bytearray(b"".join(raws)), dtype=torch.uint8)
             out.raw_sizes = [len(r) for r in raws]
         out.decode_seconds = time.perf_counter() - t0
-        batch, imgs, raws, t0 = Batch(unit.index, item.part, None), [], [], time.perf_counter()
+        batch, imgs, raws = Batch(unit.index, item.part, None), [], []
         return out
 
     error = None
@@ -135,12 +144,20 @@ def iter_part(item: WorkItem, icfg: InputConfig, pcfg: PreprocessConfig,
                 continue
             decoded = gpu_decoded_bytes(s.data, pcfg) if gpu_decode else 0
             if decoded:
+                batch.gpu_eligible += 1
+                if pick is not None and pick():
+                    batch.cpu_picked += 1
+                    decoded = 0
+            if decoded:
                 raws.append(s.data)
                 batch.add_row(s, raw=True)
                 batch.raw_decoded.append(decoded)
                 if len(imgs) + len(raws) >= batch_size:
                     yield flush()
+                    t0 = time.perf_counter()
                 continue
+            batch.cpu_images += 1
+            t1 = time.perf_counter()
             try:
                 img = load_sample(s.data, pcfg)
             except DecodeError as exc:
@@ -153,10 +170,13 @@ def iter_part(item: WorkItem, icfg: InputConfig, pcfg: PreprocessConfig,
                 batch.failures.append(Failure(s.key, s.source, "decode", type(exc).__name__,
                                               str(exc)[:500], s.index))
                 continue
+            finally:
+                batch.cpu_seconds += time.perf_counter() - t1
             imgs.append(img)
             batch.add_row(s)
             if len(imgs) + len(raws) >= batch_size:
                 yield flush()
+                t0 = time.perf_counter()
     except Exception as exc:   # the shard itself broke (truncated tar, dropped connection)
         error = f"{type(exc).__name__}: {exc}"
     if imgs or raws or batch.failures:
@@ -171,17 +191,20 @@ class WorkQueueDataset(IterableDataset):
     workers fork) so that a worker can tell when it has been orphaned."""
 
     def __init__(self, work: "mp.Queue[WorkItem | None]", icfg: InputConfig,
-                 pcfg: PreprocessConfig, batch_size: int, gpu_decode: bool) -> None:
+                 pcfg: PreprocessConfig, batch_size: int, gpu_decode: bool,
+                 share: SharedShare | None = None) -> None:
         self.work, self.icfg, self.pcfg, self.batch_size = work, icfg, pcfg, batch_size
-        self.gpu_decode = gpu_decode
+        self.gpu_decode, self.share = gpu_decode, share
         self.parent_pid = os.getpid()
 
     def __iter__(self) -> Iterator[Batch]:
+        pick = CpuPick(self.share)          # one per worker, across its parts
         while True:
             item = self._next_item()
             if item is None:
                 return
-            for b in iter_part(item, self.icfg, self.pcfg, self.batch_size, self.gpu_decode):
+            for b in iter_part(item, self.icfg, self.pcfg, self.batch_size, self.gpu_decode,
+                               pick):
                 held = sum(t.nbytes for t in (b.images, b.raw_blob) if t is not None)
                 if held:
                     wait_for_room(held)     # the put to the main process goes through /dev/shm
@@ -242,7 +265,9 @@ class BatchSource:
 
     def __init__(self, icfg: InputConfig, pcfg: PreprocessConfig, batch_size: int,
                  num_workers: int, pin_memory: bool, prefetch_factor: int = 4,
-                 gpu_decode: bool = False) -> None:
+                 gpu_decode: bool = False, share: SharedShare | None = None) -> None:
+        """``share``: with ``gpu_decode``, the share of GPU-decodable JPEGs the workers
+        decode themselves (``decode_share``; made before the workers fork)."""
         self.num_workers = num_workers
         self.gpu_decode = gpu_decode
         self.pin_memory = pin_memory
@@ -252,7 +277,7 @@ class BatchSource:
             raise_open_file_limit()
             ctx = mp.get_context("fork")
             self.work: queue.Queue | mp.Queue = ctx.Queue()
-            ds = WorkQueueDataset(self.work, icfg, pcfg, batch_size, gpu_decode)
+            ds = WorkQueueDataset(self.work, icfg, pcfg, batch_size, gpu_decode, share)
             self.loader = DataLoader(ds, batch_size=None, num_workers=num_workers,
                                      pin_memory=pin_memory, prefetch_factor=prefetch_factor,
                                      worker_init_fn=worker_init, multiprocessing_context=ctx,
@@ -262,6 +287,7 @@ class BatchSource:
             self.work = queue.Queue()
             self._it = None
             self._local: Iterator[Batch] | None = None
+            self._pick = CpuPick(share)
         self.outstanding = 0   # parts submitted whose end marker has not come back
 
     def submit(self, unit: Unit) -> int:
@@ -303,7 +329,7 @@ class BatchSource:
                 if self._local is None:
                     item = self.work.get_nowait()
                     self._local = iter_part(item, self.icfg, self.pcfg, self.batch_size,
-                                            self.gpu_decode)
+                                            self.gpu_decode, self._pick)
                 try:
                     b = next(self._local)
                     break

@@ -30,9 +30,11 @@ class Counters:
     others_wait_seconds: float = 0.0 # nothing to claim: waiting for units other ranks hold
     model_seconds: float = 0.0
     write_seconds: float = 0.0
-    write_wait_seconds: float = 0.0  # main loop blocked on a full write queue (and the drain)
+    write_wait_seconds: float = 0.0  # main loop blocked on a full write queue
+    write_drain_seconds: float = 0.0 # waiting for the last writes (drains): no model time lost
     peak_feature_bytes: int = 0      # features in host memory waiting for their unit's write
     spilled_bytes: int = 0           # features spilled to disk to stay under the budget
+    cpu_share: float | None = None   # --decode gpu: GPU-decodable JPEGs the workers decoded
     started: float = field(default_factory=time.perf_counter)
     loop_started: float | None = None    # first batch requested (setup and model load excluded)
     first_batch: float | None = None     # seconds from loop start to the first model batch
@@ -139,13 +141,18 @@ def summary(c: Counters, workers: int, cuda: bool = False) -> str:
     parts = {"reading/decoding": read_wall, "model": c.model_seconds, "writing": c.write_seconds}
     if c.decode_thread_seconds:
         parts["GPU decode thread"] = c.decode_thread_seconds
+    drained = (f" (and {c.write_drain_seconds:.1f}s for the last ones)"
+               if c.write_drain_seconds >= 0.05 else "")
+    shared = (f"; the workers decoded {c.cpu_share:.0%} of the GPU-decodable JPEGs"
+              if c.cpu_share is not None else "")
     if c.images == 0:
         hint = "none to name: no image reached the model in this process"
     elif c.wait_seconds > 0.2 * wall and c.wait_seconds > c.model_seconds * 0.25:
         if c.decode_thread_seconds > 0.8 * wall:
             hint = ("the GPU decode thread is the bottleneck (busy "
                     f"{c.decode_thread_seconds:.1f}s of {wall:.1f}s; the model waited "
-                    f"{c.wait_seconds:.1f}s): use --decode cpu with more --num-workers")
+                    f"{c.wait_seconds:.1f}s): raise --num-workers (the workers then decode a "
+                    "larger share, --cpu-share) or use --decode cpu")
         else:
             gpu = " or use --decode gpu" if cuda and not c.decode_thread_seconds else ""
             hint = ("the input pipeline is the bottleneck (the model waited "
@@ -162,7 +169,8 @@ def summary(c: Counters, workers: int, cuda: bool = False) -> str:
             f"batch after {c.first_batch or 0.0:.1f}s{steady}), {c.images_written} of them "
             f"written, {units(c.units_done)} done, {units(c.units_failed)} failed, "
             f"{c.failures} failed samples. Time: {times}, waiting for data "
-            f"{c.wait_seconds:.1f}s, waiting for writes {c.write_wait_seconds:.1f}s; features "
+            f"{c.wait_seconds:.1f}s, waiting for writes {c.write_wait_seconds:.1f}s{drained}"
+            f"{shared}; features "
             f"held in memory at most {c.peak_feature_bytes / 2**20:.1f} MiB"
             + (f" ({c.spilled_bytes / 2**20:.1f} MiB spilled to disk to stay under "
                "--feature-memory)" if c.spilled_bytes else "")

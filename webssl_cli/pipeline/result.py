@@ -22,3 +22,5 @@ class RunResult:
     peak_feature_bytes: int = 0   # features held in host memory waiting for their unit's write
     decode_thread_seconds: float = 0.0   # --decode gpu: the decode thread's busy time
     spilled_bytes: int = 0        # features spilled to disk to stay under --feature-memory
+    cpu_share: float | None = None   # --decode gpu: share of the GPU-decodable JPEGs the
+                                     # workers decoded on the CPU (decode_share)

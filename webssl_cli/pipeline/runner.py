@@ -20,6 +20,7 @@ from ..store.unit_failures import (failed_in_job, failed_in_job_now, list_unit_f
                                    record_unit_failure)
 from .assembler import BatchAssembler, Segment, split_rows
 from .completion import check_damage, limit_note, plan_only
+from .decode_share import ShareEstimate
 from .device_decode import DeviceDecoder
 from .heartbeat import Heartbeat
 from .held_memory import HeldFeatures, available_memory
@@ -40,6 +41,8 @@ from .write_queue import WriteQueue
 
 DECODE_AHEAD = 2      # --decode gpu: raw batches queued for decoding before the main loop waits
 WRITE_AHEAD = 2       # finished units (features in memory) queued behind the one being written
+WRITE_BYTES_SHARE = 4 # past WRITE_AHEAD, finished units queue for the writer while their features
+                      # hold under 1/4 of the spill budget (which bounds the units in flight)
 WAIT_SLICE = 0.5      # seconds per wait for the loader: progress and stop checks in between
 CLAIM_VIEW_S = 2.0    # seconds a listing of the done/given-up units serves claims
 FLUSH_AFTER = 1.5     # seconds of stalled input before the rows read so far run as a partial
@@ -80,12 +83,12 @@ class RankRun:
         self.inflight: dict[int, UnitState] = {}
         self.failed: list[str] = []
         self.skip: set[str] = set()      # units this rank failed or lost: not claimed again
-        self.writes = WriteQueue(WRITE_AHEAD)
         available = available_memory()
         self.held = HeldFeatures(available, lambda msg: log(self.rank, msg))
         self.spiller = Spiller(prep.layout, self.held,
                                spill_budget(self.rt.feature_memory_mib, available),
                                lambda: self.flag.waiting())
+        self.writes = WriteQueue(WRITE_AHEAD, allowance=self.spiller.budget // WRITE_BYTES_SHARE)
         self.writer = UnitWriter(prep, rank, self.counters, self.held, self.release)
         self.nonfinite_said = False
         self.piece_bytes = 0             # a worker's piece in /dev/shm (fit_prefetch)
@@ -99,6 +102,7 @@ class RankRun:
         self.started_at = time.time()    # without a job id: failures since then are this job's
         self.heartbeat = Heartbeat(self.claims, self.rt.heartbeat)
         self.decoder: DeviceDecoder | None = None
+        self.share: ShareEstimate | None = None     # --decode gpu: the workers' CPU share
         self.flag = StopFlag()
 
     # -- claiming ----------------------------------------------------------------------
@@ -237,6 +241,10 @@ class RankRun:
     def on_batch(self, b: Batch, pending):
         st = self.inflight[b.unit_index]
         self.counters.read_seconds += b.decode_seconds
+        if self.share is not None and not b.end:
+            self.share.on_piece(len(b.indices) + len(b.raw_sizes) + len(b.failures),
+                                b.decode_seconds, b.cpu_images, b.cpu_seconds,
+                                b.gpu_eligible, b.cpu_picked)
         if b.failures:
             st.failures += b.failures
             self.counters.failures += len(b.failures)
@@ -310,6 +318,7 @@ class RankRun:
             for d in self.decoder.finished():
                 st = self.inflight[d.batch.unit_index]
                 self.counters.decode_thread_seconds += d.seconds
+                self.share.on_thread_batch(d.raw, d.seconds)
                 st.failures += d.failures
                 st.pending_rows -= len(d.failures)
                 self.counters.failures += len(d.failures)
@@ -352,7 +361,7 @@ class RankRun:
                                f"{st.rows} rows + {len(st.failures)} failures"
                                + (LOST_PIECES if self.rt.num_workers else ""))
             return
-        self.writes.submit(lambda: self.write_unit(st), self.flag.waiting)
+        self.writes.submit(lambda: self.write_unit(st), self.flag.waiting, nbytes=st.nbytes)
 
     def write_unit(self, st: UnitState) -> None:
         """On the writer thread: write the unit; its rows count as written if this copy was
@@ -410,13 +419,15 @@ class RankRun:
             self.assembler = BatchAssembler(bs, self.device)
             if rt.decode == "gpu":
                 self.decoder = DeviceDecoder(prep.pcfg, self.device)
+                self.share = ShareEstimate(rt.num_workers, rt.cpu_share)
             # from here on only while blocked (flag.waiting): not while the DataLoader forks
             # its workers (a stop raised in an at-fork hook is only printed) or later on
             flag.interruptible = False
             source = BatchSource(prep.cfg.input, prep.pcfg, bs, rt.num_workers,
                                  pin_memory=self.device.type == "cuda",
                                  prefetch_factor=prefetch,
-                                 gpu_decode=rt.decode == "gpu")
+                                 gpu_decode=rt.decode == "gpu",
+                                 share=self.share.share if self.share else None)
             progress = Progress(len(prep.units), done_before, self.rank.prefix,
                                 rt.progress_every,
                                 done_counter=lambda: len(self.done_units(prep.layout)),
@@ -453,6 +464,8 @@ class RankRun:
             exit_code = check_damage(self.prep, self.rank)
         self.counters.peak_feature_bytes = self.held.peak
         self.counters.spilled_bytes = self.spiller.spilled_bytes
+        if self.share is not None:
+            self.counters.cpu_share = self.share.picked_fraction()
         text = summary(self.counters, max(rt.num_workers, 1),
                        cuda=self.device.type == "cuda") + limit_note(self.prep)
         log(self.rank, text)
@@ -460,7 +473,7 @@ class RankRun:
         return RunResult(exit_code, len(prep.units), c.units_done, self.failed, c.images,
                          c.failures, c.elapsed, c.loop_seconds, c.first_batch or 0.0,
                          c.steady_seconds, text, c.peak_feature_bytes,
-                         c.decode_thread_seconds, c.spilled_bytes)
+                         c.decode_thread_seconds, c.spilled_bytes, c.cpu_share)
 
     def check_complete(self) -> int:
         """Exit 0 promises that every planned unit is done (`webssl extract --help`). At the
@@ -513,6 +526,8 @@ class RankRun:
             finally:
                 self.counters.write_wait_seconds = (self.writes.wait_seconds
                                                     + self.spiller.queue.wait_seconds)
+                self.counters.write_drain_seconds = (self.writes.drain_seconds
+                                                     + self.spiller.queue.drain_seconds)
                 self.release_all()
                 self.heartbeat.stop.set()
                 if progress is not None:

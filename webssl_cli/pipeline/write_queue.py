@@ -6,6 +6,13 @@ of memory. Here at most ``ahead`` finished units wait behind the one being writt
 the main loop blocks in :meth:`submit` (the run's summary counts it as waiting for writes),
 which slows the model down to the disk's pace.
 
+Given a byte ``allowance``, small writes may queue past ``ahead`` as long as the features of
+the writes not yet finished stay within it (and at most ``max_queued`` writes are queued):
+a unit of a few MB finishes every second or two, and a count bound alone makes the model
+wait on any stall of the disk (an fsync behind other writeback, a shared filesystem) longer
+than a few units' time, though those units hold almost no memory. Without an allowance the
+bound is the count alone, as before.
+
 A write that failed (disk full, permission denied) is raised on the main thread at the next
 submit or drain, not at the end of the run, so a long run stops at the first failed write.
 """
@@ -18,47 +25,76 @@ from collections import deque
 from collections.abc import Callable
 
 
+MAX_QUEUED = 32   # writes queued (the running one included) however small they are
+
+
 class WriteQueue:
-    def __init__(self, ahead: int = 2, name: str = "webssl-writer") -> None:
+    def __init__(self, ahead: int = 2, name: str = "webssl-writer",
+                 allowance: int | None = None, max_queued: int = MAX_QUEUED) -> None:
+        """``allowance``: bytes (``submit``'s ``nbytes``) the writes not yet finished may
+        hold before ``submit`` blocks past ``ahead``; None: block past ``ahead`` always."""
         self.ahead = ahead
+        self.allowance = allowance
+        self.max_queued = max_queued
         self.pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self.futures: deque[cf.Future] = deque()
-        self.wait_seconds = 0.0      # main thread blocked on a full queue or on the drain
+        self.sizes: deque[int] = deque()    # each queued write's nbytes, beside its future
+        self.wait_seconds = 0.0      # main thread blocked on a full queue
+        self.drain_seconds = 0.0     # main thread waiting in drain (the last writes)
 
     def __len__(self) -> int:
         return len(self.futures)
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of the writes not yet finished (a write may finish at any moment on the
+        writer thread, whether or not it was reaped)."""
+        return sum(n for f, n in zip(self.futures, self.sizes) if not f.done())
+
     def submit(self, fn: Callable[[], None],
                waiting: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-               track: list[cf.Future] | None = None) -> None:
-        """Queue ``fn`` (its future appended to ``track`` at once); block (inside
-        ``waiting()``, so a stop signal can interrupt) while more than ``ahead`` writes wait
-        behind the running one. Raises a failed write's error."""
+               track: list[cf.Future] | None = None, nbytes: int = 0) -> None:
+        """Queue ``fn`` (its future appended to ``track`` at once), which holds ``nbytes`` in
+        memory until it finished; block (inside ``waiting()``, so a stop signal can
+        interrupt) while more than ``ahead`` writes wait behind the running one and they are
+        over the byte allowance or more than ``max_queued``. Raises a failed write's error."""
         self.reap()
         future = self.pool.submit(fn)
         self.futures.append(future)
+        self.sizes.append(nbytes)
         if track is not None:
             track.append(future)
-        while len(self.futures) > self.ahead + 1:
+        while self._full():
             self._wait_oldest(waiting)
+
+    def _full(self) -> bool:
+        if len(self.futures) <= self.ahead + 1:
+            return False
+        if self.allowance is None or len(self.futures) > self.max_queued:
+            return True
+        return self.queued_bytes > self.allowance
 
     def drain(self, waiting: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> None:
         """Wait for every queued write; raises the first failed one's error."""
         while self.futures:
-            self._wait_oldest(waiting)
+            self._wait_oldest(waiting, drain=True)
 
     def reap(self) -> None:
         """Drop finished writes from the front of the queue, raising a failed one's error."""
         while self.futures and self.futures[0].done():
+            self.sizes.popleft()
             self.futures.popleft().result()
 
-    def _wait_oldest(self, waiting) -> None:
+    def _wait_oldest(self, waiting, drain: bool = False) -> None:
         t0 = time.perf_counter()
         try:
             with waiting():
                 cf.wait([self.futures[0]])
         finally:
-            self.wait_seconds += time.perf_counter() - t0
+            if drain:
+                self.drain_seconds += time.perf_counter() - t0
+            else:
+                self.wait_seconds += time.perf_counter() - t0
         self.reap()
 
     def abandon(self) -> None:

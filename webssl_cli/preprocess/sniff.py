@@ -6,6 +6,7 @@ without allocating its pixels.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 _SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7,
@@ -40,6 +41,54 @@ class JpegFrame:
     height: int
     sof: int            # the frame marker: 0xC0 baseline, 0xC1 extended, 0xC2 progressive, ...
     orientation_elsewhere: bool = False   # see :func:`jpeg_frame`
+
+
+# A marker inside entropy-coded data: 0xFF followed by anything but 0x00 (a stuffed 0xFF data
+# byte) or 0xD0-0xD7 (restart markers, legal inside a scan). Fill bytes (0xFF 0xFF) count.
+_SCAN_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+
+
+def jpeg_scan_start(data: bytes) -> int | None:
+    """Offset of the first scan's entropy-coded data (just past the first SOS segment, by its
+    length field), or None if the marker segments end, or break, before an SOS."""
+    n = len(data)
+    i = 2
+    while i < n:
+        if data[i] != 0xFF:
+            return None
+        while i < n and data[i] == 0xFF:      # fill bytes
+            i += 1
+        if i >= n:
+            return None
+        marker = data[i]
+        if marker in _STANDALONE_MARKERS:
+            i += 1
+            continue
+        if marker == 0xD9 or i + 2 >= n:
+            return None
+        seg_len = (data[i + 1] << 8) | data[i + 2]
+        if seg_len < 2:
+            return None
+        if marker == 0xDA:
+            return i + 1 + seg_len if i + 1 + seg_len <= n else None
+        i += 1 + seg_len
+    return None
+
+
+def jpeg_single_clean_scan(data: bytes) -> bool:
+    """Whether a JPEG's entropy-coded data is one clean scan ending the file: the first marker
+    after the first SOS segment (stuffed 0xFF 0x00 and restart markers aside) is the EOI, at
+    the end of the data (trailing zero bytes allowed). False for a stray marker in the scan
+    data, a second scan (multi-scan baseline files: DHT/SOS between scans), fill bytes, a
+    missing EOI, or no SOS at all. One C-speed regex search over the scan data."""
+    start = jpeg_scan_start(data)
+    if start is None:
+        return False
+    m = _SCAN_MARKER.search(data, start)
+    if m is None or data[m.start() + 1] != 0xD9:
+        return False
+    end = m.end()
+    return end == len(data) or end == len(data.rstrip(b"\x00"))
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
