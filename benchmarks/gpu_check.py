@@ -192,7 +192,8 @@ def e2e_rows(args, dev, table: Table, tmp: Path):
               [("cpu", False, 8, None), ("gpu", False, 8, 0.0), ("gpu", False, 8, None)]
               if args.smoke else
               [("cpu", False, 256, None)]
-              + ([("gpu", False, 256, 0.0), ("gpu", False, 256, None), ("gpu", True, 512, 0.0),
+              + ([("gpu", False, 256, 0.0), ("gpu", False, 256, None), ("gpu", False, 256, 0.5),
+                  ("gpu", True, 512, 0.0),
                   ("gpu", True, 512, None)] if gpu else []))]
     if gpu and not args.smoke:      # compute-bound models, compiled: end-to-end MFU
         for big in filter(None, args.e2e_big.split(",")):
