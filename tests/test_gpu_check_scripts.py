@@ -28,21 +28,24 @@ def test_gpu_check_smoke_runs_every_section_and_keeps_its_table(tmp_path: Path) 
     assert not failed, failed
     models = [r["model"] for r in rows]
     # sections ran in the order asked for, each leaving its rows
-    assert models[:3] == ["dino300m-full2b-224 e2e extract"] * 2 + ["dino300m cls: --decode gpu vs cpu"]
-    assert models[3:6] == ["smoke vs transformers"] * 3
-    assert models[6:8] == ["smoke", "smoke"]
-    assert [m.split(" (")[1] for m in models[8:10]] == ["cls)", "patches)"]
-    decode = [r["mode"] for r in rows[10:]]
-    assert models[10:] == ["decode_on_gpu (device step alone)"] * 9
+    assert models[:5] == ["dino300m-full2b-224 e2e extract"] * 3 + [
+        f"dino300m cls: --decode gpu (--cpu-share {s}) vs cpu" for s in ("0.0", "auto")]
+    assert models[5:8] == ["smoke vs transformers"] * 3
+    assert models[8:10] == ["smoke", "smoke"]
+    assert [m.split(" (")[1] for m in models[10:12]] == ["cls)", "patches)"]
+    decode = [r["mode"] for r in rows[12:]]
+    assert models[12:] == ["decode_on_gpu (device step alone)"] * 9
     assert [m.split(":")[0] for m in decode] == [
         f"{s}{w}" for s in ("same size 256x256 (crop only at 224)", "same size 512x384",
                             "mixed sizes") for w in (", per-image", ", batched", "")]
     e2e = [r for r in rows if r["model"].endswith("e2e extract")]
-    assert [r["mode"].split(",")[0] for r in e2e] == ["decode cpu", "decode gpu"]
+    assert [r["mode"].split(",")[0] for r in e2e[:2]] == [
+        "decode cpu", "decode gpu (--cpu-share 0.0: workers decoded 0%)"]
+    assert e2e[2]["mode"].startswith("decode gpu (--cpu-share auto: workers decoded ")
     assert all(r["images"] == 32 and r["exit"] == 0 and r["failed_samples"] == 0 for r in e2e)
     assert "decode thread busy" in e2e[1]["mode"] and "decode thread" not in e2e[0]["mode"]
     assert all("Bottleneck:" in r["summary"] for r in e2e)
-    assert "cos min 1.0000" in rows[2]["mode"] or "cos min 0.999" in rows[2]["mode"]
+    assert all("cos min 1.0000" in r["mode"] or "cos min 0.999" in r["mode"] for r in rows[3:5])
     text = out.read_text()
     assert text.count("\n| ") == len(rows) + 1 and "total " in text
 
