@@ -61,11 +61,12 @@ def test_balanced_share_equalizes_worker_and_thread_time_per_image() -> None:
 def test_estimate_follows_measured_costs_and_keeps_a_fixed_share() -> None:
     est = ShareEstimate(8, None)
     assert est.share.value == pytest.approx(prior_share(8))
+    est.observe(64, 64 * 1e-4 + 24 * 5e-3, 24, 24 * 5e-3, 64, 24)
     est.on_thread_batch(64, 5.0)          # nvJPEG's start-up: not counted
-    assert est.estimate() is None
+    assert est.estimate() is None and est.share.value == pytest.approx(prior_share(8))
     # pieces of 64: 40 raw, 24 decoded here (all picked), 5 ms each; reading 0.1 ms each
     for _ in range(50):
-        est.on_piece(64, 64 * 1e-4 + 24 * 5e-3, 24, 24 * 5e-3, 64, 24)
+        est.observe(64, 64 * 1e-4 + 24 * 5e-3, 24, 24 * 5e-3, 64, 24)
         est.on_thread_batch(40, 40 * 2e-3)
     want = balanced_share(8, 1e-4, 5e-3, 2e-3, 1.0, 0.0)
     assert est.estimate() == pytest.approx(want, rel=1e-6)
@@ -73,16 +74,17 @@ def test_estimate_follows_measured_costs_and_keeps_a_fixed_share() -> None:
     assert est.picked_fraction() == pytest.approx(24 / 64)
     # the decode thread gets 4x faster: the share follows it down within a few dozen batches
     for _ in range(100):
-        est.on_piece(64, 64 * 1e-4 + 24 * 5e-3, 24, 24 * 5e-3, 64, 24)
+        est.observe(64, 64 * 1e-4 + 24 * 5e-3, 24, 24 * 5e-3, 64, 24)
         est.on_thread_batch(40, 40 * 0.5e-3)
     assert est.share.value == pytest.approx(balanced_share(8, 1e-4, 5e-3, 0.5e-3, 1.0, 0.0),
                                             abs=0.02)
     fixed = ShareEstimate(8, 0.3)
     for _ in range(20):
-        fixed.on_piece(64, 0.2, 20, 0.1, 64, 20)
+        fixed.observe(64, 0.2, 20, 0.1, 64, 20)
         fixed.on_thread_batch(44, 0.5)
     assert fixed.share.value == 0.3
     assert ShareEstimate(0, None).share.value == 0.0    # no workers: the main thread reads
+    assert ShareEstimate(4, None).picked_fraction() is None      # nothing GPU-decodable yet
 
 
 def _child(share: SharedShare, go, q) -> None:
@@ -125,16 +127,16 @@ def test_any_split_gives_the_rows_features_and_ledger_of_cpu_decoding(tmp_path: 
     root = _shard_folder(tmp_path)
     cpu_out, dev_out = tmp_path / "cpu", tmp_path / "device"
     assert extract(config([root], cpu_out, shard_size=6, batch=4)).exit_code == 0
-    cfg = config([root], dev_out, shard_size=6, batch=4)
-    cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, cpu_share=share))
-    res = device_decode_run(cfg)
+    res = device_decode_run(config([root], dev_out, shard_size=6, batch=4), share)
     assert res.exit_code == 0
     assert ledger(dev_out) == ledger(cpu_out)
     cpu_keys, cpu_cls = read_features(cpu_out)
     dev_keys, dev_cls = read_features(dev_out)
     assert dev_keys == cpu_keys
     assert _cos(cpu_cls, dev_cls).min() >= 0.999
-    assert f"the workers decoded {res.cpu_share:.0%} of the GPU-decodable JPEGs" in res.summary
+    mode = "auto" if share is None else f"{share:g}"
+    assert (f"{res.cpu_share:.0%} of the GPU-decodable JPEGs decoded on the CPU "
+            f"(--cpu-share {mode})") in res.summary
     if share == 1.0:
         assert res.cpu_share == 1.0 and res.decode_thread_seconds == 0.0
     elif share == 0.0:
@@ -156,3 +158,37 @@ def test_bad_cpu_share_is_a_usage_error(tmp_path: Path, args, said) -> None:
     r = cli_here(cli_args([tmp_path / "in"], tmp_path / "out", *args))
     assert r.returncode == 2, r.stderr
     assert said in r.stderr
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_pieces_busy_time_leaves_out_the_time_it_waited_to_be_taken(tmp_path: Path,
+                                                                       workers) -> None:
+    """The estimate's worker cost: a piece's ``decode_seconds`` is the time spent reading and
+    decoding it, not the time the worker sat after handing over the piece before (the
+    loader's prefetch full, or with no workers the main thread busy elsewhere): 8 pieces of
+    tiny JPEGs taken 0.3 s apart."""
+    import time
+
+    from webssl_cli.config import InputConfig, PreprocessConfig
+    from webssl_cli.pipeline.loader import BatchSource
+    from webssl_cli.readers import plan_units
+    root = tmp_path / "jpegs"
+    root.mkdir()
+    for i in range(16):
+        (root / f"{i:02d}.jpg").write_bytes(img.make_jpeg(48, 40, i))
+    icfg = InputConfig((str(root),))
+    source = BatchSource(icfg, PreprocessConfig(28), batch_size=2, num_workers=workers,
+                         pin_memory=False, prefetch_factor=1)
+    pieces = []
+    try:
+        for unit in plan_units(icfg):
+            source.submit(unit)
+        while source.outstanding:
+            b = source.next_batch()
+            if not b.end:
+                pieces.append(b.decode_seconds)
+                time.sleep(0.3)
+    finally:
+        source.close()
+    assert len(pieces) == 8
+    assert max(pieces) < 0.15, pieces      # each piece would carry ~0.3 s of waiting before

@@ -24,9 +24,12 @@ from webssl_cli.pipeline.setup import prepare
 from webssl_cli.store import OutputLayout, done_units
 
 
-def device_decode_run(cfg):
-    """What `webssl extract --decode gpu` runs, on the CPU device."""
-    cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, decode="gpu"))
+def device_decode_run(cfg, share: float | None = 0.0):
+    """What `webssl extract --decode gpu --cpu-share SHARE` runs, on the CPU device. The
+    default 0 sends every JPEG the GPU can take to the decode thread, whatever the timings
+    (``auto`` balances from measured costs: which JPEG goes where would vary by run)."""
+    cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, decode="gpu",
+                                                               cpu_share=share))
     rank = detect_rank()
     return RankRun(prepare(cfg, rank, "fp32"), rank, torch.device("cpu"), "fp32").run(StopFlag())
 

@@ -191,3 +191,26 @@ def test_waiting_in_the_drain_is_told_apart_from_waiting_on_a_full_queue() -> No
     assert "the model is the bottleneck" in text
     c.write_wait_seconds = 3.0
     assert "writing is the bottleneck" in summary(c, workers=4)
+
+
+def test_a_stop_lets_queued_writes_finish_within_the_grace_then_drops_the_rest() -> None:
+    """On a stop signal the queued small units are still written if the disk allows it
+    within the grace (up to 32 may be queued: minutes of model time); past it, the writes
+    not started are dropped (the rerun redoes them) and only the running one is awaited."""
+    q = WriteQueue(ahead=1, allowance=1000)
+    gate, done = threading.Event(), []
+    for i in range(5):
+        q.submit(stalled(gate, done, i), nbytes=1)
+    threading.Timer(SETTLE, gate.set).start()       # the disk comes back during the grace
+    assert q.close(cancel=True, grace=GIVE) is None
+    assert done == list(range(5))
+
+    q = WriteQueue(ahead=1, allowance=1000)
+    gate, done = threading.Event(), []
+    for i in range(5):
+        q.submit(stalled(gate, done, i), nbytes=1)
+    timer = threading.Timer(SETTLE * 2, gate.set)   # comes back only after the grace
+    timer.start()
+    assert q.close(cancel=True, grace=SETTLE) is None
+    assert done == [0]                              # the running write finished, no other
+    assert all(f.cancelled() for f in list(q.futures)[1:])

@@ -71,9 +71,8 @@ def bench_input(src: str, workers: int, resolution: int, decode: str = "cpu",
             b = source.next_batch()
             failures += len(b.failures)
             n = len(b.indices) if b.images is not None else 0
-            if share is not None and not b.end:
-                share.on_piece(n + len(b.raw_sizes) + len(b.failures), b.decode_seconds,
-                               b.cpu_images, b.cpu_seconds, b.gpu_eligible, b.cpu_picked)
+            if share is not None:
+                share.on_piece(b)
             if device is not None and b.raw_sizes:   # --decode gpu: the runner's device step
                 t0 = time.perf_counter()
                 n_ok, n_bad = _decode_raw(b.raw, pcfg, device)

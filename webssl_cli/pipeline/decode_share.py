@@ -106,8 +106,16 @@ class ShareEstimate:
         self.total_eligible = 0
         self.total_picked = 0
 
-    def on_piece(self, images: int, busy: float, cpu_images: int, cpu_seconds: float,
-                 eligible: int, picked: int) -> None:
+    def on_piece(self, b) -> None:
+        """A worker's piece (``loader.Batch``): its samples, busy and CPU-decode seconds,
+        GPU-decodable JPEGs and how many of those it decoded itself. End markers carry none."""
+        if b.end:
+            return
+        self.observe(len(b.indices) + len(b.raw_sizes) + len(b.failures), b.decode_seconds,
+                     b.cpu_images, b.cpu_seconds, b.gpu_eligible, b.cpu_picked)
+
+    def observe(self, images: int, busy: float, cpu_images: int, cpu_seconds: float,
+                eligible: int, picked: int) -> None:
         self.total_eligible += eligible
         self.total_picked += picked
         s = self.s
@@ -149,6 +157,7 @@ class ShareEstimate:
             # never quite 0 or 1 while estimating: both sides keep being measured
             self.share.value = min(max(est, 0.02), 0.98)
 
-    def picked_fraction(self) -> float:
-        """The share of the eligible JPEGs the workers decoded, over the whole run."""
-        return self.total_picked / self.total_eligible if self.total_eligible else 0.0
+    def picked_fraction(self) -> float | None:
+        """The share of the GPU-decodable JPEGs decoded on the CPU over the whole run; None
+        when there were none."""
+        return self.total_picked / self.total_eligible if self.total_eligible else None

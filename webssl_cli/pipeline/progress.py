@@ -34,7 +34,8 @@ class Counters:
     write_drain_seconds: float = 0.0 # waiting for the last writes (drains): no model time lost
     peak_feature_bytes: int = 0      # features in host memory waiting for their unit's write
     spilled_bytes: int = 0           # features spilled to disk to stay under the budget
-    cpu_share: float | None = None   # --decode gpu: GPU-decodable JPEGs the workers decoded
+    cpu_share: float | None = None   # --decode gpu: GPU-decodable JPEGs decoded on the CPU
+    cpu_share_mode: str = "auto"     # --cpu-share as given
     started: float = field(default_factory=time.perf_counter)
     loop_started: float | None = None    # first batch requested (setup and model load excluded)
     first_batch: float | None = None     # seconds from loop start to the first model batch
@@ -143,16 +144,19 @@ def summary(c: Counters, workers: int, cuda: bool = False) -> str:
         parts["GPU decode thread"] = c.decode_thread_seconds
     drained = (f" (and {c.write_drain_seconds:.1f}s for the last ones)"
                if c.write_drain_seconds >= 0.05 else "")
-    shared = (f"; the workers decoded {c.cpu_share:.0%} of the GPU-decodable JPEGs"
-              if c.cpu_share is not None else "")
+    shared = (f"; {c.cpu_share:.0%} of the GPU-decodable JPEGs decoded on the CPU "
+              f"(--cpu-share {c.cpu_share_mode})" if c.cpu_share is not None else "")
     if c.images == 0:
         hint = "none to name: no image reached the model in this process"
     elif c.wait_seconds > 0.2 * wall and c.wait_seconds > c.model_seconds * 0.25:
         if c.decode_thread_seconds > 0.8 * wall:
             hint = ("the GPU decode thread is the bottleneck (busy "
                     f"{c.decode_thread_seconds:.1f}s of {wall:.1f}s; the model waited "
-                    f"{c.wait_seconds:.1f}s): raise --num-workers (the workers then decode a "
-                    "larger share, --cpu-share) or use --decode cpu")
+                    f"{c.wait_seconds:.1f}s): "
+                    + ("raise --num-workers (with --cpu-share auto the workers then decode a "
+                       "larger share)" if c.cpu_share_mode == "auto" else
+                       "raise --cpu-share (the workers decode more)")
+                    + " or use --decode cpu")
         else:
             gpu = " or use --decode gpu" if cuda and not c.decode_thread_seconds else ""
             hint = ("the input pipeline is the bottleneck (the model waited "

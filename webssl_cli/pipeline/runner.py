@@ -41,6 +41,7 @@ from .write_queue import WriteQueue
 
 DECODE_AHEAD = 2      # --decode gpu: raw batches queued for decoding before the main loop waits
 WRITE_AHEAD = 2       # finished units (features in memory) queued behind the one being written
+STOP_WRITE_GRACE = 10.0  # seconds a stop signal leaves the queued unit writes to finish
 WRITE_BYTES_SHARE = 4 # past WRITE_AHEAD, finished units queue for the writer while their features
                       # hold under 1/4 of the spill budget (which bounds the units in flight)
 WAIT_SLICE = 0.5      # seconds per wait for the loader: progress and stop checks in between
@@ -241,10 +242,8 @@ class RankRun:
     def on_batch(self, b: Batch, pending):
         st = self.inflight[b.unit_index]
         self.counters.read_seconds += b.decode_seconds
-        if self.share is not None and not b.end:
-            self.share.on_piece(len(b.indices) + len(b.raw_sizes) + len(b.failures),
-                                b.decode_seconds, b.cpu_images, b.cpu_seconds,
-                                b.gpu_eligible, b.cpu_picked)
+        if self.share is not None:
+            self.share.on_piece(b)
         if b.failures:
             st.failures += b.failures
             self.counters.failures += len(b.failures)
@@ -466,6 +465,8 @@ class RankRun:
         self.counters.spilled_bytes = self.spiller.spilled_bytes
         if self.share is not None:
             self.counters.cpu_share = self.share.picked_fraction()
+            self.counters.cpu_share_mode = ("auto" if rt.cpu_share is None
+                                            else f"{rt.cpu_share:g}")
         text = summary(self.counters, max(rt.num_workers, 1),
                        cuda=self.device.type == "cuda") + limit_note(self.prep)
         log(self.rank, text)
@@ -512,7 +513,7 @@ class RankRun:
                     source.close()
         finally:
             try:
-                error = self.writes.close(cancel=cancel)
+                error = self.writes.close(cancel=cancel, grace=STOP_WRITE_GRACE)
                 # the writer thread has ended (a write still running waited for its spills):
                 # end the spill thread and remove the spools of units in flight or whose
                 # write was cancelled (after an abandon a write may still read its spool:

@@ -102,9 +102,19 @@ class WriteQueue:
         signal); a write already running finishes in its thread, its commit all or nothing."""
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    def close(self, cancel: bool) -> BaseException | None:
-        """End the thread (dropping queued writes if ``cancel``: a stopped run's units are
-        redone by the rerun). Returns the first error of a write that ran and failed."""
+    def close(self, cancel: bool, grace: float = 0.0) -> BaseException | None:
+        """End the thread. With ``cancel`` (a stop signal), the queued writes still run for up
+        to ``grace`` seconds, then those not started are dropped (a stopped run's units are
+        redone by the rerun; with the byte allowance up to ``max_queued`` small finished
+        units may be queued, minutes of model time at stake). A write already running always
+        finishes. Returns the first error of a write that ran and failed."""
+        if cancel and grace > 0:
+            deadline = time.monotonic() + grace
+            for f in list(self.futures):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                cf.wait([f], timeout=left)
         self.pool.shutdown(wait=True, cancel_futures=cancel)
         for f in self.futures:
             if not f.cancelled() and f.exception() is not None:
