@@ -5,7 +5,6 @@ of the `--decode gpu` pipeline on the CPU device (tests/test_device_decode.py) w
 an automatic share: the same rows and features as `--decode cpu`, whatever the split."""
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing as mp
 import random
 from pathlib import Path
