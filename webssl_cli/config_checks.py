@@ -52,6 +52,9 @@ def _whole(value: object, option: str) -> None:
         raise UsageError(f"{option} must be a whole number, got {value!r}")
 
 
+CPU_SHARE_FORM = "--cpu-share must be auto or a number from 0 to 1"
+
+
 def parse_cpu_share(text: str) -> float | None:
     """``--cpu-share``: "auto" is None (balanced while running), else a number 0..1."""
     if text.strip().lower() == "auto":
@@ -59,7 +62,7 @@ def parse_cpu_share(text: str) -> float | None:
     try:
         return float(text)
     except ValueError:
-        raise UsageError(f"--cpu-share must be auto or a number from 0 to 1, got {text!r}") from None
+        raise UsageError(f"{CPU_SHARE_FORM}, got {text!r}") from None
 
 
 def check_config(cfg: ExtractConfig) -> None:
@@ -77,7 +80,7 @@ def check_config(cfg: ExtractConfig) -> None:
     if rt.cpu_share is not None:
         share = rt.cpu_share
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
-            raise UsageError(f"--cpu-share must be auto or a number from 0 to 1, got {share!r}")
+            raise UsageError(f"{CPU_SHARE_FORM}, got {share!r}")
         if rt.decode != "gpu":
             raise UsageError("--cpu-share only applies with --decode gpu (with --decode cpu the "
                              "workers decode every image)")
