@@ -31,6 +31,26 @@ def submit_in_thread(q: WriteQueue, fn, nbytes: int | None = None) -> threading.
     return t
 
 
+def blocks_after(q: WriteQueue, passing: int, nbytes: int | None) -> None:
+    """``passing`` stalled writes of ``nbytes`` are queued without blocking the submitter,
+    the next one blocks until the stalled writes are let go; then all of them ran."""
+    gate, done = threading.Event(), []
+    try:
+        for i in range(passing):
+            t = submit_in_thread(q, stalled(gate, done, i), nbytes)
+            t.join(GIVE)
+            assert not t.is_alive(), f"submit {i} blocked"
+        last = submit_in_thread(q, stalled(gate, done, passing), nbytes)
+        last.join(SETTLE)
+        assert last.is_alive() and done == []
+    finally:
+        gate.set()
+    last.join(GIVE)
+    assert not last.is_alive()
+    q.drain()
+    assert done == list(range(passing + 1)) and q.close(cancel=False) is None
+
+
 def test_small_writes_queue_past_ahead_while_one_is_stalled_up_to_the_cap() -> None:
     q = WriteQueue(ahead=2, allowance=1000, max_queued=8)
     gate, done = threading.Event(), []
@@ -53,22 +73,8 @@ def test_small_writes_queue_past_ahead_while_one_is_stalled_up_to_the_cap() -> N
 
 
 def test_big_writes_block_after_ahead_as_before() -> None:
-    q = WriteQueue(ahead=2, allowance=1000)
-    gate, done = threading.Event(), []
-    try:
-        for i in range(3):                    # the running one and `ahead` waiting
-            t = submit_in_thread(q, stalled(gate, done, i), nbytes=600)
-            t.join(GIVE)
-            assert not t.is_alive()
-        fourth = submit_in_thread(q, stalled(gate, done, 3), nbytes=600)
-        fourth.join(SETTLE)
-        assert fourth.is_alive() and done == []         # 2400 bytes > 1000: blocked
-    finally:
-        gate.set()
-    fourth.join(GIVE)
-    assert not fourth.is_alive()
-    q.drain()
-    assert done == [0, 1, 2, 3] and q.close(cancel=False) is None
+    blocks_after(WriteQueue(ahead=2, allowance=1000), 3, 600)    # 2400 bytes > 1000
+
 
 
 def test_small_writes_block_once_their_bytes_exceed_the_allowance() -> None:
@@ -134,40 +140,13 @@ def test_a_failed_write_surfaces_at_the_next_submit_and_at_the_drain() -> None:
 def test_default_construction_blocks_after_ahead_whatever_the_bytes() -> None:
     """No allowance (the spill queue, callers passing no bytes): blocks after ahead + 1."""
     for q in (WriteQueue(ahead=2), WriteQueue(2, name="webssl-spill")):
-        gate, done = threading.Event(), []
-        try:
-            for i in range(3):
-                t = submit_in_thread(q, stalled(gate, done, i))
-                t.join(GIVE)
-                assert not t.is_alive()
-            fourth = submit_in_thread(q, stalled(gate, done, 3))
-            fourth.join(SETTLE)
-            assert fourth.is_alive() and done == []
-        finally:
-            gate.set()
-        fourth.join(GIVE)
-        assert not fourth.is_alive()
-        q.drain()
-        assert done == [0, 1, 2, 3] and q.close(cancel=False) is None
+        blocks_after(q, 3, None)
+
 
 
 def test_default_construction_with_tiny_nbytes_still_blocks_after_ahead() -> None:
-    q = WriteQueue(ahead=1)
-    gate, done = threading.Event(), []
-    try:
-        for i in range(2):
-            t = submit_in_thread(q, stalled(gate, done, i), nbytes=1)
-            t.join(GIVE)
-            assert not t.is_alive()
-        third = submit_in_thread(q, stalled(gate, done, 2), nbytes=1)
-        third.join(SETTLE)
-        assert third.is_alive() and done == []
-    finally:
-        gate.set()
-    third.join(GIVE)
-    assert not third.is_alive()
-    q.drain()
-    assert done == [0, 1, 2] and q.close(cancel=False) is None
+    blocks_after(WriteQueue(ahead=1), 2, 1)
+
 
 
 def test_waiting_in_the_drain_is_told_apart_from_waiting_on_a_full_queue() -> None:
