@@ -76,7 +76,6 @@ def test_big_writes_block_after_ahead_as_before() -> None:
     blocks_after(WriteQueue(ahead=2, allowance=1000), 3, 600)    # 2400 bytes > 1000
 
 
-
 def test_small_writes_block_once_their_bytes_exceed_the_allowance() -> None:
     """Bytes of the writes not yet finished count, however many: the fifth write of 300
     bytes takes them to 1500 > 1000; once the stalled one finishes, what is left fits."""
@@ -143,10 +142,8 @@ def test_default_construction_blocks_after_ahead_whatever_the_bytes() -> None:
         blocks_after(q, 3, None)
 
 
-
 def test_default_construction_with_tiny_nbytes_still_blocks_after_ahead() -> None:
     blocks_after(WriteQueue(ahead=1), 2, 1)
-
 
 
 def test_waiting_in_the_drain_is_told_apart_from_waiting_on_a_full_queue() -> None:
