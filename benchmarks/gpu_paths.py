@@ -7,7 +7,10 @@ CPU tests cannot reach, each checked in a few seconds and reported as table rows
   workers' check must send it to the CPU (on an H100 on 2026-11-27 nvJPEG decoded it into
   garbage without an error); fed to nvJPEG anyway, whether the batched call flags it (then
   the bisection must pin it on that image, calls counted), and the others equal to decoding
-  them alone.
+  them alone. Likewise, in the same row, four header corruptions that libjpeg reports
+  (a DHT count byte, an SOS naming undefined Huffman tables, the first DQT removed, SOS
+  components 3 -> 2): each routed to the CPU?, and fed to nvJPEG in one batch with good
+  ones, flagged or decoded silently?
 - The loader on CUDA (``pin_memory=True``): ``next_batch(timeout)`` slices while an input
   stalls, then the bounded shutdown stopping the pin-memory thread.
 - The per-batch NaN/inf check's cost next to one dino300m batch.
@@ -60,11 +63,51 @@ def _jpeg(i: int, w: int, h: int) -> bytes:
 def _corrupt(data: bytes) -> bytes:
     """Headers and end marker intact; a DHT marker inside the scan data, 6 bytes past the SOS
     header (by its length field: 20 bytes after the SOS marker for 3 components)."""
-    from webssl_cli.preprocess.sniff import jpeg_scan_start
+    from webssl_cli.preprocess.jpeg_gpu_check import jpeg_scan_start
     out = bytearray(data)
     at = jpeg_scan_start(data) + 6
     out[at:at + 2] = b"\xff\xc4"
     return bytes(out)
+
+
+def _segment(data: bytes, marker: int) -> int:
+    """Index of the first ``marker`` segment's 0xFF, by walking the segments from SOI."""
+    i = 2
+    while data[i + 1] != marker:
+        i += 2 + ((data[i + 2] << 8) | data[i + 3])
+    return i
+
+
+def _patched(data: bytes, at: int, new: bytes) -> bytes:
+    return data[:at] + new + data[at + len(new):]
+
+
+def _header_corruptions(data: bytes) -> dict[str, bytes]:
+    """Corrupt headers, scan data and EOI intact, which libjpeg reports as ``CorruptImage``
+    and which only the workers' header check (not the scan check) keeps from nvJPEG (as in
+    tests/test_jpeg_scan_check.py)."""
+    dht, sos, dqt = _segment(data, 0xC4), _segment(data, 0xDA), _segment(data, 0xDB)
+    return {"DHT count byte": _patched(data, dht + 5, b"\x20"),
+            "SOS undefined Huffman tables": _patched(data, sos + 6, b"\x33"),
+            "first DQT removed": data[:dqt] + data[dqt + 2 + ((data[dqt + 2] << 8)
+                                                              | data[dqt + 3]):],
+            "SOS components 3->2": _patched(data, sos + 4, b"\x02")}
+
+
+def _header_verdicts(datas: list[bytes], pcfg, dev) -> str:
+    """For each header corruption of ``datas[0]``: routed to the CPU by the workers' check,
+    and what nvJPEG does with it in one batch with 4 good JPEGs (the corrupt ones behind)."""
+    from webssl_cli.pipeline.gpu_decode import decode_raw_batch, gpu_decoded_bytes
+    variants = _header_corruptions(datas[0])
+    batch = datas[1:5] + list(variants.values())
+    r = decode_raw_batch([torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in batch],
+                         pcfg, dev)
+    said = []
+    for j, (name, d) in enumerate(variants.items(), start=4):
+        nv = ("flagged" if j in r.bad else "decoded SILENTLY" if j in r.ok else "lost")
+        said.append(f"{name}: to CPU {gpu_decoded_bytes(d, pcfg) == 0}, nvJPEG {nv}")
+    good_ok = all(j in r.ok for j in range(4))
+    return f"{'; '.join(said)} (the 4 good ones beside them decoded: {good_ok})"
 
 
 def corrupt_batch_rows(args, dev, table) -> None:
@@ -72,7 +115,8 @@ def corrupt_batch_rows(args, dev, table) -> None:
     check must route it to the CPU (there libjpeg records it); then, fed to nvJPEG anyway in
     one batch with the others: did the batched call flag it (failure) or decode it silently
     (garbage, no error: nvJPEG on an H100, 2026-11-27), and are the OTHER images equal to the
-    batch without it (the corrupt position dropped before comparing)."""
+    batch without it (the corrupt position dropped before comparing). And the four header
+    corruptions (:func:`_header_verdicts`), in the same row."""
     import torchvision.io
 
     from webssl_cli.config import PreprocessConfig
@@ -97,6 +141,10 @@ def corrupt_batch_rows(args, dev, table) -> None:
         host = time.perf_counter() - t0
         ours = list(calls)                    # this batch's calls only
         alone = decode_raw_batch(raws[:k] + raws[k + 1:], pcfg, dev)
+        try:
+            headers = _header_verdicts(datas, pcfg, dev)
+        except Exception as exc:      # the stray-marker verdict above still reported
+            headers = f"FAILED {type(exc).__name__}: {exc}"[:120]
     finally:
         torchvision.io.decode_jpeg = real
     verdict = ("flagged it" if k in r.bad else "decoded it SILENTLY (no error)" if k in r.ok
@@ -110,7 +158,8 @@ def corrupt_batch_rows(args, dev, table) -> None:
               f"{good_to_gpu}/{n}); fed to nvJPEG with the {n} others, the batched decode "
               f"{verdict}: failures {sorted(r.bad)} ({', '.join(e for e, _ in r.bad.values())}), "
               f"fallbacks {r.fallbacks}, decode calls {len(ours)} (sizes {ours[:12]}), host "
-              f"{host * 1e3:.0f} ms; the {n} others equal to the batch without it: {same}", n + 1)
+              f"{host * 1e3:.0f} ms. Header corruptions: {headers}. The stray-marker batch's "
+              f"{n} others equal to the batch without it: {same}", n + 1)
 
 
 def loader_rows(dev, table, tmp: Path) -> None:

@@ -1,6 +1,7 @@
 """`--decode gpu` sends a JPEG to nvJPEG only when its entropy-coded data is one clean scan
-ending at the EOI: nvJPEG decodes a stray marker in the scan data silently into garbage (H100,
-2026-11-27) where libjpeg on the CPU reports it, so such files are left to the CPU path."""
+ending at the EOI and its headers are self-consistent: nvJPEG decodes a stray marker in the
+scan data silently into garbage (H100, 2026-11-27) where libjpeg on the CPU reports it, so such
+files, and files with corrupt headers (DHT, DQT, SOF, SOS), are left to the CPU path."""
 from __future__ import annotations
 
 import dataclasses
@@ -21,7 +22,9 @@ from webssl_cli.pipeline.gpu_decode import gpu_decoded_bytes
 from webssl_cli.pipeline.runner import RankRun
 from webssl_cli.pipeline.setup import prepare
 from webssl_cli.preprocess import DecodeError, load_sample
-from webssl_cli.preprocess.sniff import jpeg_scan_start, jpeg_single_clean_scan
+from webssl_cli.preprocess.jpeg_gpu_check import (jpeg_gpu_check, jpeg_gpu_unsafe,
+                                                  jpeg_scan_start, jpeg_single_clean_scan)
+from webssl_cli.preprocess.sniff import jpeg_frame
 from webssl_cli.store import OutputLayout, done_units
 
 PCFG = PreprocessConfig(224)
@@ -98,6 +101,148 @@ def test_the_scan_check_on_hand_made_cases() -> None:
     assert gpu_decoded_bytes(commented, PCFG) > 0
 
 
+# --- header checks ---------------------------------------------------------------------
+
+
+def segment(data: bytes, marker: int) -> int:
+    """Index of the first ``marker`` segment's 0xFF (as a segment walk finds it: not inside
+    another segment)."""
+    i = 2
+    while True:
+        assert data[i] == 0xFF
+        if data[i + 1] == marker:
+            return i
+        i += 2 + ((data[i + 2] << 8) | data[i + 3])
+
+
+def dht_count_corrupted(data: bytes) -> bytes:
+    """The first DHT's first table: 32 codes of length 1 (its count byte was 0)."""
+    out = bytearray(data)
+    out[segment(data, 0xC4) + 5] = 0x20
+    return bytes(out)
+
+
+def sos_undefined_tables(data: bytes) -> bytes:
+    """The SOS's first component: DC and AC Huffman table 3, never defined."""
+    out = bytearray(data)
+    out[segment(data, 0xDA) + 6] = 0x33
+    return bytes(out)
+
+
+def first_dqt_removed(data: bytes) -> bytes:
+    """The SOF still names quantization table 0."""
+    i = segment(data, 0xDB)
+    return data[:i] + data[i + 2 + ((data[i + 2] << 8) | data[i + 3]):]
+
+
+def sos_two_of_three(data: bytes) -> bytes:
+    """SOS component count 3 -> 2, its length field unchanged."""
+    out = bytearray(data)
+    out[segment(data, 0xDA) + 4] = 2
+    return bytes(out)
+
+
+HEADER_CORRUPTIONS = {"DHT count byte": (dht_count_corrupted, "DHT"),
+                      "SOS table selector": (sos_undefined_tables, "Huffman tables"),
+                      "first DQT removed": (first_dqt_removed, "quantization table 0"),
+                      "SOS 3 -> 2 components": (sos_two_of_three, "SOS length")}
+
+
+@pytest.mark.parametrize("name", HEADER_CORRUPTIONS)
+def test_a_corrupt_header_goes_to_the_cpu_which_names_it(name: str) -> None:
+    corrupt, why = HEADER_CORRUPTIONS[name]
+    good = example_jpeg(0)
+    assert sum(good.count(m) for m in (b"\xff\xc4", b"\xff\xdb")) >= 4   # PIL: 4 DHT, 2 DQT
+    assert jpeg_gpu_unsafe(good) is None
+    bad = corrupt(good)
+    assert bad != good and jpeg_single_clean_scan(bad)       # the scan check alone passes it
+    assert jpeg_frame(bad) == jpeg_frame(good)               # so does the frame header
+    assert why in jpeg_gpu_unsafe(bad)
+    assert gpu_decoded_bytes(bad, PCFG) == 0
+    with pytest.raises(DecodeError) as err:
+        load_sample(bad, PCFG)
+    assert err.value.error_type == "CorruptImage"
+
+
+def test_header_checks_on_hand_made_cases() -> None:
+    good = example_jpeg(3)
+    sos, sof, dqt = segment(good, 0xDA), segment(good, 0xC0), segment(good, 0xDB)
+    dht = segment(good, 0xC4)
+
+    def patched(at: int, new: bytes) -> bytes:
+        return good[:at] + new + good[at + len(new):]
+
+    def reason(data: bytes) -> str:
+        r = jpeg_gpu_unsafe(data)
+        assert r is not None and gpu_decoded_bytes(data, PCFG) == 0
+        return r
+    assert "Kraft" not in reason(patched(dht + 20, b"\x01"))           # one more 16-bit code:
+    assert "DHT length" in reason(patched(dht + 20, b"\x01"))          # values run over
+    assert "class" in reason(patched(dht + 4, b"\x20"))                # table class 2
+    assert "DQT table" in reason(patched(dqt + 4, b"\x04"))            # table id 4
+    assert "DQT length" in reason(patched(dqt + 3, bytes([good[dqt + 3] - 1])))
+    assert "SOF length" in reason(patched(sof + 9, b"\x02"))           # Nf 3 -> 2
+    assert "sampling" in reason(patched(sof + 11, b"\x50"))            # H = 5
+    assert "ids repeat" in reason(patched(sof + 13, bytes([good[sof + 10]])))
+    assert "quantization table 3" in reason(patched(sof + 12, b"\x03"))
+    assert "not the frame's" in reason(patched(sos + 7, b"\x09"))      # component id 9
+    assert "spectral" in reason(patched(sos + 11, b"\x00\x3f\x01"))    # Al = 1
+    assert "spectral" in reason(patched(sos + 11, b"\x01\x3f\x00"))    # Ss = 1
+    assert "fill bytes" in reason(good[:sos] + b"\xff" + good[sos:])
+    assert "marker 0xcc" in reason(good[:sos] + b"\xff\xcc\x00\x04\x00\x00" + good[sos:])
+    assert "second frame" in reason(good[:sos] + good[sof:dht] + good[sos:])
+    assert "not baseline" in reason(example_jpeg(3, progressive=True))
+    many = good[:2] + b"\xff\xfe\x00\x02" * 300 + good[2:]
+    assert "segments" in reason(many) and jpeg_single_clean_scan(many)
+    # a restart marker in a scan without a restart interval (DRI)
+    start = jpeg_scan_start(good)
+    assert "clean scan" in reason(patched(start + 100, b"\xff\xd3"))
+    # a truncated file, a cut segment
+    assert "clean scan" in reason(good[:-2]) and "past the end" in reason(good[:sos + 5])
+    assert reason(b"\x89PNG\r\n\x1a\n" + good[8:]).startswith("not a JPEG")
+    frame, problem = jpeg_gpu_check(good)
+    assert problem is None and frame == jpeg_frame(good)
+
+
+def _exif() -> bytes:
+    exif = Image.Exif()
+    exif[0x010F] = "webssl"                                      # Make
+    exif[0x0132] = "2026:11:27 12:00:00"                          # DateTime
+    return exif.tobytes()
+
+
+def _icc() -> bytes:
+    from PIL import ImageCms
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+VALID = {**{f"q{q} subsampling={s}": (0, {"quality": q, "subsampling": s})
+            for q in (20, 75, 95) for s in (0, 1, 2)},
+         **{f"grey q{q}": (1, {"quality": q, "grey": True}) for q in (10, 60, 100)},
+         "restart markers": (2, {"restart_marker_rows": 1}),
+         "optimize=True": (3, {"optimize": True}),
+         "optimize=True grey": (1, {"optimize": True, "grey": True}),
+         "EXIF + ICC + comment": (2, {"exif": _exif, "icc_profile": _icc,
+                                      "comment": b"made by a test"}),
+         "ICC over several APP2 segments": (0, {"icc_profile": lambda: _icc() * 200})}
+
+
+@pytest.mark.parametrize("name", VALID)
+def test_valid_baseline_jpegs_still_go_to_the_gpu(name: str) -> None:
+    i, save = VALID[name]
+    save = {k: v() if callable(v) else v for k, v in save.items()}
+    im = img.photo(i)
+    if save.pop("grey", False):
+        im = im.convert("L")
+    data = img.encode(im, "JPEG", **{"quality": 90, **save})
+    assert jpeg_gpu_unsafe(data) is None, name
+    assert gpu_decoded_bytes(data, PCFG) == im.width * im.height * 3
+    if "icc_profile" in save:
+        assert data.count(b"ICC_PROFILE") == (2 if "several" in name else 1)
+    if "restart" in name:
+        assert b"\xff\xdd" in data and sum(data.count(m) for m in RST) > 10
+
+
 # --- end to end ---------------------------------------------------------------------------
 
 
@@ -149,7 +294,10 @@ def test_a_corrupt_jpeg_in_a_shard_is_recorded_under_decode_gpu_as_under_cpu(
 
     silent_nvjpeg(monkeypatch)
     cfg = config([shard], gpu_out, batch=4, workers=1)
-    cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, decode="gpu"))
+    # cpu_share=0: no worker picks the corrupt file for a CPU decode by chance, so only the
+    # scan check keeps it from the (silent) GPU decode
+    cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, decode="gpu",
+                                                               cpu_share=0.0))
     rank = detect_rank()
     res = RankRun(prepare(cfg, rank, "fp32"), rank, torch.device("cpu"), "fp32").run(StopFlag())
     assert res.exit_code == 0 and res.failures == 1 and res.images == 3 + len(good)
@@ -164,3 +312,35 @@ def test_a_corrupt_jpeg_in_a_shard_is_recorded_under_decode_gpu_as_under_cpu(
     assert gpu_keys == cpu_keys and key not in gpu_keys
     assert {f"{shard.stem}/{k}" for k in good} <= set(gpu_keys)
     assert len(gpu_keys) == 3 + len(good)
+
+
+def test_the_check_never_raises_on_damaged_bytes() -> None:
+    """It runs in the workers on every sample before any decode: a truncation or a flipped
+    byte anywhere must give an answer, never an exception (one would end the shard)."""
+    import random
+
+    from webssl_cli.pipeline.gpu_decode import gpu_decoded_bytes
+    rng = random.Random(7)
+    pcfg = PreprocessConfig(224)
+    sources = [example_jpeg(0), example_jpeg(1, optimize=True, restart_marker_rows=1)]
+    tried = unsafe = 0
+    for good in sources:
+        start = jpeg_scan_start(good)
+        for cut in range(0, start + 40):           # every truncation through the headers
+            data = good[:cut]
+            tried += 1
+            unsafe += jpeg_gpu_unsafe(data) is not None
+            gpu_decoded_bytes(data, pcfg)
+        for _ in range(1500):                      # flips, mostly in the headers
+            data = bytearray(good)
+            for _ in range(rng.randint(1, 3)):
+                data[rng.randrange(min(len(data), start + 64))] = rng.randrange(256)
+            tried += 1
+            unsafe += jpeg_gpu_unsafe(bytes(data)) is not None
+            gpu_decoded_bytes(bytes(data), pcfg)
+    assert unsafe > tried // 2          # most damage is seen; none of it raised
+    good = sources[0]
+    headers = good[:good.find(b"\xff\xda")]
+    for tail in (b"\xff\xda\x00\x02", b"\xff\xdd\x00\x02"):   # a short SOS / DRI ending the data
+        assert jpeg_gpu_unsafe(headers + tail) is not None
+        assert gpu_decoded_bytes(headers + tail, pcfg) == 0

@@ -60,26 +60,28 @@ def gpu_decoded_bytes(data: bytes, pcfg: PreprocessConfig,
     one at a time, Huffman-decoding on the decode thread with a stream sync per image.
 
     So do JPEGs whose entropy-coded data is not one clean scan ending at the EOI (a stray
-    marker in the scan data, a second scan, fill bytes): nvJPEG decoded such a corrupt file
-    silently into garbage pixels on an H100 (measured 2026-11-27), where libjpeg on the CPU
-    reports it (``CorruptImage``), so the CPU path judges them."""
+    marker in the scan data, a second scan, fill bytes, a missing EOI), and JPEGs whose
+    headers are not self-consistent (a DHT or DQT that does not parse exactly, an SOS naming
+    an undefined Huffman table or other components than the frame's, an SOF naming an
+    undefined quantization table, ...: ``preprocess.jpeg_gpu_check``):
+    nvJPEG decoded a corrupt file silently into garbage pixels on an H100 (measured
+    2026-11-27), where libjpeg on the CPU reports it (``CorruptImage``), so the CPU path
+    judges them."""
     from PIL import Image
 
-    from ..preprocess.sniff import BASELINE_SOF, jpeg_frame, jpeg_single_clean_scan, sniff_format
+    from ..preprocess.jpeg_gpu_check import jpeg_gpu_check
     from ..preprocess.transforms import draft_request
-    if sniff_format(data) != "jpeg":
-        return 0
-    if not (data.endswith(b"\xff\xd9") or data.rstrip(b"\x00").endswith(b"\xff\xd9")):
-        return 0              # truncated: decoders disagree on it, the CPU path names it
-    frame = jpeg_frame(data)
-    if frame is None or frame.width * frame.height > min(pcfg.max_image_pixels, max_pixels):
+    try:
+        frame, problem = jpeg_gpu_check(data)
+    except Exception:         # a parse this check got wrong must not end the shard: the
+        return 0              # CPU decode judges the file
+    if problem is not None:
+        return 0              # not a JPEG, not baseline, truncated, corrupt headers or scan:
+                              # the CPU path decodes it or names what nvJPEG may hide
+    if frame.width * frame.height > min(pcfg.max_image_pixels, max_pixels):
         return 0              # past the bomb limit the CPU path produces the precise error
-    if frame.sof != BASELINE_SOF:
-        return 0              # progressive, 12-bit, arithmetic, lossless: CPU workers
     if draft_request(frame.width, frame.height, pcfg) is not None:
         return 0              # --jpeg-draft: the worker's DCT-scaled decode, same as --decode cpu
-    if not jpeg_single_clean_scan(data):
-        return 0              # stray marker / several scans: libjpeg names what nvJPEG hides
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.mode != "RGB" and im.mode != "L":   # CMYK / YCCK: CPU

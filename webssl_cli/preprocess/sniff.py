@@ -7,9 +7,10 @@ without allocating its pixels.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7,
+SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7,
                           0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _STANDALONE_MARKERS = frozenset({0x01, 0xD8, *range(0xD0, 0xD8)})
 
@@ -43,52 +44,44 @@ class JpegFrame:
     orientation_elsewhere: bool = False   # see :func:`jpeg_frame`
 
 
-# A marker inside entropy-coded data: 0xFF followed by anything but 0x00 (a stuffed 0xFF data
-# byte) or 0xD0-0xD7 (restart markers, legal inside a scan). Fill bytes (0xFF 0xFF) count.
-_SCAN_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+_FILL = re.compile(rb"\xff+")
 
 
-def jpeg_scan_start(data: bytes) -> int | None:
-    """Offset of the first scan's entropy-coded data (just past the first SOS segment, by its
-    length field), or None if the marker segments end, or break, before an SOS."""
+def jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """The one walk over a JPEG's marker segments, from just past SOI: yields
+    ``(marker, at, end)`` per marker, ``at`` the index of the marker code byte (fill bytes
+    before it skipped) and ``end`` the index past its segment (``at + 1`` for a standalone
+    marker; may lie past the data for a truncated segment). Stops after the SOS or an EOI,
+    and where the segments break (no 0xFF where a marker belongs, a length field cut off or
+    below 2): callers tell a break by not having seen the marker they wanted."""
     n = len(data)
     i = 2
     while i < n:
         if data[i] != 0xFF:
-            return None
-        while i < n and data[i] == 0xFF:      # fill bytes
-            i += 1
+            return
+        i += 1
+        if i < n and data[i] == 0xFF:          # fill bytes: one C-speed match, however many
+            i = _FILL.match(data, i).end()
         if i >= n:
-            return None
+            return
         marker = data[i]
         if marker in _STANDALONE_MARKERS:
+            yield marker, i, i + 1
             i += 1
             continue
-        if marker == 0xD9 or i + 2 >= n:
-            return None
+        if marker == 0xD9:
+            yield marker, i, i + 1
+            return
+        if i + 2 >= n:
+            return
         seg_len = (data[i + 1] << 8) | data[i + 2]
         if seg_len < 2:
-            return None
+            return
+        end = i + 1 + seg_len
+        yield marker, i, end
         if marker == 0xDA:
-            return i + 1 + seg_len if i + 1 + seg_len <= n else None
-        i += 1 + seg_len
-    return None
-
-
-def jpeg_single_clean_scan(data: bytes) -> bool:
-    """Whether a JPEG's entropy-coded data is one clean scan ending the file: the first marker
-    after the first SOS segment (stuffed 0xFF 0x00 and restart markers aside) is the EOI, at
-    the end of the data (trailing zero bytes allowed). False for a stray marker in the scan
-    data, a second scan (multi-scan baseline files: DHT/SOS between scans), fill bytes, a
-    missing EOI, or no SOS at all. One C-speed regex search over the scan data."""
-    start = jpeg_scan_start(data)
-    if start is None:
-        return False
-    m = _SCAN_MARKER.search(data, start)
-    if m is None or data[m.start() + 1] != 0xD9:
-        return False
-    end = m.end()
-    return end == len(data) or end == len(data.rstrip(b"\x00"))
+            return
+        i = end
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
@@ -109,31 +102,18 @@ def jpeg_frame(data: bytes) -> JpegFrame | None:
     EXIF orientation before it. PIL reads both; such files are decoded with PIL.
     """
     n = len(data)
-    i = 2
-    app1 = _App1()
-    while i < n:
-        if data[i] != 0xFF:
-            return None
-        while i < n and data[i] == 0xFF:      # fill bytes
-            i += 1
-        if i >= n:
-            return None
-        marker = data[i]
-        if marker in _STANDALONE_MARKERS:
-            i += 1
-            continue
-        if marker == 0xDA or i + 2 >= n:
-            return None
-        seg_len = (data[i + 1] << 8) | data[i + 2]
-        if marker in _SOF_MARKERS:
-            if i + 7 >= n:
+    app1 = App1Notes()
+    for marker, at, end in jpeg_segments(data):
+        if marker in SOF_MARKERS:
+            if at + 7 >= n:
                 return None
-            height = (data[i + 4] << 8) | data[i + 5]
-            width = (data[i + 6] << 8) | data[i + 7]
-            return JpegFrame(width, height, marker, app1.orientation_elsewhere())
+            return JpegFrame((data[at + 6] << 8) | data[at + 7],
+                             (data[at + 4] << 8) | data[at + 5], marker,
+                             app1.orientation_elsewhere())
         if marker == 0xE1:
-            app1.add(data, i + 3, i + 1 + seg_len)
-        i += 1 + seg_len
+            app1.add(data, at + 3, end)
+        elif marker == 0xDA or marker == 0xD9:
+            return None
     return None
 
 
@@ -141,7 +121,7 @@ _EXIF = b"Exif\x00\x00"
 _XMP = b"http://ns.adobe.com/xap/1.0/\x00"
 
 
-class _App1:
+class App1Notes:
     """What the APP1 segments before the frame say about the orientation."""
 
     def __init__(self) -> None:
