@@ -8,10 +8,11 @@ the stalled write released afterwards. No timing is asserted."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
-from webssl_cli.pipeline.write_queue import WriteQueue
+from webssl_cli.pipeline.write_queue import GRACE_WRITE_BYTES, WriteQueue
 
 GIVE = 10.0        # seconds a thread is given to finish what must finish (never reached)
 SETTLE = 0.3       # seconds a submit that must block is given to (wrongly) return
@@ -149,8 +150,6 @@ def test_default_construction_with_tiny_nbytes_still_blocks_after_ahead() -> Non
 def test_waiting_in_the_drain_is_told_apart_from_waiting_on_a_full_queue() -> None:
     """The last writes' drain costs the model nothing: the summary shows it apart and does
     not call writing the bottleneck for it (byte queueing leaves more writes for the end)."""
-    import time
-
     from webssl_cli.pipeline.progress import Counters, summary
     q = WriteQueue(ahead=0)
     gate, done = threading.Event(), []
@@ -171,22 +170,34 @@ def test_waiting_in_the_drain_is_told_apart_from_waiting_on_a_full_queue() -> No
 
 def test_a_stop_lets_queued_writes_finish_within_the_grace_then_drops_the_rest() -> None:
     """On a stop signal the queued small units are still written if the disk allows it
-    within the grace (up to 32 may be queued: minutes of model time); past it, the writes
-    not started are dropped (the rerun redoes them) and only the running one is awaited."""
+    within the grace (up to 32 may be queued: minutes of model time); a big one (spilled
+    rows count) is dropped at once, whatever the grace: it could run for minutes past it."""
     q = WriteQueue(ahead=1, allowance=1000)
     gate, done = threading.Event(), []
     for i in range(5):
-        q.submit(stalled(gate, done, i), nbytes=1)
-    threading.Timer(SETTLE, gate.set).start()       # the disk comes back during the grace
+        q.submit(stalled(gate, done, i), nbytes=1,
+                 cost=GRACE_WRITE_BYTES + 1 if i == 2 else 1)
+    big = list(q.futures)[2]
+    threading.Thread(target=lambda: (wait_until(big.cancelled), gate.set()), daemon=True).start()
     assert q.close(cancel=True, grace=GIVE) is None
-    assert done == list(range(5))
+    assert done == [0, 1, 3, 4] and big.cancelled()
 
+
+def test_past_the_grace_the_writes_not_started_are_dropped() -> None:
+    """The disk stays stalled through the grace: only the running write is awaited (it is
+    let go once everything behind it was dropped), the rerun redoes the others."""
     q = WriteQueue(ahead=1, allowance=1000)
     gate, done = threading.Event(), []
     for i in range(5):
         q.submit(stalled(gate, done, i), nbytes=1)
-    timer = threading.Timer(SETTLE * 2, gate.set)   # comes back only after the grace
-    timer.start()
+    behind = list(q.futures)[1:]
+    threading.Thread(target=lambda: (wait_until(lambda: all(f.cancelled() for f in behind)),
+                                     gate.set()), daemon=True).start()
     assert q.close(cancel=True, grace=SETTLE) is None
-    assert done == [0]                              # the running write finished, no other
-    assert all(f.cancelled() for f in list(q.futures)[1:])
+    assert done == [0]
+
+
+def wait_until(cond) -> None:
+    t0 = time.monotonic()
+    while not cond() and time.monotonic() - t0 < GIVE:
+        time.sleep(0.01)

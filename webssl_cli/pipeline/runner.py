@@ -360,7 +360,8 @@ class RankRun:
                                f"{st.rows} rows + {len(st.failures)} failures"
                                + (LOST_PIECES if self.rt.num_workers else ""))
             return
-        self.writes.submit(lambda: self.write_unit(st), self.flag.waiting, nbytes=st.nbytes)
+        self.writes.submit(lambda: self.write_unit(st), self.flag.waiting, nbytes=st.nbytes,
+                           cost=st.nbytes + st.spilled)
 
     def write_unit(self, st: UnitState) -> None:
         """On the writer thread: write the unit; its rows count as written if this copy was

@@ -33,6 +33,7 @@ class UnitState:
     nbytes: int = 0                 # features held in memory for this unit (not spilled)
     spool: UnitSpool | None = None  # rows spilled to disk, if any (before those in chunks)
     spills: list[Future] = field(default_factory=list)   # queued appends to the spool
+    spilled: int = 0                # feature bytes handed to the spool (detach)
 
     def add_rows(self, indices, keys, sources, metas, feats: dict[str, np.ndarray]) -> None:
         self.indices += indices
@@ -51,6 +52,7 @@ class UnitState:
         """Hand over the features held in memory (to be spilled) and their bytes."""
         chunks, nbytes = self.chunks, self.nbytes
         self.chunks, self.nbytes = {}, 0
+        self.spilled += nbytes
         return chunks, nbytes
 
     def ordered(self, feature_names: list[str], row_shapes: dict[str, tuple[int, ...]],

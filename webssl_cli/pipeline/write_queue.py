@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 
 MAX_QUEUED = 32   # writes queued (the running one included) however small they are
+GRACE_WRITE_BYTES = 64 << 20   # on a stop, queued writes this big or smaller may still run
 
 
 class WriteQueue:
@@ -39,6 +40,7 @@ class WriteQueue:
         self.pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self.futures: deque[cf.Future] = deque()
         self.sizes: deque[int] = deque()    # each queued write's nbytes, beside its future
+        self.costs: deque[int] = deque()    # and the bytes it writes (spilled ones included)
         self.wait_seconds = 0.0      # main thread blocked on a full queue
         self.drain_seconds = 0.0     # main thread waiting in drain (the last writes)
 
@@ -53,15 +55,17 @@ class WriteQueue:
 
     def submit(self, fn: Callable[[], None],
                waiting: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-               track: list[cf.Future] | None = None, nbytes: int = 0) -> None:
+               track: list[cf.Future] | None = None, nbytes: int = 0,
+               cost: int | None = None) -> None:
         """Queue ``fn`` (its future appended to ``track`` at once), which holds ``nbytes`` in
-        memory until it finished; block (inside ``waiting()``, so a stop signal can
+        memory until it finished and writes ``cost`` bytes (default ``nbytes``); block (inside ``waiting()``, so a stop signal can
         interrupt) while more than ``ahead`` writes wait behind the running one and they are
         over the byte allowance or more than ``max_queued``. Raises a failed write's error."""
         self.reap()
         future = self.pool.submit(fn)
         self.futures.append(future)
         self.sizes.append(nbytes)
+        self.costs.append(nbytes if cost is None else cost)
         if track is not None:
             track.append(future)
         while self._full():
@@ -83,6 +87,7 @@ class WriteQueue:
         """Drop finished writes from the front of the queue, raising a failed one's error."""
         while self.futures and self.futures[0].done():
             self.sizes.popleft()
+            self.costs.popleft()
             self.futures.popleft().result()
 
     def _wait_oldest(self, waiting, drain: bool = False) -> None:
@@ -103,12 +108,17 @@ class WriteQueue:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self, cancel: bool, grace: float = 0.0) -> BaseException | None:
-        """End the thread. With ``cancel`` (a stop signal), the queued writes still run for up
-        to ``grace`` seconds, then those not started are dropped (a stopped run's units are
-        redone by the rerun; with the byte allowance up to ``max_queued`` small finished
-        units may be queued, minutes of model time at stake). A write already running always
-        finishes. Returns the first error of a write that ran and failed."""
+        """End the thread. With ``cancel`` (a stop signal), queued writes of at most
+        ``GRACE_WRITE_BYTES`` still run for up to ``grace`` seconds, then those not started
+        are dropped, and bigger ones at once (a stopped run's units are redone by the rerun;
+        with the byte allowance up to ``max_queued`` small finished units may be queued,
+        minutes of model time at stake). A write already running always finishes, so the
+        stop waits at most for it, the grace and one write of at most ``GRACE_WRITE_BYTES``.
+        Returns the first error of a write that ran and failed."""
         if cancel and grace > 0:
+            for f, cost in zip(self.futures, self.costs):
+                if cost > GRACE_WRITE_BYTES:
+                    f.cancel()          # no-op once it runs (it then finishes, as always)
             deadline = time.monotonic() + grace
             for f in list(self.futures):
                 left = deadline - time.monotonic()
