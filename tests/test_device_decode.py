@@ -68,6 +68,9 @@ def test_device_decode_matches_cpu_decode_rows_features_and_ledger(tmp_path: Pat
     root.mkdir()
     files = {f"good{i:02d}.jpg": img.make_jpeg(60 + 7 * i, 50 + 5 * i, i) for i in range(13)}
     files.update({f"prog{i}.jpg": progressive_jpeg(80, 60 + 9 * i, 20 + i) for i in range(2)})
+    # data after the EOI (phone trailers, a second picture): the workers cut it off
+    files.update({f"trail{i}.jpg": img.make_jpeg(70, 50 + 6 * i, 30 + i) + tail
+                  for i, tail in enumerate((b"\x00\x00SEFH" + bytes(range(256)), img.make_jpeg(20, 20, 9)))})
     files.update(img.broken_and_special())
     for name, data in files.items():
         (root / name).write_bytes(data)

@@ -88,7 +88,7 @@ def test_the_scan_check_on_hand_made_cases() -> None:
     body, eoi = good[:-2], good[-2:]
     assert eoi == b"\xff\xd9" and jpeg_single_clean_scan(good)
     assert jpeg_single_clean_scan(good + b"\x00" * 100)               # zero padding: fine
-    assert not jpeg_single_clean_scan(good + b"\x01")                 # junk after the EOI
+    assert jpeg_single_clean_scan(good + b"\x01\xff\xc4")            # anything after the EOI
     assert not jpeg_single_clean_scan(body)                          # no EOI
     assert not jpeg_single_clean_scan(body + b"\xff" + eoi)          # fill bytes before it
     sos = good[good.find(b"\xff\xda"):start]                        # a second scan
@@ -176,7 +176,7 @@ def test_header_checks_on_hand_made_cases() -> None:
         r = jpeg_gpu_unsafe(data)
         assert r is not None and gpu_decoded_bytes(data, PCFG) == 0
         return r
-    assert "Kraft" not in reason(patched(dht + 20, b"\x01"))           # one more 16-bit code:
+    assert "overfill" not in reason(patched(dht + 20, b"\x01"))        # one more 16-bit code:
     assert "DHT length" in reason(patched(dht + 20, b"\x01"))          # values run over
     assert "class" in reason(patched(dht + 4, b"\x20"))                # table class 2
     assert "DQT table" in reason(patched(dqt + 4, b"\x04"))            # table id 4
@@ -193,15 +193,23 @@ def test_header_checks_on_hand_made_cases() -> None:
     assert "second frame" in reason(good[:sos] + good[sof:dht] + good[sos:])
     assert "not baseline" in reason(example_jpeg(3, progressive=True))
     many = good[:2] + b"\xff\xfe\x00\x02" * 300 + good[2:]
-    assert "segments" in reason(many) and jpeg_single_clean_scan(many)
+    assert "more than 256 segments" in reason(many) and jpeg_single_clean_scan(many)
     # a restart marker in a scan without a restart interval (DRI)
     start = jpeg_scan_start(good)
     assert "clean scan" in reason(patched(start + 100, b"\xff\xd3"))
     # a truncated file, a cut segment
     assert "clean scan" in reason(good[:-2]) and "past the end" in reason(good[:sos + 5])
     assert reason(b"\x89PNG\r\n\x1a\n" + good[8:]).startswith("not a JPEG")
-    frame, problem = jpeg_gpu_check(good)
-    assert problem is None and frame == jpeg_frame(good)
+    frame, problem, length = jpeg_gpu_check(good)
+    assert problem is None and frame == jpeg_frame(good) and length == len(good)
+    # RGB-coded files (libjpeg does not convert them as YCbCr; nvJPEG was never tried on them)
+    adobe = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00"
+    assert "RGB-coded" in reason(good[:2] + adobe + b"\x00" + good[2:])     # transform 0
+    assert jpeg_gpu_unsafe(good[:2] + adobe + b"\x01" + good[2:]) is None   # 1: YCbCr
+    ids = good[:sof + 10] + b"R" + good[sof + 11:sof + 13] + b"G" + good[sof + 14:sof + 16] + b"B"
+    rgb = ids + good[sof + 17:sos + 5] + b"R" + good[sos + 6:sos + 7] + b"G" + \
+        good[sos + 8:sos + 9] + b"B" + good[sos + 10:]
+    assert "RGB-coded" in reason(rgb)
 
 
 def _exif() -> bytes:
@@ -344,3 +352,27 @@ def test_the_check_never_raises_on_damaged_bytes() -> None:
     for tail in (b"\xff\xda\x00\x02", b"\xff\xdd\x00\x02"):   # a short SOS / DRI ending the data
         assert jpeg_gpu_unsafe(headers + tail) is not None
         assert gpu_decoded_bytes(headers + tail, pcfg) == 0
+
+
+def test_what_follows_the_eoi_is_cut_off_and_the_image_goes_to_the_gpu() -> None:
+    """Phone and camera originals carry data after the EOI (Samsung trailers, Motion Photo
+    video, Multi-Picture second images, padding): decoders stop at the EOI, so nvJPEG gets
+    the bytes up to it and decodes what libjpeg decodes from the whole file."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    from webssl_cli.pipeline.gpu_decode import gpu_route
+    good = example_jpeg(1)
+    trailers = {"samsung": b"\x00\x00SEFH" + bytes(range(256)) * 4 + b"SEFT",
+                "second picture (MPF)": example_jpeg(2),
+                "padding": b"\r\n\xff\xff\x00",
+                "motion video": b"\x00\x00\x00\x18ftypmp42" + b"\xff\xd8\xff\xe0" * 50}
+    want = decode_jpeg(torch.frombuffer(bytearray(good), dtype=torch.uint8), ImageReadMode.RGB)
+    for name, tail in trailers.items():
+        data = good + tail
+        decoded, length = gpu_route(data, PCFG)
+        assert decoded > 0 and length == len(good), name
+        cut = torch.frombuffer(bytearray(data[:length]), dtype=torch.uint8)
+        assert torch.equal(decode_jpeg(cut, ImageReadMode.RGB), want), name
+        assert torch.equal(load_sample(data, PCFG), load_sample(good, PCFG)), name
+    assert gpu_route(good, PCFG)[1] == len(good)

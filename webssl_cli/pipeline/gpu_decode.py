@@ -1,9 +1,10 @@
 """`--decode gpu`: batched JPEG decoding (nvJPEG via torchvision) and resize/crop on the GPU.
 
-Workers only read bytes and route each sample: a plain, complete baseline JPEG (end-of-image
-marker present, size within the bomb limit and the GPU's pixel cap, RGB or grey, no EXIF
-rotation) travels as raw bytes; anything else (progressive JPEGs included) is decoded on the
-CPU in the worker as usual.
+Workers only read bytes and route each sample (``gpu_route``): a plain, complete baseline
+JPEG (one clean scan, self-consistent headers, size within the bomb limit and the GPU's pixel
+cap, YCbCr or grey, no EXIF rotation) travels as raw bytes, up to its end-of-image marker;
+anything else (progressive JPEGs included), and the share the workers keep for themselves
+(``decode_share``), is decoded on the CPU in the worker as usual.
 
 On the GPU a batch is decoded in groups whose decoded size stays under ``DECODE_GROUP_BYTES``
 (``decode_groups``), one batched call per group, and each group is resized and cropped
@@ -44,53 +45,69 @@ GPU_DECODE_MAX_PIXELS = 36_000_000
 
 def route_to_gpu(data: bytes, pcfg: PreprocessConfig,
                  max_pixels: int = GPU_DECODE_MAX_PIXELS) -> bool:
-    """True for JPEGs the GPU path can take as they are (:func:`gpu_decoded_bytes`)."""
-    return gpu_decoded_bytes(data, pcfg, max_pixels) > 0
+    """True for JPEGs the GPU path can take as they are (:func:`gpu_route`)."""
+    return gpu_route(data, pcfg, max_pixels)[0] > 0
 
 
 def gpu_decoded_bytes(data: bytes, pcfg: PreprocessConfig,
                       max_pixels: int = GPU_DECODE_MAX_PIXELS) -> int:
-    """For a JPEG the GPU path can take as it is, its decoded size (width * height * 3
-    bytes, which the decode groups are cut by); 0 for anything else. GPU JPEGs are complete
-    baseline JPEGs of at most ``max_pixels`` (larger ones go to the CPU workers too: bounded
-    decode-thread memory). Runs in the workers, so the decode thread parses no headers.
+    """:func:`gpu_route`'s decoded size: 0 for a file the CPU decodes."""
+    return gpu_route(data, pcfg, max_pixels)[0]
+
+
+_check_failed_said = False
+
+
+def gpu_route(data: bytes, pcfg: PreprocessConfig,
+              max_pixels: int = GPU_DECODE_MAX_PIXELS) -> tuple[int, int]:
+    """(decoded bytes, length) for a JPEG the GPU path can take: its decoded size (width *
+    height * 3 bytes, which the decode groups are cut by) and the bytes to give nvJPEG (up
+    to the EOI: what phones and Multi-Picture files append after it is not the image, and
+    decoders stop there); (0, 0) for anything else, which the worker decodes on the CPU.
+    GPU JPEGs are complete baseline JPEGs of at most ``max_pixels`` (larger ones go to the
+    CPU too: bounded decode-thread memory). Runs in the workers, so the decode thread parses
+    no headers.
 
     Progressive (and other non-baseline) JPEGs go to the CPU workers: nvJPEG's batched
     hardware decoder (A100/H100) takes baseline files only, and torchvision decodes the rest
     one at a time, Huffman-decoding on the decode thread with a stream sync per image.
 
-    So do JPEGs whose entropy-coded data is not one clean scan ending at the EOI (a stray
-    marker in the scan data, a second scan, fill bytes, a missing EOI), and JPEGs whose
-    headers are not self-consistent (a DHT or DQT that does not parse exactly, an SOS naming
-    an undefined Huffman table or other components than the frame's, an SOF naming an
-    undefined quantization table, ...: ``preprocess.jpeg_gpu_check``):
-    nvJPEG decoded a corrupt file silently into garbage pixels on an H100 (measured
-    2026-11-27), where libjpeg on the CPU reports it (``CorruptImage``), so the CPU path
-    judges them."""
+    So do JPEGs whose entropy-coded data is not one clean scan ending at an EOI (a stray
+    marker in the scan data, a second scan, fill bytes, a missing EOI), whose headers are not
+    self-consistent (a DHT or DQT that does not parse exactly, an SOS naming an undefined
+    Huffman table or other components than the frame's, ...), or that are RGB-coded
+    (``preprocess.jpeg_gpu_check``): nvJPEG decoded a corrupt file silently into garbage
+    pixels on an H100 and an H200 (2026-11-27), where libjpeg on the CPU reports it
+    (``CorruptImage``), so the CPU path judges them."""
     from PIL import Image
 
     from ..preprocess.jpeg_gpu_check import jpeg_gpu_check
     from ..preprocess.transforms import draft_request
+    global _check_failed_said
     try:
-        frame, problem = jpeg_gpu_check(data)
-    except Exception:         # a parse this check got wrong must not end the shard: the
-        return 0              # CPU decode judges the file
+        frame, problem, length = jpeg_gpu_check(data)
+    except Exception as exc:  # a parse this check got wrong must not end the shard: the
+        if not _check_failed_said:   # CPU decode judges the file; said once per worker
+            _check_failed_said = True
+            log.warning("the --decode gpu JPEG check failed (%s: %s); such files decode on "
+                        "the CPU. Please report it", type(exc).__name__, str(exc)[:200])
+        return 0, 0
     if problem is not None:
-        return 0              # not a JPEG, not baseline, truncated, corrupt headers or scan:
+        return 0, 0           # not a JPEG, not baseline, truncated, corrupt headers or scan:
                               # the CPU path decodes it or names what nvJPEG may hide
     if frame.width * frame.height > min(pcfg.max_image_pixels, max_pixels):
-        return 0              # past the bomb limit the CPU path produces the precise error
+        return 0, 0           # past the bomb limit the CPU path produces the precise error
     if draft_request(frame.width, frame.height, pcfg) is not None:
-        return 0              # --jpeg-draft: the worker's DCT-scaled decode, same as --decode cpu
+        return 0, 0           # --jpeg-draft: the worker's DCT-scaled decode, as --decode cpu
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.mode != "RGB" and im.mode != "L":   # CMYK / YCCK: CPU
-                return 0
+                return 0, 0
             if im.getexif().get(0x0112, 1) != 1:
-                return 0
+                return 0, 0
     except Exception:
-        return 0
-    return frame.width * frame.height * 3
+        return 0, 0
+    return frame.width * frame.height * 3, length
 
 
 @dataclass

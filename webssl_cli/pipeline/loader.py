@@ -114,7 +114,7 @@ def iter_part(item: WorkItem, icfg: InputConfig, pcfg: PreprocessConfig,
     time it sat waiting to be taken (the loader's prefetch full) is not counted."""
     from ..preprocess import DecodeError, load_sample
     from ..readers import iter_samples
-    from .gpu_decode import gpu_decoded_bytes
+    from .gpu_decode import gpu_route
 
     unit = item.unit
     batch = Batch(unit.index, item.part, None)
@@ -142,14 +142,14 @@ def iter_part(item: WorkItem, icfg: InputConfig, pcfg: PreprocessConfig,
                 batch.failures.append(Failure(s.key, s.source, "read", s.error_type or "ReadError",
                                               s.error or "unreadable", s.index))
                 continue
-            decoded = gpu_decoded_bytes(s.data, pcfg) if gpu_decode else 0
+            decoded, length = gpu_route(s.data, pcfg) if gpu_decode else (0, 0)
             if decoded:
                 batch.gpu_eligible += 1
                 if pick is not None and pick():
                     batch.cpu_picked += 1
                     decoded = 0
             if decoded:
-                raws.append(s.data)
+                raws.append(s.data if length == len(s.data) else s.data[:length])
                 batch.add_row(s, raw=True)
                 batch.raw_decoded.append(decoded)
                 if len(imgs) + len(raws) >= batch_size:

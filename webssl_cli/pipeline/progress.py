@@ -159,6 +159,8 @@ def summary(c: Counters, workers: int, cuda: bool = False) -> str:
                     + " or use --decode cpu")
         else:
             gpu = " or use --decode gpu" if cuda and not c.decode_thread_seconds else ""
+            if c.cpu_share is not None and c.cpu_share_mode != "auto":
+                gpu = " or lower --cpu-share (the GPU then decodes more)"
             hint = ("the input pipeline is the bottleneck (the model waited "
                     f"{c.wait_seconds:.1f}s for data): raise --num-workers{gpu}")
     elif c.write_seconds > c.model_seconds or c.write_wait_seconds > 0.2 * wall:

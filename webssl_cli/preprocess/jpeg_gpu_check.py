@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .sniff import BASELINE_SOF, SOF_MARKERS, App1Notes, JpegFrame, jpeg_segments
 
@@ -37,24 +38,26 @@ def jpeg_scan_start(data: bytes) -> int | None:
     return None
 
 
-def _scan_ends_clean(data: bytes, start: int, restarts: bool = True) -> bool:
-    """Whether the first marker in ``data[start:]`` (stuffed 0xFF 0x00 aside, and restart
-    markers where ``restarts``) is an EOI ending the data (trailing zero bytes allowed)."""
+def _scan_end(data: bytes, start: int, restarts: bool = True) -> int | None:
+    """Where the image ends (past its EOI) when the first marker in ``data[start:]`` (stuffed
+    0xFF 0x00 aside, and restart markers where ``restarts``) is the EOI; else None. What
+    follows the EOI is not the image's: decoders stop there (phones append gain maps, motion
+    video or vendor trailers; Multi-Picture files a second JPEG)."""
     m = (_SCAN_MARKER if restarts else _SCAN_MARKER_NO_RST).search(data, start)
     if m is None or data[m.start() + 1] != 0xD9:
-        return False
-    end = m.end()
-    return end == len(data) or end == len(data.rstrip(b"\x00"))
+        return None
+    return m.end()
 
 
 def jpeg_single_clean_scan(data: bytes) -> bool:
-    """Whether a JPEG's entropy-coded data is one clean scan ending the file: the first marker
-    after the first SOS segment (stuffed 0xFF 0x00 and restart markers aside) is the EOI, at
-    the end of the data (trailing zero bytes allowed). False for a stray marker in the scan
-    data, a second scan (multi-scan baseline files: DHT/SOS between scans), fill bytes, a
-    missing EOI, or no SOS at all. (:func:`jpeg_gpu_check` does this and checks the headers.)"""
+    """Whether a JPEG's entropy-coded data is one clean scan ending at an EOI: the first marker
+    after the first SOS segment (stuffed 0xFF 0x00 and restart markers aside) is the EOI.
+    False for a stray marker in the scan data, a second scan (multi-scan baseline files:
+    DHT/SOS between scans), fill bytes, a missing EOI, or no SOS at all. Data after the EOI
+    is allowed (:func:`_scan_end`). (:func:`jpeg_gpu_check` does this and checks the
+    headers.)"""
     start = jpeg_scan_start(data)
-    return start is not None and _scan_ends_clean(data, start)
+    return start is not None and _scan_end(data, start) is not None
 
 
 def _huffman_codes(counts: bytes) -> int:
@@ -84,6 +87,8 @@ class _Tables:
     dc: dict[int, int] = field(default_factory=dict)    # table id -> number of codes
     ac: dict[int, int] = field(default_factory=dict)
     restarts: bool = False                # a DRI set a restart interval
+    adobe_rgb: bool = False               # an Adobe APP14 says the components are not YCbCr
+    end: int = 0                          # past the EOI, once the scan checked out
 
 
 def _dqt(data: bytes, at: int, end: int, t: _Tables) -> str | None:
@@ -188,36 +193,48 @@ def _sos(data: bytes, at: int, end: int, t: _Tables) -> str | None:
         return f"quantization table {min(missing)} undefined"
     if data[end - 3:end] != b"\x00\x3f\x00":
         return "SOS spectral selection / approximation not 0, 63, 0"
-    if not _scan_ends_clean(data, end, t.restarts):
-        return ("the scan data is not one clean scan ending at the EOI (a stray marker, a "
+    if len(t.comps) == 9 and (t.adobe_rgb or t.comps[0::3] == b"RGB"):
+        return "RGB-coded, not YCbCr (Adobe transform 0 or component ids R, G, B)"
+    scan_end = _scan_end(data, end, t.restarts)
+    if scan_end is None:
+        return ("the scan data is not one clean scan ending at an EOI (a stray marker, a "
                 "second scan, a missing EOI)")
+    t.end = scan_end
     return None
+
+
+class GpuJpeg(NamedTuple):
+    frame: JpegFrame | None      # the frame header as ``sniff.jpeg_frame`` gives it
+    problem: str | None          # why it may not go to nvJPEG; None: it may
+    length: int = 0              # bytes of the image, up to its EOI (what nvJPEG is given)
 
 
 def jpeg_gpu_unsafe(data: bytes) -> str | None:
     """Why a JPEG may not go to nvJPEG as it is (see :func:`jpeg_gpu_check`), or None."""
-    return jpeg_gpu_check(data)[1]
+    return jpeg_gpu_check(data).problem
 
 
-def jpeg_gpu_check(data: bytes) -> tuple[JpegFrame | None, str | None]:
-    """(frame, problem): the frame header as ``sniff.jpeg_frame`` gives it, and why the JPEG
-    may not go to nvJPEG as it is, or None for a single-scan baseline JPEG whose headers are
-    self-consistent. Before the SOS only SOF0, DQT, DHT, DRI, APPn and COM segments, one SOF,
-    no fill bytes, at most ``MAX_SEGMENTS`` segments, none running past the data; each
-    segment as its checker (``_dqt``, ``_dht``, ``_sof``, ``_sos``) says."""
+def jpeg_gpu_check(data: bytes) -> GpuJpeg:
+    """Whether ``data`` is a single-scan baseline JPEG whose headers are self-consistent, in
+    YCbCr or grayscale, and where the image ends. Before the SOS only SOF0, DQT, DHT, DRI,
+    APPn and COM segments, one SOF, no fill bytes, at most ``MAX_SEGMENTS`` segments, none
+    running past the data; each segment as its checker (``_dqt``, ``_dht``, ``_sof``,
+    ``_sos``) says. An Adobe APP14 with transform 0 (or components named R, G, B) marks an
+    RGB-coded file, which libjpeg does not convert as YCbCr; whether nvJPEG honours it was
+    never tried, so it stays off the GPU."""
     n = len(data)
     if not data.startswith(b"\xff\xd8"):
-        return None, "not a JPEG (no SOI)"
+        return GpuJpeg(None, "not a JPEG (no SOI)")
     t = _Tables()
     app1 = App1Notes()
     expect = 2                            # where the next marker's 0xFF belongs
     for count, (marker, at, end) in enumerate(jpeg_segments(data)):
         if at != expect + 1:
-            return t.frame, f"fill bytes before marker 0x{marker:02x}"
+            return GpuJpeg(t.frame, f"fill bytes before marker 0x{marker:02x}")
         if count >= MAX_SEGMENTS:
-            return t.frame, f"more than {MAX_SEGMENTS} segments before the scan"
+            return GpuJpeg(t.frame, f"more than {MAX_SEGMENTS} segments before the scan")
         if end > n:
-            return t.frame, f"segment 0x{marker:02x} runs past the end of the data"
+            return GpuJpeg(t.frame, f"segment 0x{marker:02x} runs past the end of the data")
         expect = end
         if marker == 0xDB:
             problem = _dqt(data, at, end, t)
@@ -226,7 +243,8 @@ def jpeg_gpu_check(data: bytes) -> tuple[JpegFrame | None, str | None]:
         elif marker in SOF_MARKERS:
             problem = _sof(data, marker, at, end, t, app1)
         elif marker == 0xDA:
-            return t.frame, _sos(data, at, end, t)
+            problem = _sos(data, at, end, t)
+            return GpuJpeg(t.frame, problem, t.end if problem is None else 0)
         elif marker == 0xDD:
             problem = "DRI length" if end - at - 1 != 4 else None
             t.restarts = problem is None and (data[at + 3] != 0 or data[at + 4] != 0)
@@ -234,8 +252,10 @@ def jpeg_gpu_check(data: bytes) -> tuple[JpegFrame | None, str | None]:
             problem = None
             if marker == 0xE1 and t.frame is None:
                 app1.add(data, at + 3, end)
+            elif marker == 0xEE and end - at - 3 >= 12 and data.startswith(b"Adobe", at + 3):
+                t.adobe_rgb = data[at + 14] == 0          # the transform byte
         else:
             problem = f"marker 0x{marker:02x} before the scan"
         if problem is not None:
-            return t.frame, problem
-    return t.frame, "the segments end or break before an SOS"
+            return GpuJpeg(t.frame, problem)
+    return GpuJpeg(t.frame, "the segments end or break before an SOS")
