@@ -191,3 +191,19 @@ def test_a_pieces_busy_time_leaves_out_the_time_it_waited_to_be_taken(tmp_path: 
         source.close()
     assert len(pieces) == 8
     assert max(pieces) < 0.15, pieces      # each piece would carry ~0.3 s of waiting before
+
+
+def test_at_the_tail_fewer_busy_workers_keep_less_for_themselves() -> None:
+    est = ShareEstimate(8, None)
+    for _ in range(40):
+        est.observe(64, 64 * 1e-4 + 24 * 5e-3, 24, 24 * 5e-3, 64, 24)
+        est.on_thread_batch(40, 40 * 2e-3)
+    all_busy = est.share.value
+    est.busy_parts(2)                        # two parts left: two workers still reading
+    est.observe(64, 64 * 1e-4 + 24 * 5e-3, 24, 24 * 5e-3, 64, 24)
+    assert est.share.value == pytest.approx(balanced_share(2, 1e-4, 5e-3, 2e-3, 1.0, 0.0),
+                                            rel=0.05)
+    assert est.share.value < all_busy - 0.3          # 0.43 instead of 0.76
+    est.busy_parts(50)                       # more parts than workers: all of them
+    est.observe(64, 64 * 1e-4 + 24 * 5e-3, 24, 24 * 5e-3, 64, 24)
+    assert est.share.value == pytest.approx(all_busy, rel=0.05)

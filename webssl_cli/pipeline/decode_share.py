@@ -99,6 +99,7 @@ class ShareEstimate:
 
     def __init__(self, workers: int, fixed: float | None) -> None:
         self.workers, self.fixed = workers, fixed
+        self.busy = workers                  # workers with a part to read (busy_parts)
         start = fixed if fixed is not None else (prior_share(workers) if workers else 0.0)
         self.share = SharedShare(start)
         self.s = _Sums()
@@ -127,6 +128,12 @@ class ShareEstimate:
         s.picked = s.picked * DECAY + picked
         self._update()
 
+    def busy_parts(self, parts: int) -> None:
+        """Parts submitted to the workers and not finished: at a run's tail (or with fewer
+        units than workers) fewer workers have work, and those few must keep less for
+        themselves, or the tail waits on them while the decode thread idles."""
+        self.busy = max(1, min(self.workers, parts)) if self.workers else 0
+
     def on_thread_batch(self, raw: int, seconds: float) -> None:
         self.thread_batches += 1
         if self.thread_batches == 1 or raw == 0:
@@ -146,7 +153,7 @@ class ShareEstimate:
         read_s = max(s.busy - s.cpu_seconds, 0.0) / s.images
         eligible = s.eligible / s.images
         forced = max(s.cpu_images - s.picked, 0.0) / s.images
-        return balanced_share(self.workers, read_s, cpu_s, s.thread_seconds / s.raw,
+        return balanced_share(self.busy, read_s, cpu_s, s.thread_seconds / s.raw,
                               eligible, forced)
 
     def _update(self) -> None:

@@ -438,6 +438,8 @@ class RankRun:
             while True:
                 while source.outstanding > 0:
                     b, pending = self.next_input(source, flag, progress, pending)
+                    if self.share is not None:
+                        self.share.busy_parts(source.outstanding)
                     pending = self.on_batch(b, pending)
                     self.claim_more(source, flag)
                     progress.update(self.counters)
