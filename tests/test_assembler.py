@@ -37,9 +37,9 @@ def test_workers_hand_over_pieces_and_the_assembler_makes_full_batches(tmp_path)
     """Real DataLoader workers over real JPEG files: pieces of batch/workers rows, rebuilt
     into full model batches with every row exactly once."""
     from tests.helpers import images as img
+    from tests.helpers.pieces import loader_pieces
     from webssl_cli.config import InputConfig, PreprocessConfig
-    from webssl_cli.pipeline.loader import BatchSource, piece_size
-    from webssl_cli.readers import plan_units
+    from webssl_cli.pipeline.loader import piece_size
 
     for i in range(100):
         (tmp_path / f"{i:03d}.jpg").write_bytes(img.make_jpeg(40, 30, i))
@@ -47,22 +47,15 @@ def test_workers_hand_over_pieces_and_the_assembler_makes_full_batches(tmp_path)
     assert piece_size(64, 2, gpu_decode=False) == 32
     assert piece_size(64, 16, gpu_decode=False) == 16 and piece_size(8, 2, False) == 8
     assert piece_size(64, 2, gpu_decode=True) == 64
-    source = BatchSource(icfg, PreprocessConfig(28), 64, 2, pin_memory=False)
     asm, pieces, batches, keys = BatchAssembler(64, torch.device("cpu")), [], [], []
-    try:
-        for unit in plan_units(icfg):
-            source.submit(unit)
-        while source.outstanding:
-            b = source.next_batch()
-            if b.images is not None:
-                pieces.append(len(b.indices))
-                asm.add(Segment(b.unit_index, b.images, b.indices, b.keys, b.sources, b.metas))
-            while asm.ready():
-                segments, images = asm.take()
-                batches.append(images.shape[0])
-                keys += [k for s in segments for k in s.keys]
-    finally:
-        source.close()
+    for b in loader_pieces(icfg, PreprocessConfig(28), 64, 2):
+        if b.images is not None:
+            pieces.append(len(b.indices))
+            asm.add(Segment(b.unit_index, b.images, b.indices, b.keys, b.sources, b.metas))
+        while asm.ready():
+            segments, images = asm.take()
+            batches.append(images.shape[0])
+            keys += [k for s in segments for k in s.keys]
     while asm.rows:
         segments, images = asm.take()
         batches.append(images.shape[0])

@@ -14,6 +14,7 @@ import pytest
 
 from tests.extract_helpers import cli_args, config
 from tests.helpers import images as img
+from tests.helpers.pieces import loader_pieces
 from tests.helpers.cli import cli_here
 from tests.test_device_decode import device_decode_run, ledger
 from webssl_cli import extract, read_features
@@ -169,26 +170,16 @@ def test_a_pieces_busy_time_leaves_out_the_time_it_waited_to_be_taken(tmp_path: 
     import time
 
     from webssl_cli.config import InputConfig, PreprocessConfig
-    from webssl_cli.pipeline.loader import BatchSource
-    from webssl_cli.readers import plan_units
     root = tmp_path / "jpegs"
     root.mkdir()
     for i in range(16):
         (root / f"{i:02d}.jpg").write_bytes(img.make_jpeg(48, 40, i))
     icfg = InputConfig((str(root),))
-    source = BatchSource(icfg, PreprocessConfig(28), batch_size=2, num_workers=workers,
-                         pin_memory=False, prefetch_factor=1)
     pieces = []
-    try:
-        for unit in plan_units(icfg):
-            source.submit(unit)
-        while source.outstanding:
-            b = source.next_batch()
-            if not b.end:
-                pieces.append(b.decode_seconds)
-                time.sleep(0.3)
-    finally:
-        source.close()
+    for b in loader_pieces(icfg, PreprocessConfig(28), 2, workers, prefetch_factor=1):
+        if not b.end:
+            pieces.append(b.decode_seconds)
+            time.sleep(0.3)
     assert len(pieces) == 8
     assert max(pieces) < 0.15, pieces      # each piece would carry ~0.3 s of waiting before
 

@@ -13,6 +13,7 @@ import torch
 
 from tests.extract_helpers import config
 from tests.helpers import images as img
+from tests.helpers.pieces import loader_pieces
 from webssl_cli import extract, read_features
 from webssl_cli.config import PreprocessConfig
 from webssl_cli.distributed import detect_rank
@@ -109,8 +110,6 @@ def test_raw_jpegs_cross_from_a_worker_as_one_blob_with_their_exact_bytes(tmp_pa
     views the decode thread gets are byte-for-byte the files, in row order, with their
     decoded sizes."""
     from webssl_cli.config import InputConfig
-    from webssl_cli.pipeline.loader import BatchSource
-    from webssl_cli.readers import plan_units
     root = tmp_path / "jpegs"
     root.mkdir()
     files = {f"{i}.jpg": img.make_jpeg(60 + 9 * i, 50, i) for i in range(7)}
@@ -118,26 +117,18 @@ def test_raw_jpegs_cross_from_a_worker_as_one_blob_with_their_exact_bytes(tmp_pa
     for name, data in files.items():
         (root / name).write_bytes(data)
     icfg = InputConfig((str(root),))
-    source = BatchSource(icfg, PreprocessConfig(56), batch_size=4, num_workers=1,
-                         pin_memory=False, gpu_decode=True)
     got: dict[str, bytes] = {}
     sizes: dict[str, int] = {}
     worker_rows = []
-    try:
-        for unit in plan_units(icfg):
-            source.submit(unit)
-        while source.outstanding:
-            b = source.next_batch()
-            if b.raw_sizes:
-                assert isinstance(b.raw_blob, torch.Tensor) and b.raw_blob.dim() == 1
-                assert b.raw_blob.numel() == sum(b.raw_sizes)
-                views = b.raw
-                assert all(v.is_contiguous() for v in views)
-                got.update({k: v.numpy().tobytes() for k, v in zip(b.raw_keys, views)})
-                sizes.update(zip(b.raw_keys, b.raw_decoded))
-            worker_rows += b.keys
-    finally:
-        source.close()
+    for b in loader_pieces(icfg, PreprocessConfig(56), 4, 1, gpu_decode=True):
+        if b.raw_sizes:
+            assert isinstance(b.raw_blob, torch.Tensor) and b.raw_blob.dim() == 1
+            assert b.raw_blob.numel() == sum(b.raw_sizes)
+            views = b.raw
+            assert all(v.is_contiguous() for v in views)
+            got.update({k: v.numpy().tobytes() for k, v in zip(b.raw_keys, views)})
+            sizes.update(zip(b.raw_keys, b.raw_decoded))
+        worker_rows += b.keys
     assert got == {k: v for k, v in files.items() if k.endswith(".jpg")}
     # each JPEG's decoded size comes along, so the decode thread parses no header to group
     assert sizes == {f"{i}.jpg": (60 + 9 * i) * 50 * 3 for i in range(7)}
