@@ -90,7 +90,9 @@ def test_extract_stops_at_the_first_failed_write_and_a_rerun_finishes(tmp_path: 
     assert "File too large" in p.stderr and "rerun the same command" in p.stderr
     assert "Traceback" not in p.stderr
     done = done_units(OutputLayout(out))
-    assert 1 <= len(done) <= 4, sorted(r.unit_name for r in done.values())   # of 14 units
+    # of 14 units: the failure surfaces at the first submit after it; small units finished
+    # while the failing write ran may have queued past the count bound (byte allowance)
+    assert 1 <= len(done) <= 8, sorted(r.unit_name for r in done.values())
     assert all(r.unit_name != "b-000000.tar" for r in done.values())
 
     p = cli_here(args)

@@ -39,8 +39,8 @@ class WriteQueue:
         self.max_queued = max_queued
         self.pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self.futures: deque[cf.Future] = deque()
-        self.sizes: deque[int] = deque()    # each queued write's nbytes, beside its future
-        self.costs: deque[int] = deque()    # and the bytes it writes (spilled ones included)
+        # beside each future: (bytes it holds in memory, bytes it writes, spilled included)
+        self.sizes: deque[tuple[int, int]] = deque()
         self.wait_seconds = 0.0      # main thread blocked on a full queue
         self.drain_seconds = 0.0     # main thread waiting in drain (the last writes)
 
@@ -51,7 +51,7 @@ class WriteQueue:
     def queued_bytes(self) -> int:
         """Bytes of the writes not yet finished (a write may finish at any moment on the
         writer thread, whether or not it was reaped)."""
-        return sum(n for f, n in zip(self.futures, self.sizes) if not f.done())
+        return sum(n for f, (n, _) in zip(self.futures, self.sizes) if not f.done())
 
     def submit(self, fn: Callable[[], None],
                waiting: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
@@ -64,8 +64,7 @@ class WriteQueue:
         self.reap()
         future = self.pool.submit(fn)
         self.futures.append(future)
-        self.sizes.append(nbytes)
-        self.costs.append(nbytes if cost is None else cost)
+        self.sizes.append((nbytes, nbytes if cost is None else cost))
         if track is not None:
             track.append(future)
         while self._full():
@@ -87,7 +86,6 @@ class WriteQueue:
         """Drop finished writes from the front of the queue, raising a failed one's error."""
         while self.futures and self.futures[0].done():
             self.sizes.popleft()
-            self.costs.popleft()
             self.futures.popleft().result()
 
     def _wait_oldest(self, waiting, drain: bool = False) -> None:
@@ -116,7 +114,7 @@ class WriteQueue:
         stop waits at most for it, the grace and one write of at most ``GRACE_WRITE_BYTES``.
         Returns the first error of a write that ran and failed."""
         if cancel and grace > 0:
-            for f, cost in zip(self.futures, self.costs):
+            for f, (_, cost) in zip(self.futures, self.sizes):
                 if cost > GRACE_WRITE_BYTES:
                     f.cancel()          # no-op once it runs (it then finishes, as always)
             deadline = time.monotonic() + grace
